@@ -1,0 +1,269 @@
+//! "Give me clients for account A in Region R": the one seam between handlers and AWS
+//! credentials. In production [`AssumeRoleFactory`] assumes the execution role in the
+//! target account (session name carrying the run id) and caches the credentials only until
+//! shortly before they expire; tests use [`FixedClients`].
+
+use crate::error::{from_sdk, Error};
+use crate::model::Location;
+use aws_config::SdkConfig;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::Credentials;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_config::Region;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+/// Clients acting in one target account and Region.
+#[derive(Debug, Clone)]
+pub struct TargetClients {
+    /// Systems Manager.
+    pub ssm: aws_sdk_ssm::Client,
+    /// Resource Groups.
+    pub groups: aws_sdk_resourcegroups::Client,
+}
+
+/// Why clients for a location could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AssumeError {
+    /// The execution role does not exist or does not trust the orchestrator.
+    #[error("cannot assume {role_arn}: {message}")]
+    AccessDenied {
+        /// The role that was refused.
+        role_arn: String,
+        /// What STS said.
+        message: String,
+    },
+    /// Anything else (throttling, network): worth retrying.
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// Hands out clients for a location.
+pub trait ClientFactory: Send + Sync {
+    /// Clients acting in `location` through `role_name`, for the run `run_id`.
+    fn clients(
+        &self,
+        location: &Location,
+        role_name: &str,
+        run_id: &str,
+    ) -> impl Future<Output = std::result::Result<TargetClients, AssumeError>> + Send;
+}
+
+/// How long before expiry cached credentials are dropped.
+pub const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// Requested credential lifetime: role chaining caps it at one hour.
+pub const SESSION_SECONDS: i32 = 3600;
+
+/// The role session name: `fleetpatch-<run id>`, cut to STS's 64 characters and cleaned to
+/// its alphabet `[\w+=,.@-]`.
+pub fn session_name(run_id: &str) -> String {
+    let cleaned: String = format!("fleetpatch-{run_id}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    cleaned
+}
+
+/// The execution role's ARN in an account.
+pub fn role_arn(partition: &str, account: &str, role_name: &str) -> String {
+    format!("arn:{partition}:iam::{account}:role/{role_name}")
+}
+
+struct Cached {
+    credentials: Credentials,
+    expires: SystemTime,
+}
+
+/// Production factory: STS AssumeRole into each target account, credentials cached per
+/// (account, role, run) until [`EXPIRY_MARGIN`] before they expire.
+pub struct AssumeRoleFactory {
+    base: SdkConfig,
+    sts: aws_sdk_sts::Client,
+    partition: String,
+    cache: Mutex<HashMap<(String, String, String), Cached>>,
+}
+
+impl AssumeRoleFactory {
+    /// A factory using `base` (the function's own config) for STS and as the template of
+    /// target clients (endpoint, timeouts, retries).
+    pub fn new(base: &SdkConfig, partition: &str) -> Self {
+        AssumeRoleFactory {
+            base: base.clone(),
+            sts: aws_sdk_sts::Client::new(base),
+            partition: partition.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A factory with an explicit STS client (tests use a mocked one).
+    pub fn with_sts(base: &SdkConfig, sts: aws_sdk_sts::Client, partition: &str) -> Self {
+        AssumeRoleFactory {
+            base: base.clone(),
+            sts,
+            partition: partition.to_string(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, key: &(String, String, String), now: SystemTime) -> Option<Credentials> {
+        let mut cache = self.cache.lock().ok()?;
+        match cache.get(key) {
+            Some(c) if c.expires > now + EXPIRY_MARGIN => Some(c.credentials.clone()),
+            Some(_) => {
+                cache.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    async fn assume(&self, account: &str, role_name: &str, run_id: &str) -> std::result::Result<Credentials, AssumeError> {
+        let key = (account.to_string(), role_name.to_string(), run_id.to_string());
+        if let Some(c) = self.cached(&key, SystemTime::now()) {
+            return Ok(c);
+        }
+        let arn = role_arn(&self.partition, account, role_name);
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(&arn)
+            .role_session_name(session_name(run_id))
+            .duration_seconds(SESSION_SECONDS)
+            .send()
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let code = e.code().unwrap_or_default().to_string();
+                if matches!(code.as_str(), "AccessDenied" | "AccessDeniedException" | "RegionDisabledException" | "InvalidClientTokenId") {
+                    return Err(AssumeError::AccessDenied {
+                        role_arn: arn,
+                        message: format!("{code}: {}", e.message().unwrap_or_default()),
+                    });
+                }
+                return Err(AssumeError::Other(from_sdk("sts:AssumeRole", e)));
+            }
+        };
+        let c = out.credentials.ok_or_else(|| {
+            AssumeError::Other(Error::Record("AssumeRole answered without credentials".into()))
+        })?;
+        let expires = SystemTime::try_from(c.expiration).unwrap_or_else(|_| SystemTime::now());
+        let credentials = Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            Some(c.session_token),
+            Some(expires),
+            "fleetpatch-assume-role",
+        );
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(
+                key,
+                Cached {
+                    credentials: credentials.clone(),
+                    expires,
+                },
+            );
+        }
+        Ok(credentials)
+    }
+}
+
+impl ClientFactory for AssumeRoleFactory {
+    async fn clients(
+        &self,
+        location: &Location,
+        role_name: &str,
+        run_id: &str,
+    ) -> std::result::Result<TargetClients, AssumeError> {
+        let creds = self.assume(&location.account, role_name, run_id).await?;
+        let conf = self
+            .base
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(creds))
+            .region(Region::new(location.region.clone()))
+            .build();
+        Ok(TargetClients {
+            ssm: aws_sdk_ssm::Client::new(&conf),
+            groups: aws_sdk_resourcegroups::Client::new(&conf),
+        })
+    }
+}
+
+/// Test factory: the same clients for every location, except accounts listed as denied.
+#[derive(Debug, Clone)]
+pub struct FixedClients {
+    /// The clients handed out.
+    pub clients: TargetClients,
+    /// Accounts whose role cannot be assumed.
+    pub denied: HashSet<String>,
+}
+
+impl FixedClients {
+    /// The same clients everywhere.
+    pub fn new(ssm: aws_sdk_ssm::Client, groups: aws_sdk_resourcegroups::Client) -> Self {
+        FixedClients {
+            clients: TargetClients { ssm, groups },
+            denied: HashSet::new(),
+        }
+    }
+}
+
+impl ClientFactory for FixedClients {
+    async fn clients(
+        &self,
+        location: &Location,
+        role_name: &str,
+        _run_id: &str,
+    ) -> std::result::Result<TargetClients, AssumeError> {
+        if self.denied.contains(&location.account) {
+            return Err(AssumeError::AccessDenied {
+                role_arn: role_arn("aws", &location.account, role_name),
+                message: "AccessDenied: not authorized to perform sts:AssumeRole".into(),
+            });
+        }
+        Ok(self.clients.clone())
+    }
+}
+
+/// Loads the function's own AWS configuration once per cold start, with timeouts that keep a
+/// lost response from hanging a step (`AWS_ENDPOINT_URL` is honoured, as the local stack needs).
+pub async fn load_sdk_config() -> SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .operation_attempt_timeout(Duration::from_secs(20))
+        .build();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_names_fit_sts_rules() {
+        let s = session_name("2026-11-29T01:00:00Z/monthly run with spaces and a very long suffix indeed");
+        assert!(s.len() <= 64, "{s}");
+        assert!(s.starts_with("fleetpatch-2026-11-29T01-00-00Z-monthly"));
+        assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+    }
+
+    #[test]
+    fn role_arn_uses_partition() {
+        assert_eq!(
+            role_arn("aws-us-gov", "111122223333", "PatchRole"),
+            "arn:aws-us-gov:iam::111122223333:role/PatchRole"
+        );
+    }
+}

@@ -1,0 +1,178 @@
+//! The one error type of fleetpatch. Each variant has a stable `error_type`: the name Step
+//! Functions' Retry and Catch match on (`Transient` is retried with backoff; everything else
+//! is caught per location, and `InvalidInput` fails the execution at planning).
+
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use lambda_runtime::Diagnostic;
+
+/// Everything that can go wrong in a handler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The run input broke one or more rules; the message names every field and rule.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A throttle, a timeout or a 5xx: worth retrying as is.
+    #[error("transient failure in {operation}: {message}")]
+    Transient {
+        /// The AWS operation (or step) that failed.
+        operation: String,
+        /// What the service or the connection said.
+        message: String,
+    },
+    /// An AWS call failed for a reason retrying will not fix.
+    #[error("{operation} failed: {code}: {message}")]
+    Aws {
+        /// The AWS operation.
+        operation: String,
+        /// The error code the service returned.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// A stored record is missing or does not have the shape this code writes.
+    #[error("bad record: {0}")]
+    Record(String),
+    /// A required environment variable is missing or malformed.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The payload the function received does not have the expected shape.
+    #[error("bad request payload: {0}")]
+    Payload(String),
+}
+
+impl Error {
+    /// The name Step Functions matches in Retry/Catch `ErrorEquals`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "InvalidInput",
+            Error::Transient { .. } => "Transient",
+            Error::Aws { .. } => "AwsError",
+            Error::Record(_) => "RecordError",
+            Error::Config(_) => "ConfigError",
+            Error::Payload(_) => "PayloadError",
+        }
+    }
+
+    /// Whether retrying the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+
+    /// The AWS error code, when the error came from a service.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Error::Aws { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for Diagnostic {
+    fn from(e: Error) -> Diagnostic {
+        Diagnostic {
+            error_type: e.error_type().to_string(),
+            error_message: e.to_string(),
+        }
+    }
+}
+
+/// Codes that mean "slow down or try again".
+const TRANSIENT_CODES: [&str; 12] = [
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ProvisionedThroughputExceededException",
+    "RequestThrottled",
+    "InternalServerError",
+    "InternalFailure",
+    "ServiceUnavailable",
+    "TransactionConflictException",
+    "InternalServerException",
+];
+
+/// Whether an AWS error code is a throttle or a server-side hiccup.
+pub fn is_transient_code(code: &str) -> bool {
+    TRANSIENT_CODES.contains(&code)
+}
+
+/// Converts any SDK error into [`Error`], classifying throttles, timeouts, connection
+/// failures and 5xx answers as transient.
+pub fn from_sdk<E, R>(operation: &str, err: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    match &err {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("Unknown").to_string();
+            let message = se.err().message().unwrap_or("").to_string();
+            if is_transient_code(&code) {
+                Error::Transient {
+                    operation: operation.to_string(),
+                    message: format!("{code}: {message}"),
+                }
+            } else {
+                Error::Aws {
+                    operation: operation.to_string(),
+                    code,
+                    message,
+                }
+            }
+        }
+        _ => Error::Transient {
+            operation: operation.to_string(),
+            message: describe_chain(&err),
+        },
+    }
+}
+
+/// Whether the SDK error proves the request was refused before it took effect (a modelled
+/// error answer), as opposed to a timeout or a lost connection where the request may have
+/// been carried out.
+pub fn refused_before_effect<E, R>(err: &SdkError<E, R>) -> bool {
+    matches!(err, SdkError::ServiceError(_) | SdkError::ConstructionFailure(_))
+}
+
+fn describe_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut src = err.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// The result type of fleetpatch.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_types_are_the_names_the_state_machine_uses() {
+        let asl = include_str!("../../statemachine/patching.asl.json");
+        let t = Error::Transient {
+            operation: "x".into(),
+            message: "y".into(),
+        };
+        assert_eq!(t.error_type(), "Transient");
+        assert!(asl.contains("\"Transient\""), "the ASL must retry Transient");
+        let d: Diagnostic = Error::InvalidInput("operation: is required".into()).into();
+        assert_eq!(d.error_type, "InvalidInput");
+        assert_eq!(d.error_message, "operation: is required");
+    }
+
+    #[test]
+    fn throttling_codes_are_transient() {
+        assert!(is_transient_code("ThrottlingException"));
+        assert!(is_transient_code("ProvisionedThroughputExceededException"));
+        assert!(!is_transient_code("AccessDenied"));
+        assert!(!is_transient_code("InvalidInstanceId"));
+    }
+}

@@ -1,0 +1,361 @@
+//! The target-account adapter: Resource Groups and Systems Manager calls made with the
+//! execution role's credentials. SDK types stop here; callers get fleetpatch's types.
+
+use crate::error::{from_sdk, refused_before_effect, Error, Result};
+use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
+use crate::store::Compliance;
+use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
+use aws_sdk_ssm::types::{
+    CloudWatchOutputConfig, CommandFilter, CommandFilterKey, InstanceInformationStringFilter,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use std::collections::HashMap;
+
+/// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
+pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
+/// SendCommand accepts at most 50 instance IDs.
+pub const SEND_CHUNK: usize = 50;
+/// The document fleetpatch runs.
+pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
+
+/// Why a group could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    /// The group does not exist in this account and Region.
+    #[error("resource group {0} not found")]
+    NotFound(String),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] Error),
+}
+
+/// The instance ID at the end of an EC2 instance or SSM managed-instance ARN.
+pub fn instance_id_from_arn(arn: &str) -> Option<String> {
+    let (_, tail) = arn.rsplit_once(':')?;
+    let id = tail
+        .strip_prefix("instance/")
+        .or_else(|| tail.strip_prefix("managed-instance/"))?;
+    (id.starts_with("i-") || id.starts_with("mi-")).then(|| id.to_string())
+}
+
+/// Lists the instance IDs of a resource group, following every page.
+pub async fn list_group_instances(
+    client: &aws_sdk_resourcegroups::Client,
+    group: &str,
+) -> std::result::Result<Vec<String>, GroupError> {
+    let filter = ResourceFilter::builder()
+        .name(ResourceFilterName::ResourceType)
+        .set_values(Some(RESOURCE_TYPES.iter().map(|s| s.to_string()).collect()))
+        .build()
+        .map_err(|e| Error::Record(e.to_string()))?;
+    let mut pages = client
+        .list_group_resources()
+        .group(group)
+        .filters(filter)
+        .max_results(50)
+        .into_paginator()
+        .send();
+    let mut ids = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                if e.code() == Some("NotFoundException") {
+                    return Err(GroupError::NotFound(group.to_string()));
+                }
+                return Err(from_sdk("resource-groups:ListGroupResources", e).into());
+            }
+        };
+        for r in page.resources.unwrap_or_default() {
+            if let Some(id) = r
+                .identifier
+                .and_then(|i| i.resource_arn)
+                .and_then(|a| instance_id_from_arn(&a))
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// What SSM knows of a managed instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedInfo {
+    /// Online, ConnectionLost or Inactive.
+    pub ping_status: String,
+    /// Linux, Windows, MacOS.
+    pub platform: Option<String>,
+}
+
+/// Asks SSM which of `ids` are managed, in chunks of 50 IDs, following every page.
+/// Instances SSM does not return are unknown to it (stopped, or no agent).
+pub async fn describe_managed(
+    client: &aws_sdk_ssm::Client,
+    ids: &[String],
+) -> Result<HashMap<String, ManagedInfo>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(SEND_CHUNK) {
+        let filter = InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .set_values(Some(chunk.to_vec()))
+            .build()
+            .map_err(|e| Error::Record(e.to_string()))?;
+        let mut pages = client
+            .describe_instance_information()
+            .filters(filter)
+            .max_results(50)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("ssm:DescribeInstanceInformation", e))?;
+            for info in page.instance_information_list.unwrap_or_default() {
+                if let Some(id) = info.instance_id {
+                    out.insert(
+                        id,
+                        ManagedInfo {
+                            ping_status: info
+                                .ping_status
+                                .map(|p| p.as_str().to_string())
+                                .unwrap_or_default(),
+                            platform: info.platform_type.map(|p| p.as_str().to_string()),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Everything a SendCommand needs besides the instance IDs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Scan or Install.
+    pub operation: Operation,
+    /// The run's baseline snapshot.
+    pub snapshot_id: String,
+    /// Optional override list URL.
+    pub install_override_list: Option<String>,
+    /// Reboot behaviour.
+    pub reboot_option: RebootOption,
+    /// Delivery timeout in seconds.
+    pub timeout_seconds: i32,
+    /// CloudWatch Logs group for output, if any.
+    pub log_group: Option<String>,
+}
+
+/// The outcome of one SendCommand attempt.
+#[derive(Debug)]
+pub enum SendOutcome {
+    /// SSM accepted the command.
+    Sent(String),
+    /// SSM answered with a refusal: nothing was sent. `invalid_instances` is true when the
+    /// refusal was InvalidInstanceId (some ID is no longer managed).
+    Refused {
+        /// Error code and message.
+        reason: String,
+        /// Whether it was InvalidInstanceId.
+        invalid_instances: bool,
+        /// Whether it was a throttle.
+        throttled: bool,
+    },
+    /// No answer (timeout, lost connection): the command may or may not exist.
+    Unknown(String),
+}
+
+/// Sends AWS-RunPatchBaseline to at most 50 instances, with the SDK's retries turned off:
+/// a retried SendCommand after a lost answer would run the document twice. The caller
+/// owns retries, through its claim records.
+pub async fn send_command(
+    client: &aws_sdk_ssm::Client,
+    ids: &[String],
+    spec: &CommandSpec,
+    comment: &str,
+) -> SendOutcome {
+    let mut req = client
+        .send_command()
+        .document_name(DOCUMENT)
+        .set_instance_ids(Some(ids.to_vec()))
+        .comment(comment)
+        .timeout_seconds(spec.timeout_seconds)
+        .max_concurrency(ids.len().max(1).to_string())
+        .max_errors(ids.len().max(1).to_string())
+        .parameters("Operation", vec![spec.operation.as_str().to_string()])
+        .parameters("SnapshotId", vec![spec.snapshot_id.clone()])
+        .parameters("RebootOption", vec![spec.reboot_option.as_str().to_string()]);
+    if let Some(url) = &spec.install_override_list {
+        req = req.parameters("InstallOverrideList", vec![url.clone()]);
+    }
+    if let Some(group) = &spec.log_group {
+        req = req.cloud_watch_output_config(
+            CloudWatchOutputConfig::builder()
+                .cloud_watch_output_enabled(true)
+                .cloud_watch_log_group_name(group)
+                .build(),
+        );
+    }
+    let r = req
+        .customize()
+        .config_override(
+            aws_sdk_ssm::config::Config::builder()
+                .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()),
+        )
+        .send()
+        .await;
+    match r {
+        Ok(out) => match out.command.and_then(|c| c.command_id) {
+            Some(id) => SendOutcome::Sent(id),
+            None => SendOutcome::Unknown("SendCommand answered without a command ID".into()),
+        },
+        Err(e) if refused_before_effect(&e) => {
+            let code = e.code().unwrap_or("Unknown").to_string();
+            SendOutcome::Refused {
+                reason: format!("{code}: {}", e.message().unwrap_or_default()),
+                invalid_instances: code == "InvalidInstanceId",
+                throttled: crate::error::is_transient_code(&code),
+            }
+        }
+        Err(e) => SendOutcome::Unknown(from_sdk("ssm:SendCommand", e).to_string()),
+    }
+}
+
+/// Finds a command by its Comment among recent AWS-RunPatchBaseline commands
+/// (ListCommands filters by document and time, not by comment).
+pub async fn find_command_by_comment(
+    client: &aws_sdk_ssm::Client,
+    comment: &str,
+    invoked_after_epoch: i64,
+) -> Result<Option<String>> {
+    let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|e| Error::Record(e.to_string()))?;
+    let filters = [
+        (CommandFilterKey::DocumentName, DOCUMENT.to_string()),
+        (CommandFilterKey::InvokedAfter, after),
+    ];
+    let mut req = client.list_commands().max_results(50);
+    for (k, v) in filters {
+        req = req.filters(
+            CommandFilter::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| Error::Record(e.to_string()))?,
+        );
+    }
+    let mut pages = req.into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| from_sdk("ssm:ListCommands", e))?;
+        for c in page.commands.unwrap_or_default() {
+            if c.comment.as_deref() == Some(comment) {
+                return Ok(c.command_id);
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// One invocation's status as SSM reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationStatus {
+    /// SSM `Status`.
+    pub status: String,
+    /// SSM `StatusDetails`.
+    pub details: String,
+    /// fleetpatch's reading of the two.
+    pub state: InstanceState,
+}
+
+/// Lists a command's invocations, following every page. Right after SendCommand Run
+/// Command may not know the command yet (eventual consistency): an empty list, or
+/// InvalidCommandId / InvocationDoesNotExist, is answered as "nothing yet".
+pub async fn list_invocations(
+    client: &aws_sdk_ssm::Client,
+    command_id: &str,
+) -> Result<HashMap<String, InvocationStatus>> {
+    let mut out = HashMap::new();
+    let mut pages = client
+        .list_command_invocations()
+        .command_id(command_id)
+        .max_results(50)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = match page {
+            Ok(p) => p,
+            Err(e) if matches!(e.code(), Some("InvalidCommandId" | "InvocationDoesNotExist")) => {
+                return Ok(out);
+            }
+            Err(e) => return Err(from_sdk("ssm:ListCommandInvocations", e)),
+        };
+        for inv in page.command_invocations.unwrap_or_default() {
+            let Some(id) = inv.instance_id else { continue };
+            let status = inv.status.map(|s| s.as_str().to_string()).unwrap_or_default();
+            let details = inv.status_details.unwrap_or_default();
+            let state = map_invocation_status(&status, &details);
+            out.insert(id, InvocationStatus { status, details, state });
+        }
+    }
+    Ok(out)
+}
+
+/// Reads patch compliance for `ids`, 50 IDs per call, following every page.
+pub async fn patch_states(
+    client: &aws_sdk_ssm::Client,
+    ids: &[String],
+) -> Result<HashMap<String, Compliance>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(SEND_CHUNK) {
+        let mut pages = client
+            .describe_instance_patch_states()
+            .set_instance_ids(Some(chunk.to_vec()))
+            .max_results(50)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| from_sdk("ssm:DescribeInstancePatchStates", e))?;
+            for p in page.instance_patch_states.unwrap_or_default() {
+                let c = |v: Option<i32>| v.unwrap_or(0).max(0) as u64;
+                let missing = c(Some(p.missing_count));
+                let failed = c(Some(p.failed_count));
+                let pending = c(p.installed_pending_reboot_count);
+                out.insert(
+                    p.instance_id.clone(),
+                    Compliance {
+                        instances: 1,
+                        compliant_instances: u64::from(missing == 0 && failed == 0 && pending == 0),
+                        installed: c(Some(p.installed_count)),
+                        installed_other: c(Some(p.installed_other_count)),
+                        installed_pending_reboot: pending,
+                        missing,
+                        failed,
+                        not_applicable: c(Some(p.not_applicable_count)),
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_come_from_both_arn_kinds() {
+        assert_eq!(
+            instance_id_from_arn("arn:aws:ec2:us-east-1:111122223333:instance/i-0123456789abcdef0").as_deref(),
+            Some("i-0123456789abcdef0")
+        );
+        assert_eq!(
+            instance_id_from_arn("arn:aws:ssm:eu-west-1:111122223333:managed-instance/mi-0123456789abcdef0").as_deref(),
+            Some("mi-0123456789abcdef0")
+        );
+        assert_eq!(instance_id_from_arn("arn:aws:s3:::bucket"), None);
+        assert_eq!(instance_id_from_arn("arn:aws:ec2:us-east-1:1:volume/vol-1"), None);
+    }
+}
