@@ -26,7 +26,7 @@ pub async fn resolve(
 ) -> Result<std::result::Result<Resolved, Vec<FieldError>>> {
     let mut out = Resolved::default();
     let mut bad = Vec::new();
-    let mut add = |out: &mut Resolved, id: String, status: Option<&str>| {
+    let add = |out: &mut Resolved, id: String, status: Option<&str>| {
         if out.accounts.contains(&id) || out.skipped.iter().any(|s| s.account == id) {
             return;
         }

@@ -1,0 +1,427 @@
+//! The `dispatch` function, called again and again (a Wait loop) for one location until it
+//! answers `done`. Each call:
+//! 1. recovers batches that were claimed but whose send was never recorded (a crash or a
+//!    lost answer between SendCommand and the write), by finding the command by its Comment;
+//! 2. follows the commands in flight with ListCommandInvocations and records each instance's
+//!    status;
+//! 3. decides, with the pure [`plan_round`], what to start: at most `window` instances in
+//!    flight (a sliding window), nothing new once counted errors pass the threshold;
+//! 4. claims each new batch of at most 50 instances with a conditional DynamoDB transaction
+//!    *before* SendCommand, so that no retry or repeat ever sends an instance a second command.
+
+use crate::clients::{AssumeError, ClientFactory};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::expand::count_states;
+use crate::fleet::{self, CommandSpec, SendOutcome, SEND_CHUNK};
+use crate::model::{location_outcome_from_instances, InstanceState, Location, LocationOutcome};
+use crate::ratecontrol::threshold_passed;
+use crate::store::{now_epoch, BatchRecord, BatchState, InstanceRecord, Phase, RunRecord, Store};
+use crate::task::LocationTask;
+use std::collections::{BTreeSet, HashMap};
+use tracing::{info, warn};
+
+/// A claimed batch whose command cannot be found is given back after this many seconds
+/// (Run Command is eventually consistent: a just-sent command may not be listed yet).
+pub const RECOVERY_GRACE_SECONDS: i64 = 120;
+
+/// What one round decides.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Round {
+    /// Counted errors (Failed, Execution Timed Out).
+    pub errors: u64,
+    /// Whether the error threshold is passed: nothing new starts.
+    pub stopping: bool,
+    /// Instances in flight (claimed or sent, not terminal).
+    pub in_flight: u64,
+    /// Instances to start now, in batches of at most 50.
+    pub start: Vec<Vec<String>>,
+    /// Pending instances that will never start (threshold passed).
+    pub not_started: Vec<String>,
+    /// Whether the location is finished once this round is applied.
+    pub done: bool,
+}
+
+/// Decides one round from the instances' current states. Pure: the rules of the sliding
+/// window and of the error threshold live here.
+pub fn plan_round(instances: &[InstanceRecord], window: u64, tolerated: Option<u64>) -> Round {
+    let errors = instances.iter().filter(|i| i.state.counts_as_error()).count() as u64;
+    let stopping = threshold_passed(errors, tolerated);
+    let in_flight = instances.iter().filter(|i| i.state.in_flight()).count() as u64;
+    let mut pending: Vec<&String> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .map(|i| &i.instance_id)
+        .collect();
+    pending.sort();
+    let (start, not_started) = if stopping {
+        (Vec::new(), pending.into_iter().cloned().collect())
+    } else {
+        let free = window.saturating_sub(in_flight) as usize;
+        let ids: Vec<String> = pending.into_iter().take(free).cloned().collect();
+        (ids.chunks(SEND_CHUNK).map(<[String]>::to_vec).collect(), Vec::new())
+    };
+    let pending_left = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .count()
+        - not_started.len()
+        - start.iter().map(Vec::len).sum::<usize>();
+    let done = in_flight == 0 && start.is_empty() && pending_left == 0;
+    Round {
+        errors,
+        stopping,
+        in_flight,
+        start,
+        not_started,
+        done,
+    }
+}
+
+/// The Comment that tags a command with its run, location and batch (at most 100 chars).
+pub fn comment(run_id: &str, loc: &Location, seq: u64) -> String {
+    let c = format!("fleetpatch run {run_id} loc {}/{} b{seq}", loc.account, loc.region);
+    c.chars().take(100).collect()
+}
+
+/// What `dispatch` needs.
+pub struct Dispatcher<F> {
+    /// Configuration (poll interval).
+    pub config: Config,
+    /// The table.
+    pub store: Store,
+    /// Clients per location.
+    pub factory: F,
+}
+
+fn command_spec(run: &RunRecord) -> CommandSpec {
+    CommandSpec {
+        operation: run.input.operation,
+        snapshot_id: run.input.snapshot_id.clone().unwrap_or_default(),
+        install_override_list: run.input.install_override_list.clone(),
+        reboot_option: run.input.reboot_option,
+        timeout_seconds: i32::try_from(run.input.delivery_timeout_seconds).unwrap_or(i32::MAX),
+        log_group: run.input.cloud_watch_log_group.clone(),
+    }
+}
+
+fn set_state(instances: &mut [InstanceRecord], ids: &[String], state: InstanceState, command_id: Option<&str>) {
+    for i in instances.iter_mut().filter(|i| ids.contains(&i.instance_id)) {
+        i.state = state;
+        if let Some(c) = command_id {
+            i.command_id = Some(c.to_string());
+        }
+    }
+}
+
+impl<F: ClientFactory> Dispatcher<F> {
+    /// One dispatch round for one location.
+    pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
+        let loc = task.location()?;
+        let run_id = task.run_id.as_str();
+        let run = self.store.get_run(run_id).await?;
+        let record = self.store.get_location(run_id, &loc).await?;
+        if record.phase == Some(Phase::Done) {
+            return Ok(task.finished(record.outcome.unwrap_or(LocationOutcome::Error), record.reason));
+        }
+        let clients = match self
+            .factory
+            .clients(&loc, &run.input.execution_role_name, run_id)
+            .await
+        {
+            Ok(c) => c,
+            Err(AssumeError::AccessDenied { role_arn, message }) => {
+                return Err(Error::Aws {
+                    operation: "sts:AssumeRole".into(),
+                    code: "AccessDenied".into(),
+                    message: format!("{role_arn} refused during dispatch: {message}"),
+                })
+            }
+            Err(AssumeError::Other(e)) => return Err(e),
+        };
+        let ssm = &clients.ssm;
+        let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
+        let now = now_epoch();
+        let mut finished_now = 0u64;
+
+        // 1. Recover batches claimed but not recorded as sent.
+        for b in batches.iter().filter(|b| b.state == BatchState::Claimed) {
+            match fleet::find_command_by_comment(ssm, &b.comment, b.claimed_at - 300).await? {
+                Some(cmd) => {
+                    info!(run_id, location = %loc, batch = b.seq, command_id = %cmd, "recovered an unrecorded send");
+                    if self.store.mark_batch_sent(run_id, &loc, b, &cmd).await? {
+                        set_state(&mut instances, &b.instance_ids, InstanceState::InFlight, Some(&cmd));
+                    }
+                }
+                None if now - b.claimed_at > RECOVERY_GRACE_SECONDS => {
+                    warn!(run_id, location = %loc, batch = b.seq, "claimed batch has no command: releasing it");
+                    if self
+                        .store
+                        .release_batch(run_id, &loc, b, "no command found after the grace period", &HashMap::new())
+                        .await?
+                    {
+                        set_state(&mut instances, &b.instance_ids, InstanceState::Pending, None);
+                    }
+                }
+                None => {}
+            }
+        }
+
+        // 2. Follow the commands in flight.
+        let commands: BTreeSet<String> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::InFlight)
+            .filter_map(|i| i.command_id.clone())
+            .collect();
+        for cmd in commands {
+            let invocations = fleet::list_invocations(ssm, &cmd).await?;
+            for inst in instances
+                .iter_mut()
+                .filter(|i| i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str()))
+            {
+                let Some(inv) = invocations.get(&inst.instance_id) else { continue };
+                let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
+                    || inst.status_details.as_deref() != Some(inv.details.as_str());
+                if !changed {
+                    continue;
+                }
+                let mut updated = inst.clone();
+                updated.state = inv.state;
+                updated.ssm_status = Some(inv.status.clone());
+                updated.status_details = Some(inv.details.clone());
+                if self.store.update_instance(run_id, &loc, &updated, InstanceState::InFlight).await? {
+                    if updated.state.is_terminal() {
+                        finished_now += 1;
+                    }
+                    *inst = updated;
+                }
+            }
+        }
+
+        // 3. Decide, then 4. claim and send.
+        let round = plan_round(&instances, record.window, record.tolerated);
+        for id in &round.not_started {
+            let mut r = InstanceRecord::new(id, InstanceState::NotStarted);
+            r.status_details = Some("instance error threshold passed".into());
+            if self.store.update_instance(run_id, &loc, &r, InstanceState::Pending).await? {
+                finished_now += 1;
+                set_state(&mut instances, std::slice::from_ref(id), InstanceState::NotStarted, None);
+            }
+        }
+        let spec = command_spec(&run);
+        for ids in &round.start {
+            let seq = self.store.next_batch_seq(run_id, &loc).await?;
+            let batch = BatchRecord {
+                seq,
+                instance_ids: ids.clone(),
+                comment: comment(run_id, &loc, seq),
+                claimed_at: now_epoch(),
+                state: BatchState::Claimed,
+                command_id: None,
+            };
+            if !self.store.claim_batch(run_id, &loc, &batch).await? {
+                warn!(run_id, location = %loc, batch = seq, "instances already claimed elsewhere: not sending");
+                break;
+            }
+            set_state(&mut instances, ids, InstanceState::Claimed, None);
+            match fleet::send_command(ssm, ids, &spec, &batch.comment).await {
+                SendOutcome::Sent(cmd) => {
+                    info!(run_id, location = %loc, batch = seq, command_id = %cmd, instances = ids.len(), "command sent");
+                    if self.store.mark_batch_sent(run_id, &loc, &batch, &cmd).await? {
+                        set_state(&mut instances, ids, InstanceState::InFlight, Some(&cmd));
+                    }
+                }
+                SendOutcome::Refused { reason, invalid_instances, throttled } => {
+                    let mut finals = HashMap::new();
+                    if invalid_instances {
+                        // Some instance left SSM since expansion: find which, retire them.
+                        let managed = fleet::describe_managed(ssm, ids).await?;
+                        for id in ids {
+                            match managed.get(id) {
+                                Some(m) if m.ping_status == "Online" => {}
+                                Some(_) => {
+                                    finals.insert(id.clone(), InstanceState::Offline);
+                                }
+                                None => {
+                                    finals.insert(id.clone(), InstanceState::Unmanaged);
+                                }
+                            }
+                        }
+                    }
+                    warn!(run_id, location = %loc, batch = seq, %reason, "SendCommand refused; batch released");
+                    self.store.release_batch(run_id, &loc, &batch, &reason, &finals).await?;
+                    for i in instances.iter_mut().filter(|i| ids.contains(&i.instance_id)) {
+                        i.state = finals.get(&i.instance_id).copied().unwrap_or(InstanceState::Pending);
+                    }
+                    if !(throttled || invalid_instances && !finals.is_empty()) {
+                        return Err(Error::Aws {
+                            operation: "ssm:SendCommand".into(),
+                            code: reason.split(':').next().unwrap_or("Unknown").to_string(),
+                            message: reason,
+                        });
+                    }
+                    break;
+                }
+                SendOutcome::Unknown(why) => {
+                    // The command may exist: keep the claim; the next round finds it by its
+                    // Comment or releases it after the grace period.
+                    warn!(run_id, location = %loc, batch = seq, %why, "SendCommand answer lost; claim kept for recovery");
+                    break;
+                }
+            }
+        }
+
+        // 5. Record progress; answer.
+        let after = plan_round(&instances, record.window, record.tolerated);
+        let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
+        self.store
+            .set_location_progress(run_id, &loc, &count_states(&states), after.errors, after.stopping || round.stopping)
+            .await?;
+        self.store.add_run_progress(run_id, 0, finished_now).await?;
+        let all_final = instances.iter().all(|i| i.state.is_terminal());
+        if all_final {
+            let outcome = location_outcome_from_instances(states, round.stopping || after.stopping);
+            let reason = (outcome == LocationOutcome::ThresholdExceeded).then(|| {
+                format!(
+                    "{} counted error(s) passed targetErrorThreshold {}; remaining instances not started",
+                    after.errors, run.input.target_error_threshold
+                )
+            });
+            info!(run_id, location = %loc, outcome = outcome.as_str(), "location finished");
+            return Ok(task.finished(outcome, reason));
+        }
+        Ok(task.again(self.config.poll_seconds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratecontrol::Rate;
+
+    fn fleet(n: usize) -> Vec<InstanceRecord> {
+        (0..n)
+            .map(|i| InstanceRecord::new(&format!("i-{i:017}"), InstanceState::Pending))
+            .collect()
+    }
+
+    /// Drives plan_round as the state machine would, finishing `per_round` in-flight
+    /// instances between rounds (with `fail` deciding which fail), and returns the most
+    /// instances ever in flight, the final states and the number of batches.
+    fn simulate(
+        mut instances: Vec<InstanceRecord>,
+        window: u64,
+        tolerated: Option<u64>,
+        per_round: usize,
+        fail: impl Fn(&str) -> bool,
+    ) -> (u64, Vec<InstanceRecord>, usize) {
+        let mut max_in_flight = 0;
+        let mut batches = 0;
+        for _ in 0..10_000 {
+            // Finish some in-flight ones.
+            let mut finished = 0;
+            for i in instances.iter_mut().filter(|i| i.state == InstanceState::InFlight) {
+                if finished == per_round {
+                    break;
+                }
+                i.state = if fail(&i.instance_id) { InstanceState::Failed } else { InstanceState::Succeeded };
+                finished += 1;
+            }
+            let round = plan_round(&instances, window, tolerated);
+            for id in &round.not_started {
+                set_state(&mut instances, std::slice::from_ref(id), InstanceState::NotStarted, None);
+            }
+            for ids in &round.start {
+                assert!(ids.len() <= SEND_CHUNK, "a batch of {} instances", ids.len());
+                batches += 1;
+                set_state(&mut instances, ids, InstanceState::InFlight, Some("cmd"));
+            }
+            let now = instances.iter().filter(|i| i.state.in_flight()).count() as u64;
+            max_in_flight = max_in_flight.max(now);
+            if instances.iter().all(|i| i.state.is_terminal()) {
+                return (max_in_flight, instances, batches);
+            }
+        }
+        panic!("the simulation did not finish");
+    }
+
+    #[test]
+    fn window_of_ten_percent_of_120_never_exceeds_12() {
+        // GIVEN 120 online instances and targetConcurrency 10%
+        let window = Rate::parse_concurrency("10%").unwrap().window(120);
+        assert_eq!(window, 12);
+        // WHEN every round finishes 5 of the instances in flight
+        let (max, states, batches) = simulate(fleet(120), window, None, 5, |_| false);
+        // THEN at most 12 were ever in flight, every instance succeeded, in several commands
+        assert_eq!(max, 12);
+        assert!(states.iter().all(|i| i.state == InstanceState::Succeeded));
+        assert!(batches > 10, "{batches} batches");
+    }
+
+    #[test]
+    fn large_windows_are_sent_in_chunks_of_50() {
+        let round = plan_round(&fleet(120), 120, None);
+        let sizes: Vec<usize> = round.start.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![50, 50, 20]);
+        assert!(!round.done);
+    }
+
+    #[test]
+    fn threshold_stops_new_starts_and_lets_in_flight_finish() {
+        // GIVEN 50 instances, window 10, MaxErrors 10% (5 tolerated), every 3rd one fails
+        let tolerated = Rate::parse_errors("10%").unwrap().tolerated_errors(50);
+        let fail = |id: &str| id.trim_start_matches("i-").parse::<u64>().unwrap() % 3 == 0;
+        let (_, states, _) = simulate(fleet(50), 10, tolerated, 10, fail);
+        let count = |s: InstanceState| states.iter().filter(|i| i.state == s).count();
+        // THEN it stopped: some never started, none is left pending or in flight,
+        // and errors passed 5 (the in-flight ones finished and may add to the count)
+        assert!(count(InstanceState::NotStarted) > 0);
+        assert!(count(InstanceState::Failed) > 5);
+        assert_eq!(count(InstanceState::Pending) + count(InstanceState::InFlight), 0);
+        assert_eq!(
+            count(InstanceState::NotStarted) + count(InstanceState::Failed) + count(InstanceState::Succeeded),
+            50
+        );
+    }
+
+    #[test]
+    fn zero_tolerance_stops_at_the_first_error() {
+        let mut instances = fleet(5);
+        instances[0].state = InstanceState::Failed;
+        let round = plan_round(&instances, 2, Some(0));
+        assert!(round.stopping);
+        assert!(round.start.is_empty());
+        assert_eq!(round.not_started.len(), 4);
+        assert!(round.done);
+    }
+
+    #[test]
+    fn uncounted_failures_do_not_stop() {
+        let mut instances = fleet(5);
+        instances[0].state = InstanceState::DeliveryTimedOut;
+        instances[1].state = InstanceState::AccessDenied;
+        instances[2].state = InstanceState::InvalidPlatform;
+        let round = plan_round(&instances, 2, Some(0));
+        assert!(!round.stopping);
+        assert_eq!(round.start, vec![vec!["i-00000000000000003".to_string(), "i-00000000000000004".to_string()]]);
+    }
+
+    #[test]
+    fn claimed_instances_hold_their_slot() {
+        let mut instances = fleet(10);
+        instances[0].state = InstanceState::Claimed;
+        instances[1].state = InstanceState::InFlight;
+        let round = plan_round(&instances, 3, None);
+        assert_eq!(round.in_flight, 2);
+        assert_eq!(round.start.iter().map(Vec::len).sum::<usize>(), 1);
+    }
+
+    #[test]
+    fn comments_fit_in_100_characters_and_name_run_and_location() {
+        let loc = Location::new("123456789012", "ap-southeast-2");
+        let c = comment("0b7c3a2e-3e1d-4c55-9a51-8c0e2b1d7f00", &loc, 123456);
+        assert!(c.len() <= 100, "{} chars", c.len());
+        assert!(c.contains("0b7c3a2e-3e1d-4c55-9a51-8c0e2b1d7f00"));
+        assert!(c.contains("123456789012/ap-southeast-2"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The `plan` function: validate the input, resolve OUs, build the account x Region
+//! locations, turn percentages into numbers, write the run record and announce the run.
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::input::{self, AccountTarget, FieldError, RunInput};
+use crate::model::{Location, RunStatus};
+use crate::orgs;
+use crate::store::{now_epoch, RunRecord, Store};
+use crate::task::{PlanRequest, PlanResponse};
+use serde_json::json;
+use tracing::{info, warn};
+
+/// What `plan` needs.
+pub struct Planner {
+    /// Configuration.
+    pub config: Config,
+    /// The table.
+    pub store: Store,
+    /// Organizations (for OU and root targets).
+    pub orgs: aws_sdk_organizations::Client,
+    /// EventBridge.
+    pub events: aws_sdk_eventbridge::Client,
+}
+
+/// Every location: each account in each Region, accounts in order, Regions in order.
+pub fn locations(accounts: &[String], regions: &[String]) -> Vec<Location> {
+    accounts
+        .iter()
+        .flat_map(|a| regions.iter().map(move |r| Location::new(a.clone(), r.clone())))
+        .collect()
+}
+
+/// The plan's answer for a run over `locations`.
+pub fn response(run_id: &str, input: &RunInput, locations: &[Location]) -> PlanResponse {
+    let n = locations.len() as u64;
+    PlanResponse {
+        run_id: run_id.to_string(),
+        location_concurrency: input.location_concurrency_rate().window(n),
+        locations: locations.iter().map(ToString::to_string).collect(),
+    }
+}
+
+impl Planner {
+    /// Plans a run. Bad input is recorded as a rejected run and answered with
+    /// [`Error::InvalidInput`]; nothing is dispatched.
+    pub async fn handle(&self, req: PlanRequest) -> Result<PlanResponse> {
+        let run_id = req
+            .execution_name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut run_input = match input::validate(&req.input) {
+            Ok(i) => i,
+            Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
+        };
+        // A retried plan finds its own record: answer from it, so the snapshot and the
+        // locations stay those of the first attempt.
+        if let Ok(existing) = self.store.get_run(&run_id).await {
+            info!(run_id, "run already planned; answering from its record");
+            let locs = locations(&existing.accounts, &existing.input.regions);
+            return Ok(response(&run_id, &existing.input, &locs));
+        }
+        let needs_org = run_input
+            .accounts
+            .iter()
+            .any(|t| !matches!(t, AccountTarget::Account(_)));
+        let resolved = if needs_org {
+            orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?
+        } else {
+            // Plain account IDs need no Organizations call (and work from any account).
+            let ids: Vec<AccountTarget> = run_input.accounts.clone();
+            resolve_plain(&ids, &run_input.exclude_accounts)
+        };
+        let resolved = match resolved {
+            Ok(r) => r,
+            Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
+        };
+        if run_input.snapshot_id.is_none() {
+            // One snapshot per run: every instance patches against the same baseline.
+            run_input.snapshot_id = Some(uuid::Uuid::new_v4().to_string());
+        }
+        let locs = locations(&resolved.accounts, &run_input.regions);
+        let resp = response(&run_id, &run_input, &locs);
+        let n = locs.len() as u64;
+        let record = RunRecord {
+            run_id: run_id.clone(),
+            status: RunStatus::Running,
+            input: run_input.clone(),
+            accounts: resolved.accounts.clone(),
+            skipped_accounts: resolved.skipped.clone(),
+            location_count: n,
+            location_window: resp.location_concurrency,
+            locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
+            locations_done: 0,
+            locations_failed: 0,
+            created_at: now_epoch(),
+        };
+        if self.store.create_run(&record).await? {
+            self.store.put_locations(&run_id, &locs).await?;
+        }
+        info!(
+            run_id,
+            locations = n,
+            accounts = resolved.accounts.len(),
+            skipped_accounts = resolved.skipped.len(),
+            location_concurrency = resp.location_concurrency,
+            "run planned"
+        );
+        let detail = json!({
+            "runId": run_id,
+            "operation": run_input.operation,
+            "resourceGroup": run_input.resource_group,
+            "accounts": resolved.accounts.len(),
+            "regions": run_input.regions,
+            "locations": n,
+            "locationConcurrency": resp.location_concurrency,
+            "snapshotId": run_input.snapshot_id,
+            "skippedAccounts": resolved.skipped,
+        });
+        events::put_event(&self.events, &self.config.event_bus, events::RUN_STARTED, &detail).await?;
+        Ok(resp)
+    }
+
+    async fn reject<T>(&self, run_id: &str, raw: &serde_json::Value, errs: &[FieldError]) -> Result<T> {
+        let message = input::describe(errs);
+        warn!(run_id, %message, "run input rejected");
+        let reasons: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        self.store
+            .put_rejected_run(run_id, &raw.to_string(), &reasons)
+            .await?;
+        let detail = json!({
+            "runId": run_id,
+            "status": RunStatus::Rejected.as_str(),
+            "reasons": reasons,
+        });
+        if let Err(e) = events::put_event(&self.events, &self.config.event_bus, events::RUN_COMPLETED, &detail).await {
+            warn!(run_id, error = %e, "could not announce the rejected run");
+        }
+        Err(Error::InvalidInput(message))
+    }
+}
+
+fn resolve_plain(
+    targets: &[AccountTarget],
+    exclude: &[String],
+) -> std::result::Result<orgs::Resolved, Vec<FieldError>> {
+    let mut out = orgs::Resolved::default();
+    for t in targets {
+        if let AccountTarget::Account(id) = t {
+            if exclude.contains(id) {
+                if !out.skipped.iter().any(|s| &s.account == id) {
+                    out.skipped.push(crate::store::SkippedAccount {
+                        account: id.clone(),
+                        reason: "excluded".into(),
+                    });
+                }
+            } else if !out.accounts.contains(id) {
+                out.accounts.push(id.clone());
+            }
+        }
+    }
+    if out.accounts.is_empty() {
+        return Err(vec![FieldError {
+            field: "accounts".into(),
+            rule: "no account is left after excludeAccounts".into(),
+        }]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run_input(accounts: usize, regions: usize) -> (RunInput, Vec<String>, Vec<String>) {
+        let accts: Vec<String> = (0..accounts).map(|i| format!("{:012}", 100_000_000_000u64 + i as u64)).collect();
+        let all_regions = [
+            "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2",
+            "eu-central-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1",
+        ];
+        let regs: Vec<String> = all_regions.iter().take(regions).map(|s| s.to_string()).collect();
+        let input = input::validate(&json!({
+            "operation": "Install",
+            "resourceGroup": "patch-group-a",
+            "accounts": accts,
+            "regions": regs,
+            "locationConcurrency": "5%",
+        }))
+        .unwrap();
+        (input, accts, regs)
+    }
+
+    #[test]
+    fn five_thousand_locations_fit_in_a_state_payload() {
+        // GIVEN 1,000 accounts x 5 Regions (the longest Region names)
+        let (input, accts, _) = run_input(1000, 10);
+        let regs: Vec<String> = ["ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // WHEN the plan is built
+        let locs = locations(&accts, &regs);
+        let resp = response("9b2f6c1e-0000-4000-8000-000000000000", &input, &locs);
+        // THEN the Map's input stays under Step Functions' 256 KiB
+        assert_eq!(resp.locations.len(), 5000);
+        let bytes = serde_json::to_vec(&resp).unwrap().len();
+        assert!(bytes < 256 * 1024, "plan payload is {bytes} bytes");
+        // and concurrency 5% of 5,000 locations is 250
+        assert_eq!(resp.location_concurrency, 250);
+    }
+
+    #[test]
+    fn locations_are_accounts_times_regions() {
+        let (input, accts, regs) = run_input(3, 2);
+        let locs = locations(&accts, &regs);
+        assert_eq!(locs.len(), 6);
+        assert_eq!(locs[1], Location::new(accts[0].clone(), "us-east-2"));
+        let resp = response("r", &input, &locs);
+        assert_eq!(resp.location_concurrency, 1, "5% of 6 rounds down, at least 1");
+    }
+
+    #[test]
+    fn plain_accounts_apply_excludes_and_duplicates() {
+        let t = |s: &str| AccountTarget::Account(s.into());
+        let r = resolve_plain(
+            &[t("111111111111"), t("222222222222"), t("111111111111")],
+            &["222222222222".into()],
+        )
+        .unwrap();
+        assert_eq!(r.accounts, vec!["111111111111"]);
+        assert_eq!(r.skipped[0].reason, "excluded");
+        let e = resolve_plain(&[t("111111111111")], &["111111111111".into()]).unwrap_err();
+        assert_eq!(e[0].field, "accounts");
+    }
+}

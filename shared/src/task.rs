@@ -1,0 +1,107 @@
+//! The payloads the state machine passes between steps. They stay small and never grow with
+//! the number of instances: everything else lives in DynamoDB.
+
+use crate::error::{Error, Result};
+use crate::model::{Location, LocationOutcome};
+use serde::{Deserialize, Serialize};
+
+/// What `plan` receives: the execution input and the execution's name.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanRequest {
+    /// The run input, unvalidated.
+    pub input: serde_json::Value,
+    /// `$$.Execution.Name`: becomes the run ID. A fresh UUID when absent (local invokes).
+    #[serde(default)]
+    pub execution_name: Option<String>,
+}
+
+/// What `plan` answers: what the Distributed Map needs, nothing more.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanResponse {
+    /// The run ID.
+    pub run_id: String,
+    /// How many locations run at once (MaxConcurrencyPath).
+    pub location_concurrency: u64,
+    /// Every location, as `ACCOUNT/REGION`.
+    pub locations: Vec<String>,
+}
+
+/// The error a step reported, as the state machine's Catch hands it on (`ResultPath: $.error`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaughtError {
+    /// The error type (e.g. `AwsError`, `States.Timeout`).
+    #[serde(rename = "Error", default)]
+    pub error: String,
+    /// The message.
+    #[serde(rename = "Cause", default)]
+    pub cause: String,
+}
+
+/// The state of one location between steps: expand's answer is dispatch's question, and
+/// dispatch's answer is its own next question, until `done`; then settle takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationTask {
+    /// The run ID.
+    pub run_id: String,
+    /// `ACCOUNT/REGION`.
+    pub location: String,
+    /// True when nothing more is to be sent or followed.
+    #[serde(default)]
+    pub done: bool,
+    /// Seconds to wait before the next dispatch.
+    #[serde(default)]
+    pub wait_seconds: u64,
+    /// The location's outcome, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<LocationOutcome>,
+    /// Why, in words (errors, skips).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Set by the state machine's Catch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CaughtError>,
+}
+
+impl LocationTask {
+    /// The parsed location.
+    pub fn location(&self) -> Result<Location> {
+        self.location.parse().map_err(Error::Payload)
+    }
+
+    /// The same task, finished with `outcome`.
+    pub fn finished(&self, outcome: LocationOutcome, reason: Option<String>) -> LocationTask {
+        LocationTask {
+            run_id: self.run_id.clone(),
+            location: self.location.clone(),
+            done: true,
+            wait_seconds: 0,
+            outcome: Some(outcome),
+            reason,
+            error: None,
+        }
+    }
+
+    /// The same task, to be called again after `wait_seconds`.
+    pub fn again(&self, wait_seconds: u64) -> LocationTask {
+        LocationTask {
+            run_id: self.run_id.clone(),
+            location: self.location.clone(),
+            done: false,
+            wait_seconds,
+            outcome: None,
+            reason: None,
+            error: None,
+        }
+    }
+}
+
+/// What `aggregate` receives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregateRequest {
+    /// The run ID.
+    pub run_id: String,
+}
