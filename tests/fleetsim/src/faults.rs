@@ -1,0 +1,295 @@
+//! Fault injection: throttling (token bucket, fraction, next N calls), injected errors, and
+//! dropped responses (the call takes effect but the connection closes without an answer).
+//! Rules match on service, operation, account and Region; unset fields match anything.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::SplitMix64;
+
+/// What a rule does to a matching call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Answer the protocol's throttling error.
+    Throttle,
+    /// Answer an error (`status`, `code`, `message`).
+    Error,
+    /// Perform the call, then close the connection without a response.
+    Drop,
+}
+
+/// One fault rule. Exactly how it triggers: `rate`/`burst` (token bucket per
+/// (service, operation, account, Region), throttle only), else `fraction` of matching calls,
+/// else the next `count` matching calls, else every matching call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultRule {
+    /// What to do.
+    pub kind: FaultKind,
+    /// Service signing name: `ssm`, `sts`, `resource-groups`, `organizations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Operation name, e.g. `SendCommand`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// Account the call acts in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Token bucket refill, calls per real second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Token bucket size (defaults to `rate`, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
+    /// Probability per matching call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// Remaining matching calls to affect (decremented as they fire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// HTTP status for `error` (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Error code for `error` (default: the service's internal error code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Error message for `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The call a decision is made for.
+#[derive(Debug, Clone, Copy)]
+pub struct CallKey<'a> {
+    /// Service signing name.
+    pub service: &'a str,
+    /// Operation.
+    pub operation: &'a str,
+    /// Account.
+    pub account: &'a str,
+    /// Region.
+    pub region: &'a str,
+}
+
+/// What to do before handling a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PreDecision {
+    /// Handle normally.
+    Proceed,
+    /// Answer the throttling error.
+    Throttle,
+    /// Answer this error: (status, code, message); code None = service default.
+    Error(u16, Option<String>, String),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The active rules and their state.
+#[derive(Debug)]
+pub struct Faults {
+    rules: Vec<FaultRule>,
+    buckets: HashMap<(usize, String), Bucket>,
+    rng: SplitMix64,
+}
+
+impl FaultRule {
+    fn matches(&self, k: &CallKey<'_>) -> bool {
+        fn ok(f: &Option<String>, v: &str) -> bool {
+            f.as_deref().is_none_or(|f| f == v)
+        }
+        ok(&self.service, k.service)
+            && ok(&self.operation, k.operation)
+            && ok(&self.account, k.account)
+            && ok(&self.region, k.region)
+    }
+}
+
+impl Faults {
+    /// Rules with a PRNG seed for fractions.
+    pub fn new(rules: Vec<FaultRule>, seed: u64) -> Self {
+        Self {
+            rules,
+            buckets: HashMap::new(),
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// The active rules (counts show what is left).
+    pub fn rules(&self) -> &[FaultRule] {
+        &self.rules
+    }
+
+    /// Replaces every rule.
+    pub fn replace(&mut self, rules: Vec<FaultRule>) {
+        self.rules = rules;
+        self.buckets.clear();
+    }
+
+    /// Adds rules to the active ones.
+    pub fn extend(&mut self, rules: Vec<FaultRule>) {
+        self.rules.extend(rules);
+    }
+
+    /// Whether rule `i` fires for `key` (consuming a token or a count).
+    fn fires(&mut self, i: usize, key: &CallKey<'_>) -> bool {
+        let rule = &self.rules[i];
+        if let (FaultKind::Throttle, Some(rate)) = (rule.kind, rule.rate) {
+            let burst = rule.burst.unwrap_or(rate).max(1.0);
+            let bucket_key = (
+                i,
+                format!(
+                    "{}/{}/{}/{}",
+                    key.service, key.operation, key.account, key.region
+                ),
+            );
+            let now = Instant::now();
+            let b = self.buckets.entry(bucket_key).or_insert(Bucket {
+                tokens: burst,
+                last: now,
+            });
+            b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
+            b.last = now;
+            if b.tokens >= 1.0 {
+                b.tokens -= 1.0;
+                return false;
+            }
+            return true;
+        }
+        if let Some(f) = rule.fraction {
+            return self.rng.next_f64() < f;
+        }
+        if let Some(c) = rule.count {
+            if c == 0 {
+                return false;
+            }
+            self.rules[i].count = Some(c - 1);
+            return true;
+        }
+        true
+    }
+
+    /// Decides throttling / error injection for a call about to be handled.
+    pub fn before(&mut self, key: &CallKey<'_>) -> PreDecision {
+        for i in 0..self.rules.len() {
+            let kind = self.rules[i].kind;
+            if kind == FaultKind::Drop || !self.rules[i].matches(key) {
+                continue;
+            }
+            if self.fires(i, key) {
+                let r = &self.rules[i];
+                return match kind {
+                    FaultKind::Throttle => PreDecision::Throttle,
+                    _ => PreDecision::Error(
+                        r.status.unwrap_or(500),
+                        r.code.clone(),
+                        r.message
+                            .clone()
+                            .unwrap_or_else(|| "Injected by fleetsim".to_string()),
+                    ),
+                };
+            }
+        }
+        PreDecision::Proceed
+    }
+
+    /// Whether the response of a call that was just handled must be dropped.
+    pub fn drop_response(&mut self, key: &CallKey<'_>) -> bool {
+        for i in 0..self.rules.len() {
+            if self.rules[i].kind == FaultKind::Drop
+                && self.rules[i].matches(key)
+                && self.fires(i, key)
+            {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> CallKey<'static> {
+        CallKey {
+            service: "ssm",
+            operation: "SendCommand",
+            account: "222222222222",
+            region: "us-east-1",
+        }
+    }
+
+    fn rule(kind: FaultKind) -> FaultRule {
+        FaultRule {
+            kind,
+            service: Some("ssm".into()),
+            operation: Some("SendCommand".into()),
+            account: None,
+            region: None,
+            rate: None,
+            burst: None,
+            fraction: None,
+            count: None,
+            status: None,
+            code: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn token_bucket_allows_burst_then_throttles() {
+        let mut r = rule(FaultKind::Throttle);
+        r.rate = Some(0.001);
+        r.burst = Some(3.0);
+        let mut f = Faults::new(vec![r], 1);
+        let d: Vec<_> = (0..5).map(|_| f.before(&key())).collect();
+        assert_eq!(
+            &d[..3],
+            &[
+                PreDecision::Proceed,
+                PreDecision::Proceed,
+                PreDecision::Proceed
+            ]
+        );
+        assert_eq!(d[3], PreDecision::Throttle);
+        assert_eq!(d[4], PreDecision::Throttle);
+    }
+
+    #[test]
+    fn count_rules_fire_exactly_n_times() {
+        let mut r = rule(FaultKind::Drop);
+        r.count = Some(2);
+        let mut f = Faults::new(vec![r], 1);
+        let drops = (0..5).filter(|_| f.drop_response(&key())).count();
+        assert_eq!(drops, 2);
+        let other = CallKey {
+            operation: "ListCommands",
+            ..key()
+        };
+        let mut r = rule(FaultKind::Drop);
+        r.count = Some(2);
+        let mut f = Faults::new(vec![r], 1);
+        assert!(!f.drop_response(&other));
+    }
+
+    #[test]
+    fn fraction_is_roughly_respected() {
+        let mut r = rule(FaultKind::Error);
+        r.fraction = Some(0.25);
+        let mut f = Faults::new(vec![r], 7);
+        let n = (0..4000)
+            .filter(|_| f.before(&key()) != PreDecision::Proceed)
+            .count();
+        assert!((800..1200).contains(&n), "got {n}");
+    }
+}

@@ -1,0 +1,228 @@
+//! The router: decides from the path, the SigV4 credential scope and `X-Amz-Target` which
+//! service and operation a request is, runs served calls through faults and statistics, and
+//! forwards the rest.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::Method;
+
+use crate::faults::{CallKey, PreDecision};
+use crate::forward::{lambda_function_name, Incoming};
+use crate::protocol::{
+    self, parse_authorization, ApiError, CallContext, HttpResponse, Protocol, SigV4Scope,
+};
+use crate::services::{organizations, resource_groups, ssm, sts};
+use crate::state::{lock, AppState};
+
+/// The request's response must not be sent: the connection is closed instead.
+#[derive(Debug, thiserror::Error)]
+#[error("response dropped by a fault rule")]
+pub struct Dropped;
+
+/// What a request is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/_fleetsim/...`.
+    Oracle,
+    /// Lambda Invoke of this function.
+    Lambda(String),
+    /// A served operation: (service signing name, operation).
+    Served(&'static str, String),
+    /// Anything else.
+    Forward,
+}
+
+fn target_op<'a>(headers: &'a hyper::HeaderMap, prefix: &str) -> Option<&'a str> {
+    headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix(prefix))
+        .and_then(|t| t.strip_prefix('.'))
+}
+
+fn form_params(query: Option<&str>, body: &[u8]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    out.extend(form_urlencoded::parse(body).into_owned());
+    out
+}
+
+/// Classifies a request.
+pub fn classify(req: &Incoming, scope: Option<&SigV4Scope>) -> Route {
+    let path = req.path_and_query.split('?').next().unwrap_or_default();
+    if path.starts_with("/_fleetsim/") {
+        return Route::Oracle;
+    }
+    if let Some(f) = lambda_function_name(&req.method, path) {
+        return Route::Lambda(f);
+    }
+    let Some(scope) = scope else {
+        return Route::Forward;
+    };
+    match scope.service.as_str() {
+        "sts" => {
+            let params = form_params(
+                req.path_and_query.split_once('?').map(|(_, q)| q),
+                &req.body,
+            );
+            match params.get("Action") {
+                Some(a) if sts::OPERATIONS.contains(&a.as_str()) => Route::Served("sts", a.clone()),
+                _ => Route::Forward,
+            }
+        }
+        "ssm" => match target_op(&req.headers, "AmazonSSM") {
+            Some(op) if ssm::OPERATIONS.contains(&op) => Route::Served("ssm", op.to_string()),
+            _ => Route::Forward,
+        },
+        "organizations" => match target_op(&req.headers, "AWSOrganizationsV20161128") {
+            Some(op) if organizations::OPERATIONS.contains(&op) => {
+                Route::Served("organizations", op.to_string())
+            }
+            _ => Route::Forward,
+        },
+        "resource-groups" if req.method == Method::POST => resource_groups::OPERATIONS
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, op)| Route::Served("resource-groups", op.to_string()))
+            .unwrap_or(Route::Forward),
+        _ => Route::Forward,
+    }
+}
+
+fn protocol_of(service: &str) -> Protocol {
+    match service {
+        "sts" => Protocol::Query,
+        "resource-groups" => Protocol::RestJson,
+        _ => Protocol::AwsJson,
+    }
+}
+
+fn throttling_error(service: &str) -> ApiError {
+    match service {
+        "sts" => ApiError::bad("Throttling", "Rate exceeded"),
+        "resource-groups" => ApiError::with_status(429, "TooManyRequestsException", "Rate exceeded"),
+        "organizations" => ApiError::bad(
+            "TooManyRequestsException",
+            "You have sent too many requests in too short a period of time. The quota helps protect against denial-of-service attacks. Try again later.",
+        ),
+        _ => ApiError::bad("ThrottlingException", "Rate exceeded"),
+    }
+}
+
+fn internal_error_code(service: &str) -> &'static str {
+    match service {
+        "sts" => "InternalFailure",
+        "resource-groups" => "InternalServerErrorException",
+        "organizations" => "ServiceException",
+        _ => "InternalServerError",
+    }
+}
+
+fn json_body(body: &Bytes) -> Result<serde_json::Value, ApiError> {
+    if body.is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad("SerializationException", e.to_string()))
+}
+
+fn run_served(
+    state: &AppState,
+    service: &'static str,
+    op: &str,
+    ctx: &CallContext,
+    req: &Incoming,
+) -> Result<HttpResponse, ApiError> {
+    let protocol = protocol_of(service);
+    match service {
+        "sts" => {
+            let params = form_params(
+                req.path_and_query.split_once('?').map(|(_, q)| q),
+                &req.body,
+            );
+            sts::handle(state, ctx, op, &params).map(protocol::xml_success)
+        }
+        "ssm" => ssm::handle(state, ctx, op, &json_body(&req.body)?)
+            .map(|v| protocol::success(protocol, &v)),
+        "organizations" => organizations::handle(state, ctx, op, &json_body(&req.body)?)
+            .map(|v| protocol::success(protocol, &v)),
+        "resource-groups" => resource_groups::handle(state, ctx, op, &json_body(&req.body)?)
+            .map(|v| protocol::success(protocol, &v)),
+        other => Err(ApiError::bad("UnknownService", other.to_string())),
+    }
+}
+
+/// Handles one request end to end.
+pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse, Dropped> {
+    let scope = req
+        .headers
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_authorization);
+    match classify(&req, scope.as_ref()) {
+        Route::Oracle => Ok(crate::oracle::handle(
+            &state,
+            &req.method,
+            &req.path_and_query,
+            &req.body,
+        )),
+        Route::Lambda(function) => {
+            *lock(&state.stats)
+                .forwarded
+                .entry("lambda".to_string())
+                .or_default() += 1;
+            Ok(state.forwarder.to_lambda(&function, req).await)
+        }
+        Route::Forward => {
+            let svc = scope
+                .as_ref()
+                .map(|s| s.service.clone())
+                .unwrap_or_else(|| "unsigned".to_string());
+            *lock(&state.stats).forwarded.entry(svc).or_default() += 1;
+            Ok(state.forwarder.to_moto(req).await)
+        }
+        Route::Served(service, op) => {
+            let Some(scope) = scope else {
+                return Ok(state.forwarder.to_moto(req).await);
+            };
+            let ctx = CallContext {
+                account: sts::account_for(&state, &scope.access_key),
+                region: scope.region.clone(),
+                access_key: scope.access_key.clone(),
+            };
+            let key = CallKey {
+                service,
+                operation: &op,
+                account: &ctx.account,
+                region: &ctx.region,
+            };
+            let protocol = protocol_of(service);
+            lock(&state.stats).op(service, &op).calls += 1;
+            let decision = lock(&state.faults).before(&key);
+            match decision {
+                PreDecision::Throttle => {
+                    lock(&state.stats).op(service, &op).throttled += 1;
+                    return Ok(protocol::error(protocol, &throttling_error(service)));
+                }
+                PreDecision::Error(status, code, message) => {
+                    lock(&state.stats).op(service, &op).injected_errors += 1;
+                    let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
+                    return Ok(protocol::error(
+                        protocol,
+                        &ApiError::with_status(status, &code, message),
+                    ));
+                }
+                PreDecision::Proceed => {}
+            }
+            let resp = run_served(&state, service, &op, &ctx, &req)
+                .unwrap_or_else(|e| protocol::error(protocol, &e));
+            if lock(&state.faults).drop_response(&key) {
+                lock(&state.stats).op(service, &op).dropped += 1;
+                return Err(Dropped);
+            }
+            Ok(resp)
+        }
+    }
+}

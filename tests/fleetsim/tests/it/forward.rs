@@ -1,0 +1,173 @@
+//! Forwarding of unserved calls to moto and of Lambda Invoke to the Lambda emulator.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::util::{Sim, MGMT_KEY};
+
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    target: Option<String>,
+    body: String,
+}
+
+/// A fake upstream recording requests; `/2015-03-31/functions/fail/...` answers 500 with a
+/// Lambda error body, `/2015-03-31/functions/gone/...` answers 404, anything else 200.
+async fn fake_upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let path = parts
+                            .uri
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        log.lock().expect("log").push(Seen {
+                            method: parts.method.to_string(),
+                            path: path.clone(),
+                            target: parts
+                                .headers
+                                .get("x-amz-target")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string),
+                            body: String::from_utf8_lossy(&body).to_string(),
+                        });
+                        let (status, body) = if path.contains("/functions/fail/") {
+                            (
+                                500,
+                                json!({"errorType": "PlanError", "errorMessage": "bad plan"})
+                                    .to_string(),
+                            )
+                        } else if path.contains("/functions/gone/") {
+                            (
+                                404,
+                                json!({"Type": "User", "message": "Function not found"})
+                                    .to_string(),
+                            )
+                        } else {
+                            (200, json!({"upstream": true}).to_string())
+                        };
+                        let mut resp = Response::new(Full::new(Bytes::from(body)));
+                        *resp.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        resp.headers_mut()
+                            .insert("x-upstream", "yes".parse().expect("hv"));
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unserved_calls_go_to_moto_verbatim() {
+    let (moto, seen) = fake_upstream().await;
+    let sim = Sim::start_with(|o| o.moto_url = Some(format!("http://{moto}"))).await;
+    let r = sim
+        .try_json(
+            MGMT_KEY,
+            "us-east-1",
+            "ssm",
+            "AmazonSSM.GetParameter",
+            json!({"Name": "/fleetpatch/x"}),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"upstream": true}));
+    assert_eq!(
+        r.headers.get("x-upstream").and_then(|v| v.to_str().ok()),
+        Some("yes")
+    );
+    let dynamo = sim
+        .try_json(
+            MGMT_KEY,
+            "us-east-1",
+            "dynamodb",
+            "DynamoDB_20120810.ListTables",
+            json!({}),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(dynamo.status, 200);
+    let s = seen.lock().expect("log").clone();
+    assert_eq!(s.len(), 2);
+    assert_eq!((s[0].method.as_str(), s[0].path.as_str()), ("POST", "/"));
+    assert_eq!(s[0].target.as_deref(), Some("AmazonSSM.GetParameter"));
+    assert_eq!(s[0].body, json!({"Name": "/fleetpatch/x"}).to_string());
+    assert_eq!(s[1].target.as_deref(), Some("DynamoDB_20120810.ListTables"));
+    // served calls are not forwarded
+    sim.ssm(MGMT_KEY, "ListCommands", json!({})).await;
+    assert_eq!(seen.lock().expect("log").len(), 2);
+    sim.run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_invoke_strips_the_arn_and_translates_errors() {
+    let (lambda, seen) = fake_upstream().await;
+    let sim = Sim::start_with(|o| o.lambda_url = Some(format!("http://{lambda}"))).await;
+    let ok = sim
+        .raw("POST", "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Aplan/invocations", &[], b"{\"run\":1}".to_vec())
+        .await
+        .expect("answered");
+    assert_eq!(ok.status, 200);
+    assert!(ok.headers.get("x-amz-function-error").is_none());
+    let failed = sim
+        .raw("POST", "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Afail/invocations", &[], b"{}".to_vec())
+        .await
+        .expect("answered");
+    assert_eq!(failed.status, 200);
+    assert_eq!(
+        failed
+            .headers
+            .get("x-amz-function-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("Unhandled")
+    );
+    assert_eq!(failed.json()["errorType"], "PlanError");
+    let gone = sim
+        .raw(
+            "POST",
+            "/2015-03-31/functions/gone/invocations",
+            &[],
+            Vec::new(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(gone.status, 404, "other statuses pass through");
+    let s = seen.lock().expect("log").clone();
+    assert_eq!(s[0].path, "/2015-03-31/functions/plan/invocations");
+    assert_eq!(s[0].body, "{\"run\":1}");
+    assert_eq!(s[1].path, "/2015-03-31/functions/fail/invocations");
+    sim.run.shutdown().await;
+}

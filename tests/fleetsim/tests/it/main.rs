@@ -1,0 +1,8 @@
+//! Integration tests of fleetsim over HTTP, one binary, one module per area.
+
+mod faults;
+mod forward;
+mod orgs_rg;
+mod ssm;
+mod sts;
+mod util;
