@@ -100,7 +100,9 @@ pub fn summarize(
     let mut targeted = 0;
     for l in locations {
         let outcome = l.outcome.unwrap_or(LocationOutcome::Error);
-        *location_outcomes.entry(outcome.as_str().to_string()).or_insert(0) += 1;
+        *location_outcomes
+            .entry(outcome.as_str().to_string())
+            .or_insert(0) += 1;
         for (k, v) in &l.counts {
             *instance_states.entry(k.clone()).or_insert(0) += v;
         }
@@ -108,9 +110,16 @@ pub fn summarize(
         if let Some(c) = &l.compliance {
             compliance.add(c);
         }
-        if !matches!(outcome, LocationOutcome::Succeeded | LocationOutcome::NoTargets) {
+        if !matches!(
+            outcome,
+            LocationOutcome::Succeeded | LocationOutcome::NoTargets
+        ) {
             problems.push(LocationLine {
-                location: l.location.as_ref().map(ToString::to_string).unwrap_or_default(),
+                location: l
+                    .location
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default(),
                 outcome,
                 reason: l.reason.clone().filter(|r| !r.is_empty()),
                 targeted: l.targeted,
@@ -156,8 +165,13 @@ impl<F: ClientFactory> Aggregator<F> {
         let run = self.store.get_run(run_id).await?;
         let mut locations = self.store.list_locations(run_id).await?;
         // A location the Map never settled still gets an outcome.
-        for l in locations.iter_mut().filter(|l| l.phase != Some(Phase::Done)) {
-            let Some(loc) = l.location.clone() else { continue };
+        for l in locations
+            .iter_mut()
+            .filter(|l| l.phase != Some(Phase::Done))
+        {
+            let Some(loc) = l.location.clone() else {
+                continue;
+            };
             let why = "the location never finished (its child execution ended early)";
             self.store
                 .settle_location(run_id, &loc, LocationOutcome::Error, Some(why))
@@ -192,8 +206,19 @@ impl<F: ClientFactory> Aggregator<F> {
         let status = final_status(run.status == RunStatus::Stopping, &outcomes);
         let summary = summarize(run_id, status, &run, &locations);
         self.store.finish_run(run_id, status, &summary).await?;
-        events::put_event(&self.events, &self.config.event_bus, events::RUN_COMPLETED, &summary).await?;
-        info!(run_id, status = status.as_str(), locations = summary.locations, "run completed");
+        events::put_event(
+            &self.events,
+            &self.config.event_bus,
+            events::RUN_COMPLETED,
+            &summary,
+        )
+        .await?;
+        info!(
+            run_id,
+            status = status.as_str(),
+            locations = summary.locations,
+            "run completed"
+        );
         Ok(summary)
     }
 
@@ -203,11 +228,16 @@ impl<F: ClientFactory> Aggregator<F> {
         run: &crate::store::RunRecord,
         l: &LocationRecord,
     ) -> Result<Option<Compliance>> {
-        let Some(loc) = l.location.clone() else { return Ok(None) };
+        let Some(loc) = l.location.clone() else {
+            return Ok(None);
+        };
         let sent = l
             .counts
             .iter()
-            .filter(|(k, _)| k.parse::<InstanceState>().is_ok_and(InstanceState::was_sent))
+            .filter(|(k, _)| {
+                k.parse::<InstanceState>()
+                    .is_ok_and(InstanceState::was_sent)
+            })
             .map(|(_, v)| *v)
             .sum::<u64>();
         if sent == 0 {
@@ -219,7 +249,11 @@ impl<F: ClientFactory> Aggregator<F> {
             .filter(|i| i.state.was_sent())
             .map(|i| i.instance_id.clone())
             .collect();
-        let clients = match self.factory.clients(&loc, &run.input.execution_role_name, run_id).await {
+        let clients = match self
+            .factory
+            .clients(&loc, &run.input.execution_role_name, run_id)
+            .await
+        {
             Ok(c) => c,
             Err(AssumeError::AccessDenied { .. }) => return Ok(None),
             Err(AssumeError::Other(e)) => return Err(e),
@@ -227,10 +261,14 @@ impl<F: ClientFactory> Aggregator<F> {
         let states = fleet::patch_states(&clients.ssm, &ids).await?;
         let mut total = Compliance::default();
         for (id, c) in &states {
-            self.store.set_instance_compliance(run_id, &loc, id, c).await?;
+            self.store
+                .set_instance_compliance(run_id, &loc, id, c)
+                .await?;
             total.add(c);
         }
-        self.store.set_location_compliance(run_id, &loc, &total).await?;
+        self.store
+            .set_location_compliance(run_id, &loc, &total)
+            .await?;
         Ok(Some(total))
     }
 }
@@ -250,8 +288,16 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<18} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}  {}",
-        "LOCATION", "OUTCOME", "TARGETED", "SUCCEEDED", "FAILED", "OFFLINE", "SKIPPED", "MISSING", "PENDREBOOT", "WHY"
+        "{:<28} {:<18} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}  WHY",
+        "LOCATION",
+        "OUTCOME",
+        "TARGETED",
+        "SUCCEEDED",
+        "FAILED",
+        "OFFLINE",
+        "SKIPPED",
+        "MISSING",
+        "PENDREBOOT",
     );
     let mut sorted: Vec<&LocationRecord> = locations.iter().collect();
     sorted.sort_by_key(|l| l.location.clone().map(|x: Location| x.to_string()));
@@ -270,8 +316,13 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
         let _ = writeln!(
             out,
             "{:<28} {:<18} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}  {}",
-            l.location.as_ref().map(ToString::to_string).unwrap_or_default(),
-            l.outcome.map(LocationOutcome::as_str).unwrap_or("(running)"),
+            l.location
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            l.outcome
+                .map(LocationOutcome::as_str)
+                .unwrap_or("(running)"),
             l.targeted,
             c(InstanceState::Succeeded),
             failed,
@@ -337,7 +388,10 @@ mod tests {
             }))
             .unwrap(),
             accounts: vec!["111111111111".into()],
-            skipped_accounts: vec![SkippedAccount { account: "999999999999".into(), reason: "SUSPENDED".into() }],
+            skipped_accounts: vec![SkippedAccount {
+                account: "999999999999".into(),
+                reason: "SUSPENDED".into(),
+            }],
             location_count: 2,
             location_window: 1,
             locations_tolerated: Some(0),
@@ -347,7 +401,12 @@ mod tests {
         }
     }
 
-    fn loc(acct: &str, outcome: LocationOutcome, counts: &[(&str, u64)], comp: Option<Compliance>) -> LocationRecord {
+    fn loc(
+        acct: &str,
+        outcome: LocationOutcome,
+        counts: &[(&str, u64)],
+        comp: Option<Compliance>,
+    ) -> LocationRecord {
         LocationRecord {
             location: Some(Location::new(acct, "us-east-1")),
             phase: Some(Phase::Done),
@@ -362,20 +421,49 @@ mod tests {
     #[test]
     fn final_status_for_each_outcome_mix() {
         use LocationOutcome::*;
-        assert_eq!(final_status(false, &[Succeeded, NoTargets]), RunStatus::Succeeded);
-        assert_eq!(final_status(false, &[Succeeded, Failed]), RunStatus::CompletedWithErrors);
-        assert_eq!(final_status(false, &[Succeeded, AccessDenied]), RunStatus::CompletedWithErrors);
-        assert_eq!(final_status(false, &[GroupNotFound]), RunStatus::CompletedWithErrors);
-        assert_eq!(final_status(false, &[Incomplete]), RunStatus::CompletedWithErrors);
-        assert_eq!(final_status(true, &[Failed, Skipped, Skipped]), RunStatus::StoppedByThreshold);
+        assert_eq!(
+            final_status(false, &[Succeeded, NoTargets]),
+            RunStatus::Succeeded
+        );
+        assert_eq!(
+            final_status(false, &[Succeeded, Failed]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[Succeeded, AccessDenied]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[GroupNotFound]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[Incomplete]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(true, &[Failed, Skipped, Skipped]),
+            RunStatus::StoppedByThreshold
+        );
         assert_eq!(final_status(false, &[]), RunStatus::Succeeded);
     }
 
     #[test]
     fn summary_counts_outcomes_states_and_compliance() {
-        let c1 = Compliance { instances: 2, compliant_instances: 1, installed: 10, missing: 3, ..Compliance::default() };
+        let c1 = Compliance {
+            instances: 2,
+            compliant_instances: 1,
+            installed: 10,
+            missing: 3,
+            ..Compliance::default()
+        };
         let locations = vec![
-            loc("111111111111", LocationOutcome::Succeeded, &[("Succeeded", 2), ("Offline", 1)], Some(c1)),
+            loc(
+                "111111111111",
+                LocationOutcome::Succeeded,
+                &[("Succeeded", 2), ("Offline", 1)],
+                Some(c1),
+            ),
             loc("222222222222", LocationOutcome::AccessDenied, &[], None),
         ];
         let s = summarize("r1", RunStatus::CompletedWithErrors, &run(), &locations);
@@ -397,7 +485,14 @@ mod tests {
     #[test]
     fn problem_locations_are_capped() {
         let locations: Vec<LocationRecord> = (0..150)
-            .map(|i| loc(&format!("{:012}", i), LocationOutcome::GroupNotFound, &[], None))
+            .map(|i| {
+                loc(
+                    &format!("{:012}", i),
+                    LocationOutcome::GroupNotFound,
+                    &[],
+                    None,
+                )
+            })
             .collect();
         let s = summarize("r1", RunStatus::CompletedWithErrors, &run(), &locations);
         assert_eq!(s.problem_locations.len(), MAX_LISTED_LOCATIONS);

@@ -5,11 +5,11 @@
 
 use crate::error::{from_sdk, Error};
 use crate::model::Location;
+use aws_config::Region;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use aws_config::Region;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
@@ -126,8 +126,17 @@ impl AssumeRoleFactory {
         }
     }
 
-    async fn assume(&self, account: &str, role_name: &str, run_id: &str) -> std::result::Result<Credentials, AssumeError> {
-        let key = (account.to_string(), role_name.to_string(), run_id.to_string());
+    async fn assume(
+        &self,
+        account: &str,
+        role_name: &str,
+        run_id: &str,
+    ) -> std::result::Result<Credentials, AssumeError> {
+        let key = (
+            account.to_string(),
+            role_name.to_string(),
+            run_id.to_string(),
+        );
         if let Some(c) = self.cached(&key, SystemTime::now()) {
             return Ok(c);
         }
@@ -144,7 +153,13 @@ impl AssumeRoleFactory {
             Ok(o) => o,
             Err(e) => {
                 let code = e.code().unwrap_or_default().to_string();
-                if matches!(code.as_str(), "AccessDenied" | "AccessDeniedException" | "RegionDisabledException" | "InvalidClientTokenId") {
+                if matches!(
+                    code.as_str(),
+                    "AccessDenied"
+                        | "AccessDeniedException"
+                        | "RegionDisabledException"
+                        | "InvalidClientTokenId"
+                ) {
                     return Err(AssumeError::AccessDenied {
                         role_arn: arn,
                         message: format!("{code}: {}", e.message().unwrap_or_default()),
@@ -154,7 +169,9 @@ impl AssumeRoleFactory {
             }
         };
         let c = out.credentials.ok_or_else(|| {
-            AssumeError::Other(Error::Record("AssumeRole answered without credentials".into()))
+            AssumeError::Other(Error::Record(
+                "AssumeRole answered without credentials".into(),
+            ))
         })?;
         let expires = SystemTime::try_from(c.expiration).unwrap_or_else(|_| SystemTime::now());
         let credentials = Credentials::new(
@@ -253,10 +270,14 @@ mod tests {
 
     #[test]
     fn session_names_fit_sts_rules() {
-        let s = session_name("2026-11-29T01:00:00Z/monthly run with spaces and a very long suffix indeed");
+        let s = session_name(
+            "2026-11-29T01:00:00Z/monthly run with spaces and a very long suffix indeed",
+        );
         assert!(s.len() <= 64, "{s}");
         assert!(s.starts_with("fleetpatch-2026-11-29T01-00-00Z-monthly"));
-        assert!(s.chars().all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
+        assert!(s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)));
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Config {
                     .ok()
                     .filter(|n| (min..=max).contains(n))
                     .ok_or_else(|| {
-                        Error::Config(format!("{name} must be a number from {min} to {max}, got {v:?}"))
+                        Error::Config(format!(
+                            "{name} must be a number from {min} to {max}, got {v:?}"
+                        ))
                     }),
             }
         };

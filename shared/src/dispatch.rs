@@ -45,7 +45,10 @@ pub struct Round {
 /// Decides one round from the instances' current states. Pure: the rules of the sliding
 /// window and of the error threshold live here.
 pub fn plan_round(instances: &[InstanceRecord], window: u64, tolerated: Option<u64>) -> Round {
-    let errors = instances.iter().filter(|i| i.state.counts_as_error()).count() as u64;
+    let errors = instances
+        .iter()
+        .filter(|i| i.state.counts_as_error())
+        .count() as u64;
     let stopping = threshold_passed(errors, tolerated);
     let in_flight = instances.iter().filter(|i| i.state.in_flight()).count() as u64;
     let mut pending: Vec<&String> = instances
@@ -59,7 +62,10 @@ pub fn plan_round(instances: &[InstanceRecord], window: u64, tolerated: Option<u
     } else {
         let free = window.saturating_sub(in_flight) as usize;
         let ids: Vec<String> = pending.into_iter().take(free).cloned().collect();
-        (ids.chunks(SEND_CHUNK).map(<[String]>::to_vec).collect(), Vec::new())
+        (
+            ids.chunks(SEND_CHUNK).map(<[String]>::to_vec).collect(),
+            Vec::new(),
+        )
     };
     let pending_left = instances
         .iter()
@@ -80,7 +86,10 @@ pub fn plan_round(instances: &[InstanceRecord], window: u64, tolerated: Option<u
 
 /// The Comment that tags a command with its run, location and batch (at most 100 chars).
 pub fn comment(run_id: &str, loc: &Location, seq: u64) -> String {
-    let c = format!("fleetpatch run {run_id} loc {}/{} b{seq}", loc.account, loc.region);
+    let c = format!(
+        "fleetpatch run {run_id} loc {}/{} b{seq}",
+        loc.account, loc.region
+    );
     c.chars().take(100).collect()
 }
 
@@ -105,8 +114,16 @@ fn command_spec(run: &RunRecord) -> CommandSpec {
     }
 }
 
-fn set_state(instances: &mut [InstanceRecord], ids: &[String], state: InstanceState, command_id: Option<&str>) {
-    for i in instances.iter_mut().filter(|i| ids.contains(&i.instance_id)) {
+fn set_state(
+    instances: &mut [InstanceRecord],
+    ids: &[String],
+    state: InstanceState,
+    command_id: Option<&str>,
+) {
+    for i in instances
+        .iter_mut()
+        .filter(|i| ids.contains(&i.instance_id))
+    {
         i.state = state;
         if let Some(c) = command_id {
             i.command_id = Some(c.to_string());
@@ -122,7 +139,10 @@ impl<F: ClientFactory> Dispatcher<F> {
         let run = self.store.get_run(run_id).await?;
         let record = self.store.get_location(run_id, &loc).await?;
         if record.phase == Some(Phase::Done) {
-            return Ok(task.finished(record.outcome.unwrap_or(LocationOutcome::Error), record.reason));
+            return Ok(task.finished(
+                record.outcome.unwrap_or(LocationOutcome::Error),
+                record.reason,
+            ));
         }
         let clients = match self
             .factory
@@ -150,17 +170,33 @@ impl<F: ClientFactory> Dispatcher<F> {
                 Some(cmd) => {
                     info!(run_id, location = %loc, batch = b.seq, command_id = %cmd, "recovered an unrecorded send");
                     if self.store.mark_batch_sent(run_id, &loc, b, &cmd).await? {
-                        set_state(&mut instances, &b.instance_ids, InstanceState::InFlight, Some(&cmd));
+                        set_state(
+                            &mut instances,
+                            &b.instance_ids,
+                            InstanceState::InFlight,
+                            Some(&cmd),
+                        );
                     }
                 }
                 None if now - b.claimed_at > RECOVERY_GRACE_SECONDS => {
                     warn!(run_id, location = %loc, batch = b.seq, "claimed batch has no command: releasing it");
                     if self
                         .store
-                        .release_batch(run_id, &loc, b, "no command found after the grace period", &HashMap::new())
+                        .release_batch(
+                            run_id,
+                            &loc,
+                            b,
+                            "no command found after the grace period",
+                            &HashMap::new(),
+                        )
                         .await?
                     {
-                        set_state(&mut instances, &b.instance_ids, InstanceState::Pending, None);
+                        set_state(
+                            &mut instances,
+                            &b.instance_ids,
+                            InstanceState::Pending,
+                            None,
+                        );
                     }
                 }
                 None => {}
@@ -175,11 +211,12 @@ impl<F: ClientFactory> Dispatcher<F> {
             .collect();
         for cmd in commands {
             let invocations = fleet::list_invocations(ssm, &cmd).await?;
-            for inst in instances
-                .iter_mut()
-                .filter(|i| i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str()))
-            {
-                let Some(inv) = invocations.get(&inst.instance_id) else { continue };
+            for inst in instances.iter_mut().filter(|i| {
+                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
+            }) {
+                let Some(inv) = invocations.get(&inst.instance_id) else {
+                    continue;
+                };
                 let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
                     || inst.status_details.as_deref() != Some(inv.details.as_str());
                 if !changed {
@@ -189,7 +226,11 @@ impl<F: ClientFactory> Dispatcher<F> {
                 updated.state = inv.state;
                 updated.ssm_status = Some(inv.status.clone());
                 updated.status_details = Some(inv.details.clone());
-                if self.store.update_instance(run_id, &loc, &updated, InstanceState::InFlight).await? {
+                if self
+                    .store
+                    .update_instance(run_id, &loc, &updated, InstanceState::InFlight)
+                    .await?
+                {
                     if updated.state.is_terminal() {
                         finished_now += 1;
                     }
@@ -203,9 +244,18 @@ impl<F: ClientFactory> Dispatcher<F> {
         for id in &round.not_started {
             let mut r = InstanceRecord::new(id, InstanceState::NotStarted);
             r.status_details = Some("instance error threshold passed".into());
-            if self.store.update_instance(run_id, &loc, &r, InstanceState::Pending).await? {
+            if self
+                .store
+                .update_instance(run_id, &loc, &r, InstanceState::Pending)
+                .await?
+            {
                 finished_now += 1;
-                set_state(&mut instances, std::slice::from_ref(id), InstanceState::NotStarted, None);
+                set_state(
+                    &mut instances,
+                    std::slice::from_ref(id),
+                    InstanceState::NotStarted,
+                    None,
+                );
             }
         }
         let spec = command_spec(&run);
@@ -227,11 +277,19 @@ impl<F: ClientFactory> Dispatcher<F> {
             match fleet::send_command(ssm, ids, &spec, &batch.comment).await {
                 SendOutcome::Sent(cmd) => {
                     info!(run_id, location = %loc, batch = seq, command_id = %cmd, instances = ids.len(), "command sent");
-                    if self.store.mark_batch_sent(run_id, &loc, &batch, &cmd).await? {
+                    if self
+                        .store
+                        .mark_batch_sent(run_id, &loc, &batch, &cmd)
+                        .await?
+                    {
                         set_state(&mut instances, ids, InstanceState::InFlight, Some(&cmd));
                     }
                 }
-                SendOutcome::Refused { reason, invalid_instances, throttled } => {
+                SendOutcome::Refused {
+                    reason,
+                    invalid_instances,
+                    throttled,
+                } => {
                     let mut finals = HashMap::new();
                     if invalid_instances {
                         // Some instance left SSM since expansion: find which, retire them.
@@ -249,9 +307,17 @@ impl<F: ClientFactory> Dispatcher<F> {
                         }
                     }
                     warn!(run_id, location = %loc, batch = seq, %reason, "SendCommand refused; batch released");
-                    self.store.release_batch(run_id, &loc, &batch, &reason, &finals).await?;
-                    for i in instances.iter_mut().filter(|i| ids.contains(&i.instance_id)) {
-                        i.state = finals.get(&i.instance_id).copied().unwrap_or(InstanceState::Pending);
+                    self.store
+                        .release_batch(run_id, &loc, &batch, &reason, &finals)
+                        .await?;
+                    for i in instances
+                        .iter_mut()
+                        .filter(|i| ids.contains(&i.instance_id))
+                    {
+                        i.state = finals
+                            .get(&i.instance_id)
+                            .copied()
+                            .unwrap_or(InstanceState::Pending);
                     }
                     if !(throttled || invalid_instances && !finals.is_empty()) {
                         return Err(Error::Aws {
@@ -275,7 +341,13 @@ impl<F: ClientFactory> Dispatcher<F> {
         let after = plan_round(&instances, record.window, record.tolerated);
         let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
         self.store
-            .set_location_progress(run_id, &loc, &count_states(&states), after.errors, after.stopping || round.stopping)
+            .set_location_progress(
+                run_id,
+                &loc,
+                &count_states(&states),
+                after.errors,
+                after.stopping || round.stopping,
+            )
             .await?;
         self.store.add_run_progress(run_id, 0, finished_now).await?;
         let all_final = instances.iter().all(|i| i.state.is_terminal());
@@ -319,20 +391,32 @@ mod tests {
         let mut batches = 0;
         for _ in 0..10_000 {
             // Finish some in-flight ones.
-            let mut finished = 0;
-            for i in instances.iter_mut().filter(|i| i.state == InstanceState::InFlight) {
-                if finished == per_round {
-                    break;
-                }
-                i.state = if fail(&i.instance_id) { InstanceState::Failed } else { InstanceState::Succeeded };
-                finished += 1;
+            for i in instances
+                .iter_mut()
+                .filter(|i| i.state == InstanceState::InFlight)
+                .take(per_round)
+            {
+                i.state = if fail(&i.instance_id) {
+                    InstanceState::Failed
+                } else {
+                    InstanceState::Succeeded
+                };
             }
             let round = plan_round(&instances, window, tolerated);
             for id in &round.not_started {
-                set_state(&mut instances, std::slice::from_ref(id), InstanceState::NotStarted, None);
+                set_state(
+                    &mut instances,
+                    std::slice::from_ref(id),
+                    InstanceState::NotStarted,
+                    None,
+                );
             }
             for ids in &round.start {
-                assert!(ids.len() <= SEND_CHUNK, "a batch of {} instances", ids.len());
+                assert!(
+                    ids.len() <= SEND_CHUNK,
+                    "a batch of {} instances",
+                    ids.len()
+                );
                 batches += 1;
                 set_state(&mut instances, ids, InstanceState::InFlight, Some("cmd"));
             }
@@ -377,9 +461,14 @@ mod tests {
         // and errors passed 5 (the in-flight ones finished and may add to the count)
         assert!(count(InstanceState::NotStarted) > 0);
         assert!(count(InstanceState::Failed) > 5);
-        assert_eq!(count(InstanceState::Pending) + count(InstanceState::InFlight), 0);
         assert_eq!(
-            count(InstanceState::NotStarted) + count(InstanceState::Failed) + count(InstanceState::Succeeded),
+            count(InstanceState::Pending) + count(InstanceState::InFlight),
+            0
+        );
+        assert_eq!(
+            count(InstanceState::NotStarted)
+                + count(InstanceState::Failed)
+                + count(InstanceState::Succeeded),
             50
         );
     }
@@ -403,7 +492,13 @@ mod tests {
         instances[2].state = InstanceState::InvalidPlatform;
         let round = plan_round(&instances, 2, Some(0));
         assert!(!round.stopping);
-        assert_eq!(round.start, vec![vec!["i-00000000000000003".to_string(), "i-00000000000000004".to_string()]]);
+        assert_eq!(
+            round.start,
+            vec![vec![
+                "i-00000000000000003".to_string(),
+                "i-00000000000000004".to_string()
+            ]]
+        );
     }
 
     #[test]

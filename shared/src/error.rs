@@ -133,7 +133,10 @@ where
 /// error answer), as opposed to a timeout or a lost connection where the request may have
 /// been carried out.
 pub fn refused_before_effect<E, R>(err: &SdkError<E, R>) -> bool {
-    matches!(err, SdkError::ServiceError(_) | SdkError::ConstructionFailure(_))
+    matches!(
+        err,
+        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_)
+    )
 }
 
 fn describe_chain(err: &dyn std::error::Error) -> String {
@@ -162,7 +165,10 @@ mod tests {
             message: "y".into(),
         };
         assert_eq!(t.error_type(), "Transient");
-        assert!(asl.contains("\"Transient\""), "the ASL must retry Transient");
+        assert!(
+            asl.contains("\"Transient\""),
+            "the ASL must retry Transient"
+        );
         let d: Diagnostic = Error::InvalidInput("operation: is required".into()).into();
         assert_eq!(d.error_type, "InvalidInput");
         assert_eq!(d.error_message, "operation: is required");

@@ -46,7 +46,10 @@ pub async fn put_event<T: Serialize>(
             .entries
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|e| e.error_code.map(|c| format!("{c}: {}", e.error_message.unwrap_or_default())))
+            .filter_map(|e| {
+                e.error_code
+                    .map(|c| format!("{c}: {}", e.error_message.unwrap_or_default()))
+            })
             .collect::<Vec<_>>()
             .join("; ");
         return Err(Error::Transient {

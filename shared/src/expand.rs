@@ -45,7 +45,9 @@ pub fn classify(ids: &[String], managed: &HashMap<String, ManagedInfo>) -> Vec<I
 }
 
 /// Counts instances per state, by the states' stored names.
-pub fn count_states<'a>(states: impl IntoIterator<Item = &'a InstanceState>) -> BTreeMap<String, u64> {
+pub fn count_states<'a>(
+    states: impl IntoIterator<Item = &'a InstanceState>,
+) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for s in states {
         *counts.entry(s.as_str().to_string()).or_insert(0) += 1;
@@ -60,7 +62,10 @@ impl<F: ClientFactory> Expander<F> {
         let run = self.store.get_run(&task.run_id).await?;
         let record = self.store.get_location(&task.run_id, &loc).await?;
         if record.phase == Some(Phase::Done) {
-            return Ok(task.finished(record.outcome.unwrap_or(LocationOutcome::Error), record.reason));
+            return Ok(task.finished(
+                record.outcome.unwrap_or(LocationOutcome::Error),
+                record.reason,
+            ));
         }
         if run.status != RunStatus::Running {
             info!(run_id = %task.run_id, location = %loc, "run is stopping: location skipped");
@@ -87,19 +92,22 @@ impl<F: ClientFactory> Expander<F> {
             }
             Err(AssumeError::Other(e)) => return Err(e),
         };
-        let ids = match fleet::list_group_instances(&clients.groups, &run.input.resource_group).await {
-            Ok(ids) => ids,
-            Err(GroupError::NotFound(g)) => {
-                return Ok(task.finished(
-                    LocationOutcome::GroupNotFound,
-                    Some(format!("resource group {g} does not exist in {loc}")),
-                ));
-            }
-            Err(GroupError::Other(e)) => return Err(e),
-        };
+        let ids =
+            match fleet::list_group_instances(&clients.groups, &run.input.resource_group).await {
+                Ok(ids) => ids,
+                Err(GroupError::NotFound(g)) => {
+                    return Ok(task.finished(
+                        LocationOutcome::GroupNotFound,
+                        Some(format!("resource group {g} does not exist in {loc}")),
+                    ));
+                }
+                Err(GroupError::Other(e)) => return Err(e),
+            };
         let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
         let instances = classify(&ids, &managed);
-        self.store.put_instances(&task.run_id, &loc, &instances).await?;
+        self.store
+            .put_instances(&task.run_id, &loc, &instances)
+            .await?;
         let dispatchable = instances
             .iter()
             .filter(|i| i.state == InstanceState::Pending)
@@ -140,14 +148,37 @@ mod tests {
 
     #[test]
     fn instances_are_classified_by_ping_status() {
-        let ids: Vec<String> = ["i-00000001", "i-00000002", "i-00000003", "mi-00000000000000004"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let ids: Vec<String> = [
+            "i-00000001",
+            "i-00000002",
+            "i-00000003",
+            "mi-00000000000000004",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let managed = HashMap::from([
-            ("i-00000001".to_string(), ManagedInfo { ping_status: "Online".into(), platform: Some("Linux".into()) }),
-            ("i-00000002".to_string(), ManagedInfo { ping_status: "ConnectionLost".into(), platform: None }),
-            ("mi-00000000000000004".to_string(), ManagedInfo { ping_status: "Inactive".into(), platform: None }),
+            (
+                "i-00000001".to_string(),
+                ManagedInfo {
+                    ping_status: "Online".into(),
+                    platform: Some("Linux".into()),
+                },
+            ),
+            (
+                "i-00000002".to_string(),
+                ManagedInfo {
+                    ping_status: "ConnectionLost".into(),
+                    platform: None,
+                },
+            ),
+            (
+                "mi-00000000000000004".to_string(),
+                ManagedInfo {
+                    ping_status: "Inactive".into(),
+                    platform: None,
+                },
+            ),
         ]);
         let states: Vec<InstanceState> = classify(&ids, &managed).iter().map(|r| r.state).collect();
         assert_eq!(

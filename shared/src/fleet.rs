@@ -60,7 +60,11 @@ pub async fn list_group_instances(
         let page = match page {
             Ok(p) => p,
             Err(e) => {
-                if e.code() == Some("NotFoundException") {
+                let not_found = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_not_found_exception())
+                    || e.code() == Some("NotFoundException");
+                if not_found {
                     return Err(GroupError::NotFound(group.to_string()));
                 }
                 return Err(from_sdk("resource-groups:ListGroupResources", e).into());
@@ -185,7 +189,10 @@ pub async fn send_command(
         .max_errors(ids.len().max(1).to_string())
         .parameters("Operation", vec![spec.operation.as_str().to_string()])
         .parameters("SnapshotId", vec![spec.snapshot_id.clone()])
-        .parameters("RebootOption", vec![spec.reboot_option.as_str().to_string()]);
+        .parameters(
+            "RebootOption",
+            vec![spec.reboot_option.as_str().to_string()],
+        );
     if let Some(url) = &spec.install_override_list {
         req = req.parameters("InstallOverrideList", vec![url.clone()]);
     }
@@ -211,10 +218,17 @@ pub async fn send_command(
             None => SendOutcome::Unknown("SendCommand answered without a command ID".into()),
         },
         Err(e) if refused_before_effect(&e) => {
-            let code = e.code().unwrap_or("Unknown").to_string();
+            let invalid_instances = e
+                .as_service_error()
+                .is_some_and(|se| se.is_invalid_instance_id());
+            let code = match e.code() {
+                Some(c) => c.to_string(),
+                None if invalid_instances => "InvalidInstanceId".to_string(),
+                None => "Unknown".to_string(),
+            };
             SendOutcome::Refused {
                 reason: format!("{code}: {}", e.message().unwrap_or_default()),
-                invalid_instances: code == "InvalidInstanceId",
+                invalid_instances,
                 throttled: crate::error::is_transient_code(&code),
             }
         }
@@ -286,17 +300,34 @@ pub async fn list_invocations(
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(p) => p,
-            Err(e) if matches!(e.code(), Some("InvalidCommandId" | "InvocationDoesNotExist")) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_invalid_command_id())
+                    || matches!(
+                        e.code(),
+                        Some("InvalidCommandId" | "InvocationDoesNotExist")
+                    ) =>
+            {
                 return Ok(out);
             }
             Err(e) => return Err(from_sdk("ssm:ListCommandInvocations", e)),
         };
         for inv in page.command_invocations.unwrap_or_default() {
             let Some(id) = inv.instance_id else { continue };
-            let status = inv.status.map(|s| s.as_str().to_string()).unwrap_or_default();
+            let status = inv
+                .status
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default();
             let details = inv.status_details.unwrap_or_default();
             let state = map_invocation_status(&status, &details);
-            out.insert(id, InvocationStatus { status, details, state });
+            out.insert(
+                id,
+                InvocationStatus {
+                    status,
+                    details,
+                    state,
+                },
+            );
         }
     }
     Ok(out)
@@ -348,14 +379,21 @@ mod tests {
     #[test]
     fn instance_ids_come_from_both_arn_kinds() {
         assert_eq!(
-            instance_id_from_arn("arn:aws:ec2:us-east-1:111122223333:instance/i-0123456789abcdef0").as_deref(),
+            instance_id_from_arn("arn:aws:ec2:us-east-1:111122223333:instance/i-0123456789abcdef0")
+                .as_deref(),
             Some("i-0123456789abcdef0")
         );
         assert_eq!(
-            instance_id_from_arn("arn:aws:ssm:eu-west-1:111122223333:managed-instance/mi-0123456789abcdef0").as_deref(),
+            instance_id_from_arn(
+                "arn:aws:ssm:eu-west-1:111122223333:managed-instance/mi-0123456789abcdef0"
+            )
+            .as_deref(),
             Some("mi-0123456789abcdef0")
         );
         assert_eq!(instance_id_from_arn("arn:aws:s3:::bucket"), None);
-        assert_eq!(instance_id_from_arn("arn:aws:ec2:us-east-1:1:volume/vol-1"), None);
+        assert_eq!(
+            instance_id_from_arn("arn:aws:ec2:us-east-1:1:volume/vol-1"),
+            None
+        );
     }
 }

@@ -116,11 +116,7 @@ impl fmt::Display for FieldError {
 /// Joins violations into the one message of the `InvalidInput` error.
 pub fn describe(errors: &[FieldError]) -> String {
     let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    format!(
-        "{} invalid field(s): {}",
-        errors.len(),
-        parts.join("; ")
-    )
+    format!("{} invalid field(s): {}", errors.len(), parts.join("; "))
 }
 
 static ACCOUNT_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{12}$"));
@@ -175,7 +171,10 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
     };
     for key in obj.keys() {
         if !KNOWN_FIELDS.contains(&key.as_str()) {
-            err(key, "unknown field (check its spelling; fields are camelCase)");
+            err(
+                key,
+                "unknown field (check its spelling; fields are camelCase)",
+            );
         }
     }
 
@@ -225,8 +224,7 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
     }
 
     let mut exclude_accounts = Vec::new();
-    if let Some(items) = string_list(obj, "excludeAccounts", false, MAX_ACCOUNT_ENTRIES, &mut err)
-    {
+    if let Some(items) = string_list(obj, "excludeAccounts", false, MAX_ACCOUNT_ENTRIES, &mut err) {
         for (i, s) in items.iter().enumerate() {
             if ACCOUNT_RE.is_match(s) {
                 exclude_accounts.push(s.clone());
@@ -254,14 +252,13 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
     }
 
     let execution_role_name = optional_string(obj, "executionRoleName", &mut err)
-        .map(|r| {
-            if !ROLE_RE.is_match(&r) {
+        .inspect(|r| {
+            if !ROLE_RE.is_match(r) {
                 err(
                     "executionRoleName",
                     "must be an IAM role name: 1-64 of letters, digits and +=,.@_-",
                 );
             }
-            r
         })
         .unwrap_or_else(|| DEFAULT_EXECUTION_ROLE.to_string());
 
@@ -346,17 +343,18 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
         },
     };
 
-    let cloud_watch_log_group = optional_string(obj, "cloudWatchLogGroup", &mut err).and_then(|s| {
-        if LOG_GROUP_RE.is_match(&s) {
-            Some(s)
-        } else {
-            err(
-                "cloudWatchLogGroup",
-                "must be a log group name: 1-512 of letters, digits and ._-/#",
-            );
-            None
-        }
-    });
+    let cloud_watch_log_group =
+        optional_string(obj, "cloudWatchLogGroup", &mut err).and_then(|s| {
+            if LOG_GROUP_RE.is_match(&s) {
+                Some(s)
+            } else {
+                err(
+                    "cloudWatchLogGroup",
+                    "must be a log group name: 1-512 of letters, digits and ._-/#",
+                );
+                None
+            }
+        });
 
     if let (Some(ops), Some(_)) = (operation, &install_override_list) {
         if ops == Operation::Scan {
@@ -516,7 +514,11 @@ mod tests {
 
     #[test]
     fn duplicate_regions_are_removed() {
-        let r = validate(&with("regions", json!(["us-east-1", "us-east-1", "eu-west-1"]))).unwrap();
+        let r = validate(&with(
+            "regions",
+            json!(["us-east-1", "us-east-1", "eu-west-1"]),
+        ))
+        .unwrap();
         assert_eq!(r.regions, vec!["us-east-1", "eu-west-1"]);
     }
 
@@ -536,28 +538,67 @@ mod tests {
             (with("accounts", json!([])), "accounts"),
             (with("accounts", json!("111122223333")), "accounts"),
             (with("accounts", json!(["12345"])), "accounts[0]"),
-            (with("accounts", json!(["111122223333", "ou-bad"])), "accounts[1]"),
+            (
+                with("accounts", json!(["111122223333", "ou-bad"])),
+                "accounts[1]",
+            ),
             (with("accounts", json!([111122223333u64])), "accounts[0]"),
-            (with("excludeAccounts", json!(["abc"])), "excludeAccounts[0]"),
+            (
+                with("excludeAccounts", json!(["abc"])),
+                "excludeAccounts[0]",
+            ),
             (without("regions"), "regions"),
             (with("regions", json!([])), "regions"),
             (with("regions", json!(["US-EAST-1"])), "regions[0]"),
             (with("regions", json!(["us-east-1", "mars"])), "regions[1]"),
-            (with("executionRoleName", json!("bad role/name")), "executionRoleName"),
-            (with("locationConcurrency", json!("0")), "locationConcurrency"),
-            (with("locationConcurrency", json!(10)), "locationConcurrency"),
-            (with("locationErrorThreshold", json!("101%")), "locationErrorThreshold"),
+            (
+                with("executionRoleName", json!("bad role/name")),
+                "executionRoleName",
+            ),
+            (
+                with("locationConcurrency", json!("0")),
+                "locationConcurrency",
+            ),
+            (
+                with("locationConcurrency", json!(10)),
+                "locationConcurrency",
+            ),
+            (
+                with("locationErrorThreshold", json!("101%")),
+                "locationErrorThreshold",
+            ),
             (with("targetConcurrency", json!("0%")), "targetConcurrency"),
             (with("targetConcurrency", json!("05")), "targetConcurrency"),
-            (with("targetErrorThreshold", json!("-1")), "targetErrorThreshold"),
+            (
+                with("targetErrorThreshold", json!("-1")),
+                "targetErrorThreshold",
+            ),
             (with("snapshotId", json!("not-a-guid")), "snapshotId"),
-            (with("installOverrideList", json!("http://example.com/list.yaml")), "installOverrideList"),
-            (with("installOverrideList", json!("s3://bucket-only")), "installOverrideList"),
+            (
+                with("installOverrideList", json!("http://example.com/list.yaml")),
+                "installOverrideList",
+            ),
+            (
+                with("installOverrideList", json!("s3://bucket-only")),
+                "installOverrideList",
+            ),
             (with("rebootOption", json!("Always")), "rebootOption"),
-            (with("deliveryTimeoutSeconds", json!(10)), "deliveryTimeoutSeconds"),
-            (with("deliveryTimeoutSeconds", json!("600")), "deliveryTimeoutSeconds"),
-            (with("deliveryTimeoutSeconds", json!(3_000_000)), "deliveryTimeoutSeconds"),
-            (with("cloudWatchLogGroup", json!("bad group!")), "cloudWatchLogGroup"),
+            (
+                with("deliveryTimeoutSeconds", json!(10)),
+                "deliveryTimeoutSeconds",
+            ),
+            (
+                with("deliveryTimeoutSeconds", json!("600")),
+                "deliveryTimeoutSeconds",
+            ),
+            (
+                with("deliveryTimeoutSeconds", json!(3_000_000)),
+                "deliveryTimeoutSeconds",
+            ),
+            (
+                with("cloudWatchLogGroup", json!("bad group!")),
+                "cloudWatchLogGroup",
+            ),
             (with("regoins", json!(["us-east-1"])), "regoins"),
             (
                 {

@@ -15,13 +15,13 @@ pub mod ratecontrol;
 pub mod store;
 
 pub use error::{Error, Result};
-pub mod fleet;
+pub mod aggregate;
+pub mod dispatch;
 pub mod events;
+pub mod expand;
+pub mod fleet;
 pub mod orgs;
 pub mod plan;
-pub mod task;
-pub mod expand;
-pub mod dispatch;
-pub mod aggregate;
 pub mod settle;
+pub mod task;
 pub mod wiring;

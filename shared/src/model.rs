@@ -36,7 +36,9 @@ impl FromStr for Location {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('/') {
-            Some((a, r)) if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !r.is_empty() => {
+            Some((a, r))
+                if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !r.is_empty() =>
+            {
                 Ok(Location::new(a, r))
             }
             _ => Err(format!("location {s:?} is not ACCOUNT/REGION")),
@@ -396,8 +398,16 @@ mod tests {
         let cases = [
             ("Success", "Success", InstanceState::Succeeded),
             ("Failed", "Failed", InstanceState::Failed),
-            ("TimedOut", "Execution Timed Out", InstanceState::ExecutionTimedOut),
-            ("TimedOut", "Delivery Timed Out", InstanceState::DeliveryTimedOut),
+            (
+                "TimedOut",
+                "Execution Timed Out",
+                InstanceState::ExecutionTimedOut,
+            ),
+            (
+                "TimedOut",
+                "Delivery Timed Out",
+                InstanceState::DeliveryTimedOut,
+            ),
             ("Failed", "Undeliverable", InstanceState::Undeliverable),
             ("Failed", "Invalid Platform", InstanceState::InvalidPlatform),
             ("Failed", "Access Denied", InstanceState::AccessDenied),
@@ -410,7 +420,11 @@ mod tests {
             ("TimedOut", "", InstanceState::ExecutionTimedOut),
         ];
         for (status, details, want) in cases {
-            assert_eq!(map_invocation_status(status, details), want, "{status}/{details}");
+            assert_eq!(
+                map_invocation_status(status, details),
+                want,
+                "{status}/{details}"
+            );
         }
     }
 

@@ -31,9 +31,15 @@ pub async fn resolve(
             return;
         }
         if exclude.contains(&id) {
-            out.skipped.push(SkippedAccount { account: id, reason: "excluded".into() });
+            out.skipped.push(SkippedAccount {
+                account: id,
+                reason: "excluded".into(),
+            });
         } else if status == Some("SUSPENDED") {
-            out.skipped.push(SkippedAccount { account: id, reason: "SUSPENDED".into() });
+            out.skipped.push(SkippedAccount {
+                account: id,
+                reason: "SUSPENDED".into(),
+            });
         } else {
             out.accounts.push(id);
         }
@@ -71,16 +77,24 @@ enum ParentError {
     Other(Error),
 }
 
-fn parent_error<E, R>(op: &str, e: aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ParentError
+fn parent_error<E, R>(
+    op: &str,
+    e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    modelled_not_found: bool,
+) -> ParentError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    match e.code() {
-        Some("ParentNotFoundException" | "InvalidInputException") => {
-            ParentError::NotFound(e.message().unwrap_or("not found").to_string())
-        }
-        _ => ParentError::Other(from_sdk(op, e)),
+    if modelled_not_found
+        || matches!(
+            e.code(),
+            Some("ParentNotFoundException" | "InvalidInputException")
+        )
+    {
+        ParentError::NotFound(e.message().unwrap_or("not found").to_string())
+    } else {
+        ParentError::Other(from_sdk(op, e))
     }
 }
 
@@ -98,7 +112,12 @@ async fn accounts_below(
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| parent_error("organizations:ListAccountsForParent", e))?;
+            let page = page.map_err(|e| {
+                let nf = e.as_service_error().is_some_and(|se| {
+                    se.is_parent_not_found_exception() || se.is_invalid_input_exception()
+                });
+                parent_error("organizations:ListAccountsForParent", e, nf)
+            })?;
             for a in page.accounts.unwrap_or_default() {
                 if let Some(id) = a.id {
                     let status = a.status.map(|s| s.as_str().to_string()).unwrap_or_default();
@@ -114,8 +133,18 @@ async fn accounts_below(
             .send();
         let mut children = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| parent_error("organizations:ListChildren", e))?;
-            children.extend(page.children.unwrap_or_default().into_iter().filter_map(|c| c.id));
+            let page = page.map_err(|e| {
+                let nf = e.as_service_error().is_some_and(|se| {
+                    se.is_parent_not_found_exception() || se.is_invalid_input_exception()
+                });
+                parent_error("organizations:ListChildren", e, nf)
+            })?;
+            children.extend(
+                page.children
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.id),
+            );
         }
         // Depth-first, children in listed order.
         children.reverse();

@@ -28,7 +28,11 @@ pub struct Planner {
 pub fn locations(accounts: &[String], regions: &[String]) -> Vec<Location> {
     accounts
         .iter()
-        .flat_map(|a| regions.iter().map(move |r| Location::new(a.clone(), r.clone())))
+        .flat_map(|a| {
+            regions
+                .iter()
+                .map(move |r| Location::new(a.clone(), r.clone()))
+        })
         .collect()
 }
 
@@ -118,11 +122,22 @@ impl Planner {
             "snapshotId": run_input.snapshot_id,
             "skippedAccounts": resolved.skipped,
         });
-        events::put_event(&self.events, &self.config.event_bus, events::RUN_STARTED, &detail).await?;
+        events::put_event(
+            &self.events,
+            &self.config.event_bus,
+            events::RUN_STARTED,
+            &detail,
+        )
+        .await?;
         Ok(resp)
     }
 
-    async fn reject<T>(&self, run_id: &str, raw: &serde_json::Value, errs: &[FieldError]) -> Result<T> {
+    async fn reject<T>(
+        &self,
+        run_id: &str,
+        raw: &serde_json::Value,
+        errs: &[FieldError],
+    ) -> Result<T> {
         let message = input::describe(errs);
         warn!(run_id, %message, "run input rejected");
         let reasons: Vec<String> = errs.iter().map(ToString::to_string).collect();
@@ -134,7 +149,14 @@ impl Planner {
             "status": RunStatus::Rejected.as_str(),
             "reasons": reasons,
         });
-        if let Err(e) = events::put_event(&self.events, &self.config.event_bus, events::RUN_COMPLETED, &detail).await {
+        if let Err(e) = events::put_event(
+            &self.events,
+            &self.config.event_bus,
+            events::RUN_COMPLETED,
+            &detail,
+        )
+        .await
+        {
             warn!(run_id, error = %e, "could not announce the rejected run");
         }
         Err(Error::InvalidInput(message))
@@ -175,12 +197,26 @@ mod tests {
     use serde_json::json;
 
     fn run_input(accounts: usize, regions: usize) -> (RunInput, Vec<String>, Vec<String>) {
-        let accts: Vec<String> = (0..accounts).map(|i| format!("{:012}", 100_000_000_000u64 + i as u64)).collect();
+        let accts: Vec<String> = (0..accounts)
+            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
+            .collect();
         let all_regions = [
-            "us-east-1", "us-east-2", "us-west-1", "us-west-2", "eu-west-1", "eu-west-2",
-            "eu-central-1", "ap-southeast-1", "ap-southeast-2", "ap-northeast-1",
+            "us-east-1",
+            "us-east-2",
+            "us-west-1",
+            "us-west-2",
+            "eu-west-1",
+            "eu-west-2",
+            "eu-central-1",
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-northeast-1",
         ];
-        let regs: Vec<String> = all_regions.iter().take(regions).map(|s| s.to_string()).collect();
+        let regs: Vec<String> = all_regions
+            .iter()
+            .take(regions)
+            .map(|s| s.to_string())
+            .collect();
         let input = input::validate(&json!({
             "operation": "Install",
             "resourceGroup": "patch-group-a",
@@ -196,10 +232,16 @@ mod tests {
     fn five_thousand_locations_fit_in_a_state_payload() {
         // GIVEN 1,000 accounts x 5 Regions (the longest Region names)
         let (input, accts, _) = run_input(1000, 10);
-        let regs: Vec<String> = ["ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-northeast-3"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let regs: Vec<String> = [
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-northeast-1",
+            "ap-northeast-2",
+            "ap-northeast-3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         // WHEN the plan is built
         let locs = locations(&accts, &regs);
         let resp = response("9b2f6c1e-0000-4000-8000-000000000000", &input, &locs);
@@ -218,7 +260,10 @@ mod tests {
         assert_eq!(locs.len(), 6);
         assert_eq!(locs[1], Location::new(accts[0].clone(), "us-east-2"));
         let resp = response("r", &input, &locs);
-        assert_eq!(resp.location_concurrency, 1, "5% of 6 rounds down, at least 1");
+        assert_eq!(
+            resp.location_concurrency, 1,
+            "5% of 6 rounds down, at least 1"
+        );
     }
 
     #[test]

@@ -154,7 +154,10 @@ mod tests {
             "", "0", "0%", "00", "01", "05%", "101%", "200%", "1000%", "-1", "1.5", "10 %", " 10",
             "%", "ten", "1e3", "+5",
         ] {
-            assert!(Rate::parse_concurrency(s).is_err(), "{s:?} should be refused");
+            assert!(
+                Rate::parse_concurrency(s).is_err(),
+                "{s:?} should be refused"
+            );
         }
     }
 

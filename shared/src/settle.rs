@@ -30,7 +30,10 @@ pub struct Settler {
 pub fn outcome_of(task: &LocationTask) -> (LocationOutcome, Option<String>) {
     if let Some(e) = &task.error {
         let cause: String = e.cause.chars().take(1000).collect();
-        return (LocationOutcome::Error, Some(format!("{}: {cause}", e.error)));
+        return (
+            LocationOutcome::Error,
+            Some(format!("{}: {cause}", e.error)),
+        );
     }
     match task.outcome {
         Some(o) => (o, task.reason.clone()),
@@ -50,10 +53,15 @@ impl Settler {
         if outcome == LocationOutcome::Error {
             // Nothing more will be sent here: pending instances will never start.
             let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
-            for i in instances.iter().filter(|i| i.state == InstanceState::Pending) {
+            for i in instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Pending)
+            {
                 let mut r = InstanceRecord::new(&i.instance_id, InstanceState::NotStarted);
                 r.status_details = Some("the location ended with an error".into());
-                self.store.update_instance(run_id, &loc, &r, InstanceState::Pending).await?;
+                self.store
+                    .update_instance(run_id, &loc, &r, InstanceState::Pending)
+                    .await?;
             }
         }
         let settled = self
@@ -79,7 +87,10 @@ impl Settler {
             }
         }
         info!(run_id, location = %loc, outcome = outcome.as_str(), first_time = settled.first_time, "location settled");
-        Ok(SettleResponse { outcome, stopped_run })
+        Ok(SettleResponse {
+            outcome,
+            stopped_run,
+        })
     }
 }
 
@@ -93,13 +104,19 @@ mod tests {
         let t = LocationTask {
             run_id: "r".into(),
             location: "111111111111/us-east-1".into(),
-            error: Some(CaughtError { error: "AwsError".into(), cause: "ssm:SendCommand failed".into() }),
+            error: Some(CaughtError {
+                error: "AwsError".into(),
+                cause: "ssm:SendCommand failed".into(),
+            }),
             ..LocationTask::default()
         };
         let (o, why) = outcome_of(&t);
         assert_eq!(o, LocationOutcome::Error);
         assert_eq!(why.as_deref(), Some("AwsError: ssm:SendCommand failed"));
-        let t = LocationTask { outcome: Some(LocationOutcome::GroupNotFound), ..t };
+        let t = LocationTask {
+            outcome: Some(LocationOutcome::GroupNotFound),
+            ..t
+        };
         let t = LocationTask { error: None, ..t };
         assert_eq!(outcome_of(&t).0, LocationOutcome::GroupNotFound);
     }

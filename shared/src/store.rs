@@ -15,7 +15,9 @@
 use crate::error::{from_sdk, Error, Result};
 use crate::input::RunInput;
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update, WriteRequest, PutRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
+};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -287,7 +289,10 @@ fn get_n(item: &Item, k: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 fn get_bool(item: &Item, k: &str) -> bool {
-    item.get(k).and_then(|v| v.as_bool().ok()).copied().unwrap_or(false)
+    item.get(k)
+        .and_then(|v| v.as_bool().ok())
+        .copied()
+        .unwrap_or(false)
 }
 fn get_json<T: for<'de> Deserialize<'de>>(item: &Item, k: &str) -> Result<T> {
     let raw = get_s(item, k).ok_or_else(|| Error::Record(format!("attribute {k} missing")))?;
@@ -302,11 +307,30 @@ fn build_err(e: impl std::fmt::Display) -> Error {
     Error::Record(format!("building a DynamoDB request: {e}"))
 }
 
-fn is_condition_failure<E: aws_smithy_types::error::metadata::ProvideErrorMetadata>(e: &E) -> bool {
-    let code = e.code().unwrap_or_default();
-    code == "ConditionalCheckFailedException"
-        || (code == "TransactionCanceledException"
-            && e.message().unwrap_or_default().contains("ConditionalCheckFailed"))
+fn put_condition_failed(e: &aws_sdk_dynamodb::operation::put_item::PutItemError) -> bool {
+    e.is_conditional_check_failed_exception()
+}
+
+fn update_condition_failed(e: &aws_sdk_dynamodb::operation::update_item::UpdateItemError) -> bool {
+    e.is_conditional_check_failed_exception()
+}
+
+/// A transaction cancelled because one of its conditions failed (not a conflict or a throttle).
+fn transaction_condition_failed(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => {
+            c.cancellation_reasons()
+                .iter()
+                .any(|r| r.code() == Some("ConditionalCheckFailed"))
+                || c.message()
+                    .unwrap_or_default()
+                    .contains("ConditionalCheckFailed")
+        }
+        _ => false,
+    }
 }
 
 impl Store {
@@ -358,13 +382,18 @@ impl Store {
             .await;
         match r {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(put_condition_failed) => Ok(false),
             Err(e) => Err(from_sdk("dynamodb:PutItem", e)),
         }
     }
 
     /// Records a rejected run: its reasons and the raw input, nothing else.
-    pub async fn put_rejected_run(&self, run_id: &str, raw_input: &str, reasons: &[String]) -> Result<()> {
+    pub async fn put_rejected_run(
+        &self,
+        run_id: &str,
+        raw_input: &str,
+        reasons: &[String],
+    ) -> Result<()> {
         let mut item = Self::key(run_pk(run_id), RUN_SK.into());
         let now = now_epoch();
         item.insert("entity".into(), s("Run"));
@@ -592,7 +621,7 @@ impl Store {
         }
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(()),
             Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
         }
     }
@@ -614,7 +643,12 @@ impl Store {
     }
 
     /// Writes the instances found by expansion (overwrites: expansion runs before dispatch).
-    pub async fn put_instances(&self, run_id: &str, l: &Location, instances: &[InstanceRecord]) -> Result<()> {
+    pub async fn put_instances(
+        &self,
+        run_id: &str,
+        l: &Location,
+        instances: &[InstanceRecord],
+    ) -> Result<()> {
         let items = instances
             .iter()
             .map(|r| self.instance_item(run_id, l, r))
@@ -722,18 +756,31 @@ impl Store {
             .await;
         match r {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(transaction_condition_failed) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(from_sdk("dynamodb:TransactWriteItems", e)),
         }
     }
 
     /// Claims `batch.instance_ids` (all Pending) for a new batch, atomically. Returns false
     /// when any of them was no longer Pending (another invocation got there first).
-    pub async fn claim_batch(&self, run_id: &str, l: &Location, batch: &BatchRecord) -> Result<bool> {
+    pub async fn claim_batch(
+        &self,
+        run_id: &str,
+        l: &Location,
+        batch: &BatchRecord,
+    ) -> Result<bool> {
         let mut item = Self::key(location_pk(run_id, l), batch_sk(batch.seq));
         item.insert("entity".into(), s("Batch"));
         item.insert("seq".into(), n(batch.seq));
-        item.insert("instanceIds".into(), AttributeValue::Ss(batch.instance_ids.clone()));
+        item.insert(
+            "instanceIds".into(),
+            AttributeValue::Ss(batch.instance_ids.clone()),
+        );
         item.insert("comment".into(), s(&batch.comment));
         item.insert("claimedAt".into(), n(batch.claimed_at));
         item.insert("state".into(), s("Claimed"));
@@ -766,7 +813,14 @@ impl Store {
         self.transact(ops).await
     }
 
-    fn batch_update(&self, run_id: &str, l: &Location, seq: u64, set: &str, values: Vec<(&str, AttributeValue)>) -> Result<TransactWriteItem> {
+    fn batch_update(
+        &self,
+        run_id: &str,
+        l: &Location,
+        seq: u64,
+        set: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<TransactWriteItem> {
         let mut u = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::key(location_pk(run_id, l), batch_sk(seq))))
@@ -783,7 +837,13 @@ impl Store {
     }
 
     /// Records that a claimed batch was sent as `command_id`: its instances become InFlight.
-    pub async fn mark_batch_sent(&self, run_id: &str, l: &Location, batch: &BatchRecord, command_id: &str) -> Result<bool> {
+    pub async fn mark_batch_sent(
+        &self,
+        run_id: &str,
+        l: &Location,
+        batch: &BatchRecord,
+        command_id: &str,
+    ) -> Result<bool> {
         let mut ops = vec![self.batch_update(
             run_id,
             l,
@@ -809,7 +869,8 @@ impl Store {
         }
         let ok = self.transact(ops).await?;
         if ok {
-            self.add_run_progress(run_id, batch.instance_ids.len() as u64, 0).await?;
+            self.add_run_progress(run_id, batch.instance_ids.len() as u64, 0)
+                .await?;
         }
         Ok(ok)
     }
@@ -832,7 +893,10 @@ impl Store {
             vec![(":rel", s("Released")), (":why", s(reason))],
         )?];
         for id in &batch.instance_ids {
-            let target = final_states.get(id).copied().unwrap_or(InstanceState::Pending);
+            let target = final_states
+                .get(id)
+                .copied()
+                .unwrap_or(InstanceState::Pending);
             ops.push(self.instance_update(
                 run_id,
                 l,
@@ -893,7 +957,7 @@ impl Store {
             .await;
         match r {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
             Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
         }
     }
@@ -984,7 +1048,12 @@ impl Store {
     }
 
     /// Moves the run from `from` to `to`. Returns false when it was not in `from`.
-    pub async fn set_run_status(&self, run_id: &str, from: RunStatus, to: RunStatus) -> Result<bool> {
+    pub async fn set_run_status(
+        &self,
+        run_id: &str,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool> {
         let r = self
             .client
             .update_item()
@@ -1000,13 +1069,19 @@ impl Store {
             .await;
         match r {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(is_condition_failure) => Ok(false),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
             Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
         }
     }
 
     /// Writes an instance's compliance after the run.
-    pub async fn set_instance_compliance(&self, run_id: &str, l: &Location, id: &str, c: &Compliance) -> Result<()> {
+    pub async fn set_instance_compliance(
+        &self,
+        run_id: &str,
+        l: &Location,
+        id: &str,
+        c: &Compliance,
+    ) -> Result<()> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -1020,7 +1095,12 @@ impl Store {
     }
 
     /// Writes a location's compliance totals.
-    pub async fn set_location_compliance(&self, run_id: &str, l: &Location, c: &Compliance) -> Result<()> {
+    pub async fn set_location_compliance(
+        &self,
+        run_id: &str,
+        l: &Location,
+        c: &Compliance,
+    ) -> Result<()> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -1034,7 +1114,12 @@ impl Store {
     }
 
     /// Writes the run's final status and summary.
-    pub async fn finish_run<T: Serialize>(&self, run_id: &str, status: RunStatus, summary: &T) -> Result<()> {
+    pub async fn finish_run<T: Serialize>(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        summary: &T,
+    ) -> Result<()> {
         self.client
             .update_item()
             .table_name(&self.table)

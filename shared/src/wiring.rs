@@ -19,7 +19,11 @@ pub async fn init() -> Result<(Config, SdkConfig)> {
 }
 
 fn store(config: &Config, sdk: &SdkConfig) -> Store {
-    Store::new(aws_sdk_dynamodb::Client::new(sdk), &config.table, config.record_ttl_days)
+    Store::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &config.table,
+        config.record_ttl_days,
+    )
 }
 
 /// The `plan` function's context.
@@ -52,7 +56,9 @@ pub fn dispatcher(config: Config, sdk: &SdkConfig) -> Dispatcher<AssumeRoleFacto
 
 /// The `settle` function's context.
 pub fn settler(config: Config, sdk: &SdkConfig) -> Settler {
-    Settler { store: store(&config, sdk) }
+    Settler {
+        store: store(&config, sdk),
+    }
 }
 
 /// The `aggregate` function's context.

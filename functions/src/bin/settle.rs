@@ -9,7 +9,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = wiring::init().await?;
     let handler = wiring::settler(config, &sdk);
     lambda_runtime::run(service_fn(|event: LambdaEvent<task::LocationTask>| async {
-        handler.handle(event.payload).await.map_err(Diagnostic::from)
+        handler
+            .handle(event.payload)
+            .await
+            .map_err(Diagnostic::from)
     }))
     .await
 }

@@ -1,0 +1,218 @@
+//! aggregate: compliance read in batches of 50 for the instances that ran, the summary,
+//! the final status and the "run completed" event.
+
+use crate::util::*;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
+use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
+use aws_sdk_ssm::operation::describe_instance_patch_states::DescribeInstancePatchStatesOutput;
+use aws_sdk_ssm::types::{InstancePatchState, PatchOperationType};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use fleetpatch::aggregate::{Aggregator, RunSummary};
+use fleetpatch::config::Config;
+use fleetpatch::model::RunStatus;
+use fleetpatch::task::AggregateRequest;
+use serde_json::json;
+use std::collections::HashMap;
+
+fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
+    let mut item: Item = HashMap::from([
+        ("PK".into(), s(&format!("RUN#{RUN}"))),
+        ("SK".into(), s(&format!("LOC#{account}#{REGION}"))),
+        ("account".into(), s(account)),
+        ("region".into(), s(REGION)),
+        ("phase".into(), s("Done")),
+        ("outcome".into(), s(outcome)),
+        ("targeted".into(), n(counts.iter().map(|(_, v)| v).sum())),
+    ]);
+    item.insert(
+        "counts".into(),
+        aws_sdk_dynamodb::types::AttributeValue::M(
+            counts.iter().map(|(k, v)| (k.to_string(), n(*v))).collect(),
+        ),
+    );
+    item
+}
+
+#[tokio::test]
+async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
+    // GIVEN a run whose first location patched 120 instances (118 succeeded, 2 failed) and
+    // left 3 offline, and whose second location could not assume the role
+    let all = ids(123);
+    let mut instances: Vec<Item> = all[..118]
+        .iter()
+        .map(|i| instance_item(i, "Succeeded", None))
+        .collect();
+    instances.extend(
+        all[118..120]
+            .iter()
+            .map(|i| instance_item(i, "Failed", None)),
+    );
+    instances.extend(all[120..].iter().map(|i| instance_item(i, "Offline", None)));
+    let locations = vec![
+        done_location(
+            ACCOUNT,
+            "Failed",
+            &[("Succeeded", 118), ("Failed", 2), ("Offline", 3)],
+        ),
+        done_location("222222222222", "AccessDenied", &[]),
+    ];
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(run_item("Running", json!({}), Some(0))))
+            .build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
+        let pk = req.expression_attribute_values().unwrap()[":pk"]
+            .as_s()
+            .unwrap()
+            .clone();
+        let items = if pk.starts_with("RUN#") {
+            locations.clone()
+        } else {
+            instances.clone()
+        };
+        QueryOutput::builder().set_items(Some(items)).build()
+    });
+    let updates: Captured<UpdateItemInput> = Captured::default();
+    let u = updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        u.push(req.clone());
+        UpdateItemOutput::builder().build()
+    });
+    let asked: Captured<usize> = Captured::default();
+    let a = asked.clone();
+    let patch = mock!(aws_sdk_ssm::Client::describe_instance_patch_states).then_compute_output(
+        move |req| {
+            a.push(req.instance_ids().len());
+            let mut b = DescribeInstancePatchStatesOutput::builder();
+            for id in req.instance_ids() {
+                let failed = id.ends_with("76") || id.ends_with("77"); // 118, 119 in hex
+                b = b.instance_patch_states(
+                    InstancePatchState::builder()
+                        .instance_id(id)
+                        .patch_group("g")
+                        .baseline_id("pb-0123456789abcdef0")
+                        .operation(PatchOperationType::Install)
+                        .operation_start_time(aws_smithy_types::DateTime::from_secs(0))
+                        .operation_end_time(aws_smithy_types::DateTime::from_secs(60))
+                        .installed_count(10)
+                        .missing_count(if failed { 2 } else { 0 })
+                        .failed_count(if failed { 1 } else { 0 })
+                        .build()
+                        .unwrap(),
+                );
+            }
+            b.build()
+        },
+    );
+    let events: Captured<PutEventsInput> = Captured::default();
+    let e = events.clone();
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events).then_compute_output(move |req| {
+        e.push(req.clone());
+        PutEventsOutput::builder().failed_entry_count(0).build()
+    });
+    let rules: Vec<Rule> = vec![get, query, update];
+    let mut factory = fixed(
+        mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&patch]),
+        mock_client!(
+            aws_sdk_resourcegroups,
+            RuleMode::MatchAny,
+            Vec::<&Rule>::new()
+        ),
+    );
+    factory.denied.insert("222222222222".into());
+    let agg = Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
+        factory,
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    // WHEN the run is aggregated
+    let summary = agg
+        .handle(AggregateRequest { run_id: RUN.into() })
+        .await
+        .unwrap();
+    // THEN compliance was read for the 120 instances that ran, 50 at a time
+    assert_eq!(asked.all(), vec![50, 50, 20]);
+    assert_eq!(summary.compliance.instances, 120);
+    assert_eq!(summary.compliance.compliant_instances, 118);
+    assert_eq!(summary.compliance.missing, 4);
+    assert_eq!(summary.compliance.installed, 1200);
+    // AND the run completed with errors, with both locations counted
+    assert_eq!(summary.status, RunStatus::CompletedWithErrors);
+    assert_eq!(summary.location_outcomes.get("AccessDenied"), Some(&1));
+    assert_eq!(summary.instance_states.get("Succeeded"), Some(&118));
+    assert_eq!(summary.problem_locations.len(), 2);
+    // AND the final status and summary were written to the run item
+    let fin = updates
+        .all()
+        .into_iter()
+        .find(|u| {
+            u.update_expression()
+                .unwrap_or_default()
+                .contains("summary")
+        })
+        .unwrap();
+    assert_eq!(
+        fin.expression_attribute_values().unwrap()[":st"]
+            .as_s()
+            .unwrap(),
+        "CompletedWithErrors"
+    );
+    // AND the event, as a consumer's Lambda would receive it, carries the summary
+    let sent = events.all();
+    let entry = &sent[0].entries()[0];
+    assert_eq!(entry.detail_type(), Some("Patch Run Completed"));
+    let delivered = json!({
+        "version": "0", "id": "1", "detail-type": entry.detail_type(), "source": entry.source(),
+        "account": "123456789012", "time": "2026-11-29T00:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": serde_json::from_str::<serde_json::Value>(entry.detail().unwrap()).unwrap()
+    });
+    let event: EventBridgeEvent<RunSummary> = serde_json::from_value(delivered).unwrap();
+    assert_eq!(event.detail, summary);
+}
+
+#[tokio::test]
+async fn a_stopping_run_ends_stopped_by_threshold() {
+    let locations = vec![
+        done_location(ACCOUNT, "AccessDenied", &[]),
+        done_location("222222222222", "Skipped", &[]),
+    ];
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(run_item("Stopping", json!({}), Some(0))))
+            .build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
+        QueryOutput::builder()
+            .set_items(Some(locations.clone()))
+            .build()
+    });
+    let update = mock!(aws_sdk_dynamodb::Client::update_item)
+        .then_output(|| UpdateItemOutput::builder().build());
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let rules: Vec<Rule> = vec![get, query, update];
+    let agg = Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, Vec::<&Rule>::new()),
+            mock_client!(
+                aws_sdk_resourcegroups,
+                RuleMode::MatchAny,
+                Vec::<&Rule>::new()
+            ),
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    let summary = agg
+        .handle(AggregateRequest { run_id: RUN.into() })
+        .await
+        .unwrap();
+    assert_eq!(summary.status, RunStatus::StoppedByThreshold);
+    assert_eq!(summary.location_outcomes.get("Skipped"), Some(&1));
+}

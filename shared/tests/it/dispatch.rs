@@ -1,0 +1,502 @@
+//! dispatch: sliding window, chunking, eventual consistency, throttling, idempotence,
+//! recovery of an unrecorded send, and the error threshold.
+
+use crate::util::*;
+use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
+use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+use aws_sdk_dynamodb::types::CancellationReason;
+use aws_sdk_ssm::operation::list_command_invocations::{
+    ListCommandInvocationsError, ListCommandInvocationsOutput,
+};
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
+use aws_sdk_ssm::types::error::InvalidCommandId;
+use aws_sdk_ssm::types::{Command, CommandInvocation, CommandInvocationStatus};
+use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_types::error::ErrorMetadata;
+use fleetpatch::config::Config;
+use fleetpatch::dispatch::Dispatcher;
+use fleetpatch::model::LocationOutcome;
+use fleetpatch::task::LocationTask;
+use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What the DynamoDB mock saw.
+#[derive(Clone, Default)]
+struct Seen {
+    transacts: Captured<Vec<String>>,
+    updates: Captured<UpdateItemInput>,
+}
+
+impl Seen {
+    /// Instance IDs moved to `state` by conditional single-item updates.
+    fn moved_to(&self, state: &str) -> Vec<String> {
+        self.updates
+            .all()
+            .into_iter()
+            .filter(|u| {
+                u.expression_attribute_values()
+                    .and_then(|v| v.get(":to"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|v| v == state)
+            })
+            .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
+            .collect()
+    }
+}
+
+/// A DynamoDB mock holding one run, one location and the given location items.
+/// `claims_fail`: every transaction is cancelled by a failed condition.
+fn dynamo(
+    run: Item,
+    loc: Item,
+    items: Vec<Item>,
+    claims_fail: bool,
+) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
+    let seen = Seen::default();
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
+        let item = if sk_of(req.key()) == "RUN" {
+            run.clone()
+        } else {
+            loc.clone()
+        };
+        GetItemOutput::builder().set_item(Some(item)).build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
+        QueryOutput::builder()
+            .set_items(Some(items.clone()))
+            .build()
+    });
+    let seq = Arc::new(AtomicU64::new(0));
+    let updates = seen.updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        updates.push(req.clone());
+        if req
+            .update_expression()
+            .unwrap_or_default()
+            .contains("nextBatch")
+        {
+            let next = seq.fetch_add(1, Ordering::SeqCst) + 1;
+            UpdateItemOutput::builder()
+                .attributes("nextBatch", n(next))
+                .build()
+        } else {
+            UpdateItemOutput::builder().build()
+        }
+    });
+    let transacts = seen.transacts.clone();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
+        // Record which sort keys each transaction touched.
+        let keys = req
+            .transact_items()
+            .iter()
+            .map(|t| match (&t.put, &t.update) {
+                (Some(p), _) => sk_of(Some(&p.item)),
+                (_, Some(u)) => sk_of(Some(&u.key)),
+                _ => String::new(),
+            })
+            .collect();
+        transacts.push(keys);
+        if claims_fail {
+            aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]")
+                    .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
+                    .build(),
+            ))
+        } else {
+            aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+        }
+    });
+    let rules = vec![get, query, update, transact];
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+    (client, seen, rules)
+}
+
+fn dispatcher(
+    dynamo: aws_sdk_dynamodb::Client,
+    ssm: aws_sdk_ssm::Client,
+) -> Dispatcher<fleetpatch::clients::FixedClients> {
+    let groups = mock_client!(
+        aws_sdk_resourcegroups,
+        RuleMode::MatchAny,
+        Vec::<&Rule>::new()
+    );
+    Dispatcher {
+        config: Config::for_tests(),
+        store: store(dynamo),
+        factory: fixed(ssm, groups),
+    }
+}
+
+fn task() -> LocationTask {
+    LocationTask {
+        run_id: RUN.into(),
+        location: LOC.into(),
+        ..LocationTask::default()
+    }
+}
+
+fn send_ok(sent: Captured<Vec<String>>) -> Rule {
+    let counter = Arc::new(AtomicU64::new(0));
+    mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |req| {
+        sent.push(req.instance_ids().to_vec());
+        let c = counter.fetch_add(1, Ordering::SeqCst);
+        SendCommandOutput::builder()
+            .command(Command::builder().command_id(format!("cmd-{c}")).build())
+            .build()
+    })
+}
+
+#[tokio::test]
+async fn sends_a_full_window_in_chunks_of_50() {
+    // GIVEN 120 pending instances and a window of 120
+    let items: Vec<Item> = ids(120)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(120, None),
+        items,
+        false,
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs once
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN three commands of 50, 50 and 20 instances went out, every instance once
+    let sizes: Vec<usize> = sent.all().iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![50, 50, 20]);
+    let mut all: Vec<String> = sent.all().concat();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 120);
+    // each batch was claimed (batch item + its instances) before it was sent, then recorded
+    let claims: Vec<Vec<String>> = seen
+        .transacts
+        .all()
+        .into_iter()
+        .filter(|t| t[0].starts_with("BATCH#"))
+        .collect();
+    assert_eq!(claims.len(), 6, "3 claims and 3 sent-records");
+    assert_eq!(claims[0].len(), 51);
+    assert!(!out.done);
+    assert_eq!(out.wait_seconds, Config::for_tests().poll_seconds);
+}
+
+#[tokio::test]
+async fn window_of_12_sends_only_the_free_slots() {
+    // GIVEN 120 instances, targetConcurrency 10% -> window 12, and 9 already in flight
+    let mut items: Vec<Item> = Vec::new();
+    for (i, id) in ids(120).iter().enumerate() {
+        items.push(if i < 9 {
+            instance_item(id, "InFlight", Some("cmd-old"))
+        } else {
+            instance_item(id, "Pending", None)
+        });
+    }
+    let (db, _seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(12, None),
+        items,
+        false,
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &list]);
+    // WHEN dispatch runs
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN exactly 3 more instances were sent, so 12 are in flight
+    assert_eq!(sent.all().concat().len(), 3);
+}
+
+#[tokio::test]
+async fn invocations_not_yet_visible_keep_instances_in_flight() {
+    // GIVEN 5 instances just sent, and Run Command not knowing the command yet
+    let items: Vec<Item> = ids(5)
+        .iter()
+        .map(|i| instance_item(i, "InFlight", Some("cmd-1")))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(5, None),
+        items,
+        false,
+    );
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations).then_error(|| {
+        ListCommandInvocationsError::InvalidCommandId(InvalidCommandId::builder().build())
+    });
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| SendCommandOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list, &send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN nothing failed, nothing was re-sent, the location is not done
+    assert!(!out.done);
+    assert_eq!(send.num_calls(), 0);
+    assert_eq!(list.num_calls(), 1);
+    assert!(seen.moved_to("Failed").is_empty());
+}
+
+#[tokio::test]
+async fn a_throttled_send_is_released_and_sent_on_the_next_round() {
+    // GIVEN 10 pending instances and SendCommand throttled once, then accepted
+    let items: Vec<Item> = ids(10)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(10, None),
+        items,
+        false,
+    );
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .sequence()
+        .error(|| {
+            SendCommandError::generic(
+                ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .output(|| {
+            SendCommandOutput::builder()
+                .command(Command::builder().command_id("cmd-ok").build())
+                .build()
+        })
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    let d = dispatcher(db, ssm);
+    // WHEN dispatch runs twice
+    let first = d.handle(task()).await.unwrap();
+    // THEN the first round released its claim (batch -> Released) and asked to come back
+    assert!(!first.done);
+    assert_eq!(send.num_calls(), 1);
+    let transacts = seen.transacts.all();
+    assert_eq!(transacts.len(), 2, "one claim, one release: {transacts:?}");
+    assert_eq!(
+        transacts[1].len(),
+        11,
+        "the release covers the batch and its 10 instances"
+    );
+    let second = d.handle(task()).await.unwrap();
+    assert!(!second.done);
+    assert_eq!(send.num_calls(), 2, "the second round sent the command");
+}
+
+#[tokio::test]
+async fn a_repeated_invocation_never_sends_twice() {
+    // GIVEN instances that a previous invocation already claimed (the claim's condition fails)
+    let items: Vec<Item> = ids(10)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(10, None),
+        items,
+        true,
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN no command was sent
+    assert_eq!(send.num_calls(), 0);
+    assert!(!out.done);
+}
+
+#[tokio::test]
+async fn an_unrecorded_send_is_recovered_by_its_comment() {
+    // GIVEN a batch claimed 10 s ago whose SendCommand answer was lost
+    let batch_ids = ids(3);
+    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::store::now_epoch();
+    let mut items: Vec<Item> = batch_ids
+        .iter()
+        .map(|i| instance_item(i, "Claimed", None))
+        .collect();
+    items.push(claimed_batch_item(1, &batch_ids, &comment, now - 10));
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let c2 = comment.clone();
+    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
+        assert!(req
+            .filters()
+            .iter()
+            .any(|f| f.value() == "AWS-RunPatchBaseline"));
+        ListCommandsOutput::builder()
+            .commands(
+                Command::builder()
+                    .command_id("cmd-other")
+                    .comment("someone else's")
+                    .build(),
+            )
+            .commands(
+                Command::builder()
+                    .command_id("cmd-lost")
+                    .comment(c2.clone())
+                    .build(),
+            )
+            .build()
+    });
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| SendCommandOutput::builder().build());
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        [&list_cmds, &send, &list_inv]
+    );
+    // WHEN dispatch runs
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the command was found and recorded as the batch's; nothing was sent again
+    assert_eq!(send.num_calls(), 0);
+    let t = seen.transacts.all();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0][0], "BATCH#000001");
+    assert_eq!(t[0].len(), 4);
+}
+
+#[tokio::test]
+async fn past_the_threshold_nothing_new_starts_and_in_flight_ones_finish() {
+    // GIVEN 2 failed, 3 in flight, 5 pending, 1 error tolerated
+    let all = ids(10);
+    let mut items = Vec::new();
+    for (i, id) in all.iter().enumerate() {
+        items.push(match i {
+            0 | 1 => instance_item(id, "Failed", None),
+            2..=4 => instance_item(id, "InFlight", Some("cmd-1")),
+            _ => instance_item(id, "Pending", None),
+        });
+    }
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(10, Some(1)),
+        items,
+        false,
+    );
+    let (a, b) = (all[2].clone(), all[3].clone());
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            // one in-flight instance succeeds, one fails, one is still running
+            ListCommandInvocationsOutput::builder()
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(a.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                )
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(b.clone())
+                        .status(CommandInvocationStatus::Failed)
+                        .status_details("Failed")
+                        .build(),
+                )
+                .build()
+        });
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| SendCommandOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list, &send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN nothing was sent, the 5 pending became NotStarted, the finished ones were recorded,
+    // and the location waits for its last in-flight instance
+    assert_eq!(send.num_calls(), 0);
+    assert_eq!(seen.moved_to("NotStarted"), all[5..].to_vec());
+    assert_eq!(seen.moved_to("Succeeded"), vec![all[2].clone()]);
+    assert_eq!(seen.moved_to("Failed"), vec![all[3].clone()]);
+    assert!(!out.done);
+}
+
+#[tokio::test]
+async fn a_location_whose_instances_all_finished_reports_its_outcome() {
+    let all = ids(4);
+    let items = vec![
+        instance_item(&all[0], "Succeeded", None),
+        instance_item(&all[1], "Failed", None),
+        instance_item(&all[2], "NotStarted", None),
+        instance_item(&all[3], "Offline", None),
+    ];
+    let (db, _seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(2, Some(0)),
+        items,
+        false,
+    );
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, Vec::<&Rule>::new());
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    assert!(out.done);
+    assert_eq!(out.outcome, Some(LocationOutcome::ThresholdExceeded));
+    assert!(out.reason.unwrap().contains("targetErrorThreshold"));
+}
+
+#[tokio::test]
+async fn every_terminal_status_is_read_from_list_command_invocations() {
+    use aws_sdk_ssm::types::CommandInvocationStatus as S;
+    let cases = [
+        (S::Success, "Success", "Succeeded"),
+        (S::Failed, "Failed", "Failed"),
+        (S::TimedOut, "Execution Timed Out", "ExecutionTimedOut"),
+        (S::TimedOut, "Delivery Timed Out", "DeliveryTimedOut"),
+        (S::Failed, "Undeliverable", "Undeliverable"),
+        (S::Failed, "Invalid Platform", "InvalidPlatform"),
+        (S::Failed, "Access Denied", "AccessDenied"),
+        (S::Cancelled, "Cancelled", "Cancelled"),
+        (S::Cancelled, "Terminated", "Terminated"),
+    ];
+    let all = ids(cases.len());
+    let items: Vec<Item> = all
+        .iter()
+        .map(|i| instance_item(i, "InFlight", Some("cmd-1")))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(20, None),
+        items,
+        false,
+    );
+    let ids2 = all.clone();
+    let cases2 = cases.clone();
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            let mut b = ListCommandInvocationsOutput::builder();
+            for (i, (st, det, _)) in cases2.iter().enumerate() {
+                b = b.command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(ids2[i].clone())
+                        .status(st.clone())
+                        .status_details(*det)
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    for (i, (_, _, want)) in cases.iter().enumerate() {
+        assert_eq!(seen.moved_to(want), vec![all[i].clone()], "{want}");
+    }
+    assert!(out.done);
+    assert_eq!(out.outcome, Some(LocationOutcome::Failed));
+}

@@ -1,0 +1,145 @@
+//! Shared fixtures: items in the shapes the store writes, mocked clients, captured requests.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use fleetpatch::clients::FixedClients;
+use fleetpatch::input;
+use fleetpatch::store::Store;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub const RUN: &str = "run-0001";
+pub const ACCOUNT: &str = "111111111111";
+pub const REGION: &str = "us-east-1";
+pub const LOC: &str = "111111111111/us-east-1";
+
+/// A list of captured values, shared with mock closures.
+#[derive(Clone)]
+pub struct Captured<T>(pub Arc<Mutex<Vec<T>>>);
+
+impl<T> Default for Captured<T> {
+    fn default() -> Self {
+        Captured(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T: Clone> Captured<T> {
+    pub fn push(&self, v: T) {
+        self.0.lock().unwrap().push(v);
+    }
+    pub fn all(&self) -> Vec<T> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+pub fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+pub fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// The run input used by most tests, with overrides.
+pub fn run_input(overrides: Value) -> Value {
+    let mut base = json!({
+        "operation": "Install",
+        "resourceGroup": "patch-group-a",
+        "accounts": [ACCOUNT],
+        "regions": [REGION],
+        "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    base
+}
+
+/// A run item as `Store::create_run` writes it.
+pub fn run_item(status: &str, input_overrides: Value, tolerated: Option<u64>) -> Item {
+    let input = input::validate(&run_input(input_overrides)).unwrap();
+    let mut item: Item = HashMap::from([
+        ("PK".into(), s(&format!("RUN#{RUN}"))),
+        ("SK".into(), s("RUN")),
+        ("runId".into(), s(RUN)),
+        ("status".into(), s(status)),
+        ("input".into(), s(&serde_json::to_string(&input).unwrap())),
+        ("accounts".into(), s(&json!([ACCOUNT]).to_string())),
+        ("skippedAccounts".into(), s("[]")),
+        ("locationCount".into(), n(1)),
+        ("locationWindow".into(), n(1)),
+        ("locationsDone".into(), n(0)),
+        ("locationsFailed".into(), n(0)),
+    ]);
+    if let Some(t) = tolerated {
+        item.insert("locationsTolerated".into(), n(t));
+    }
+    item
+}
+
+/// A location item in the Dispatching phase.
+pub fn location_item(window: u64, tolerated: Option<u64>) -> Item {
+    let mut item: Item = HashMap::from([
+        ("PK".into(), s(&format!("RUN#{RUN}"))),
+        ("SK".into(), s(&format!("LOC#{ACCOUNT}#{REGION}"))),
+        ("account".into(), s(ACCOUNT)),
+        ("region".into(), s(REGION)),
+        ("phase".into(), s("Dispatching")),
+        ("window".into(), n(window)),
+    ]);
+    if let Some(t) = tolerated {
+        item.insert("tolerated".into(), n(t));
+    }
+    item
+}
+
+/// An instance item.
+pub fn instance_item(id: &str, state: &str, command: Option<&str>) -> Item {
+    let mut item: Item = HashMap::from([
+        ("PK".into(), s(&format!("LOC#{RUN}#{ACCOUNT}#{REGION}"))),
+        ("SK".into(), s(&format!("INST#{id}"))),
+        ("instanceId".into(), s(id)),
+        ("state".into(), s(state)),
+    ]);
+    if let Some(c) = command {
+        item.insert("commandId".into(), s(c));
+        item.insert("ssmStatus".into(), s("InProgress"));
+        item.insert("statusDetails".into(), s("In Progress"));
+    }
+    item
+}
+
+/// A claimed batch item without a recorded command.
+pub fn claimed_batch_item(seq: u64, ids: &[String], comment: &str, claimed_at: i64) -> Item {
+    HashMap::from([
+        ("PK".into(), s(&format!("LOC#{RUN}#{ACCOUNT}#{REGION}"))),
+        ("SK".into(), s(&format!("BATCH#{seq:06}"))),
+        ("seq".into(), n(seq)),
+        ("instanceIds".into(), AttributeValue::Ss(ids.to_vec())),
+        ("comment".into(), s(comment)),
+        ("claimedAt".into(), n(claimed_at as u64)),
+        ("state".into(), s("Claimed")),
+    ])
+}
+
+/// Instance IDs `i-000...0` to `i-000...{n-1}`, 17 hex digits like real ones.
+pub fn ids(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("i-{i:017x}")).collect()
+}
+
+pub fn store(client: aws_sdk_dynamodb::Client) -> Store {
+    Store::new(client, "fleetpatch-test", 90)
+}
+
+pub fn fixed(ssm: aws_sdk_ssm::Client, groups: aws_sdk_resourcegroups::Client) -> FixedClients {
+    FixedClients::new(ssm, groups)
+}
+
+/// The sort key of a GetItem request.
+pub fn sk_of(key: Option<&HashMap<String, AttributeValue>>) -> String {
+    key.and_then(|k| k.get("SK"))
+        .and_then(|v| v.as_s().ok())
+        .cloned()
+        .unwrap_or_default()
+}
