@@ -138,7 +138,8 @@ fn re(p: &str) -> Regex {
     Regex::new(p).expect("constant pattern")
 }
 
-const KNOWN_FIELDS: [&str; 15] = [
+/// Every field of the run input.
+pub const KNOWN_FIELDS: [&str; 15] = [
     "operation",
     "resourceGroup",
     "accounts",

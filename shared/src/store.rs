@@ -435,6 +435,17 @@ impl Store {
             .unwrap_or_default()
             .parse::<RunStatus>()
             .map_err(Error::Record)?;
+        if status == RunStatus::Rejected {
+            let reasons: Vec<String> = item
+                .get("rejectReasons")
+                .and_then(|v| v.as_l().ok())
+                .map(|l| l.iter().filter_map(|r| r.as_s().ok().cloned()).collect())
+                .unwrap_or_default();
+            return Err(Error::Record(format!(
+                "run {run_id} was rejected: {}",
+                reasons.join("; ")
+            )));
+        }
         Ok(RunRecord {
             run_id: run_id.to_string(),
             status,

@@ -105,3 +105,66 @@ pub struct AggregateRequest {
     /// The run ID.
     pub run_id: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sample_event_parses_as_its_payload() {
+        let plan: PlanRequest =
+            serde_json::from_str(include_str!("../../events/plan.json")).unwrap();
+        assert!(
+            crate::input::validate(&plan.input).is_ok(),
+            "the sample plan input is valid"
+        );
+        let bad: PlanRequest =
+            serde_json::from_str(include_str!("../../events/plan-invalid.json")).unwrap();
+        assert_eq!(crate::input::validate(&bad.input).unwrap_err().len(), 4);
+        for raw in [
+            include_str!("../../events/expand.json"),
+            include_str!("../../events/dispatch.json"),
+            include_str!("../../events/settle.json"),
+            include_str!("../../events/settle-caught-error.json"),
+        ] {
+            let t: LocationTask = serde_json::from_str(raw).unwrap();
+            t.location().unwrap();
+        }
+        let s: LocationTask =
+            serde_json::from_str(include_str!("../../events/settle.json")).unwrap();
+        assert_eq!(s.outcome, Some(LocationOutcome::Succeeded));
+        let e: LocationTask =
+            serde_json::from_str(include_str!("../../events/settle-caught-error.json")).unwrap();
+        assert_eq!(e.error.unwrap().error, "AwsError");
+        let _: AggregateRequest =
+            serde_json::from_str(include_str!("../../events/aggregate.json")).unwrap();
+    }
+
+    #[test]
+    fn the_json_schema_lists_exactly_the_fields_the_validator_knows() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../statemachine/run-input.schema.json")).unwrap();
+        let mut props: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        props.sort_unstable();
+        let mut known = crate::input::KNOWN_FIELDS.to_vec();
+        known.sort_unstable();
+        assert_eq!(props, known);
+        assert_eq!(
+            schema["required"],
+            serde_json::json!(["operation", "resourceGroup", "accounts", "regions"])
+        );
+        assert_eq!(
+            schema["properties"]["targetConcurrency"]["default"],
+            crate::input::DEFAULT_TARGET_CONCURRENCY
+        );
+        assert_eq!(
+            schema["properties"]["locationErrorThreshold"]["default"],
+            crate::input::DEFAULT_LOCATION_ERROR_THRESHOLD
+        );
+    }
+}
