@@ -12,6 +12,11 @@ use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
 use tracing::{info, warn};
 
+/// The most locations one run may have: the Distributed Map reads them from the state
+/// payload, which Step Functions caps at 256 KiB (measured by `make bench`: 27 bytes a
+/// location with the longest Region names, so 9,000 locations leave 16 KiB to spare).
+pub const MAX_LOCATIONS: usize = 9_000;
+
 /// What `plan` needs.
 pub struct Planner {
     /// Configuration.
@@ -85,6 +90,18 @@ impl Planner {
             run_input.snapshot_id = Some(uuid::Uuid::new_v4().to_string());
         }
         let locs = locations(&resolved.accounts, &run_input.regions);
+        if locs.len() > MAX_LOCATIONS {
+            let errs = [FieldError {
+                field: "accounts".into(),
+                rule: format!(
+                    "{} accounts x {} Regions = {} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
+                    resolved.accounts.len(),
+                    run_input.regions.len(),
+                    locs.len()
+                ),
+            }];
+            return self.reject(&run_id, &req.input, &errs).await;
+        }
         let resp = response(&run_id, &run_input, &locs);
         let n = locs.len() as u64;
         let record = RunRecord {
@@ -226,6 +243,37 @@ mod tests {
         }))
         .unwrap();
         (input, accts, regs)
+    }
+
+    #[test]
+    fn the_largest_allowed_plan_fits_in_a_state_payload() {
+        let accts: Vec<String> = (0..MAX_LOCATIONS / 10)
+            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
+            .collect();
+        let regs: Vec<String> = [
+            "ap-southeast-1",
+            "ap-southeast-2",
+            "ap-northeast-1",
+            "ap-northeast-2",
+            "ap-northeast-3",
+            "eu-central-1",
+            "eu-central-2",
+            "ca-central-1",
+            "us-gov-west-1",
+            "il-central-1",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (input, _, _) = run_input(1, 1);
+        let resp = response(
+            "9b2f6c1e-0000-4000-8000-000000000000",
+            &input,
+            &locations(&accts, &regs),
+        );
+        assert_eq!(resp.locations.len(), MAX_LOCATIONS);
+        let bytes = serde_json::to_vec(&resp).unwrap().len();
+        assert!(bytes < 256 * 1024, "plan payload is {bytes} bytes");
     }
 
     #[test]

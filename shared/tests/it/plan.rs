@@ -214,3 +214,31 @@ async fn an_unknown_ou_is_bad_input() {
         "Rejected"
     );
 }
+
+#[tokio::test]
+async fn more_locations_than_a_state_payload_holds_are_refused() {
+    // GIVEN 1,000 accounts x 10 Regions = 10,000 locations (the limit is 9,000)
+    let w = world();
+    let accounts: Vec<String> = (0..1000)
+        .map(|i| format!("{:012}", 100_000_000_000u64 + i))
+        .collect();
+    let regions = [
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-central-1",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-northeast-1",
+    ];
+    let input = json!({"operation": "Scan", "resourceGroup": "g", "accounts": accounts, "regions": regions});
+    // WHEN the run is planned
+    let err = w.planner.handle(request(input)).await.unwrap_err();
+    // THEN it is rejected, naming the count and the limit
+    assert_eq!(err.error_type(), "InvalidInput");
+    assert!(err.to_string().contains("10000 locations"), "{err}");
+    assert!(err.to_string().contains("9000"), "{err}");
+}

@@ -1,0 +1,66 @@
+# fleetpatch: the two commands are `make demo` (watch a full patch run on a simulated fleet)
+# and `make test` (every test: unit, handler, simulator, fidelity, end to end).
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+VENV        ?= $(CURDIR)/.venv
+VENV_INFRA  ?= $(CURDIR)/.local/venv-infra
+PY          := $(VENV)/bin/python
+PIP         := $(VENV)/bin/pip
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: help venv build test test-rust test-fidelity test-e2e lint lint-rust lint-infra demo up down bench clean-local
+
+help:
+	@echo "make demo       run a full patch run on the simulated fleet and print the report"
+	@echo "make test       run every test (unit, handler, simulator, fidelity, end to end)"
+	@echo "make lint       rustfmt, clippy (warnings denied), cfn-lint, checkov, ASL validation"
+	@echo "make up / down  keep the local stack running for exploration / stop it"
+	@echo "make bench      print planning and dispatch-decision figures"
+
+# The project-local virtualenv: moto, cargo-lambda, boto3, pytest (pinned).
+$(VENV)/.installed: tests/requirements.txt tests/fleetsim/fidelity/requirements.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -r tests/requirements.txt -r tests/fleetsim/fidelity/requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+build:
+	cargo build --workspace --bins
+
+test: test-rust test-fidelity test-e2e
+
+test-rust:
+	cargo test --workspace
+
+test-fidelity: venv
+	cargo build -p fleetsim
+	$(PY) -m pytest -q -p no:cacheprovider tests/fleetsim/fidelity
+
+test-e2e: venv build
+	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
+
+lint: lint-rust lint-infra
+
+lint-rust:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+lint-infra:
+	bash infra/lint.sh $(VENV_INFRA)
+
+demo: venv build
+	$(PY) tests/demo/demo.py
+
+up: venv build
+	$(PY) tests/localstack/stack.py up
+
+down:
+	$(PY) tests/localstack/stack.py down
+
+bench:
+	cargo run -q --release -p fleetpatch --example bench
+
+clean-local:
+	rm -rf .local
