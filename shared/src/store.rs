@@ -570,13 +570,19 @@ impl Store {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let out = self
-                .client
-                .query()
+            // A key condition may not hold an empty string (DynamoDB and moto answer
+            // ValidationException): no prefix means the whole partition.
+            let query = if sk_prefix.is_empty() {
+                self.client.query().key_condition_expression("PK = :pk")
+            } else {
+                self.client
+                    .query()
+                    .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
+                    .expression_attribute_values(":p", s(sk_prefix))
+            };
+            let out = query
                 .table_name(&self.table)
-                .key_condition_expression("PK = :pk AND begins_with(SK, :p)")
                 .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(sk_prefix))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()

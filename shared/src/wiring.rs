@@ -10,6 +10,71 @@ use crate::plan::Planner;
 use crate::settle::Settler;
 use crate::store::Store;
 use aws_config::SdkConfig;
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde::{de::DeserializeOwned, Serialize};
+use std::future::Future;
+
+/// A function's handler: one request type in, one response type out.
+pub trait Handler {
+    /// The payload the state machine sends.
+    type Request: DeserializeOwned;
+    /// The answer.
+    type Response: Serialize;
+    /// Handles one invocation.
+    fn call(&self, req: Self::Request) -> impl Future<Output = Result<Self::Response>>;
+}
+
+macro_rules! handler {
+    ($ty:ty, $req:ty, $resp:ty) => {
+        impl Handler for $ty {
+            type Request = $req;
+            type Response = $resp;
+            fn call(&self, req: $req) -> impl Future<Output = Result<$resp>> {
+                self.handle(req)
+            }
+        }
+    };
+}
+
+handler!(Planner, crate::task::PlanRequest, crate::task::PlanResponse);
+handler!(
+    Expander<AssumeRoleFactory>,
+    crate::task::LocationTask,
+    crate::task::LocationTask
+);
+handler!(
+    Dispatcher<AssumeRoleFactory>,
+    crate::task::LocationTask,
+    crate::task::LocationTask
+);
+handler!(
+    Settler,
+    crate::task::LocationTask,
+    crate::settle::SettleResponse
+);
+handler!(
+    Aggregator<AssumeRoleFactory>,
+    crate::task::AggregateRequest,
+    crate::aggregate::RunSummary
+);
+
+/// Runs a Lambda function: tracing (JSON under Lambda's LoggingConfig), configuration and
+/// clients once per cold start, then the handler for every invocation. Errors reach Step
+/// Functions with their stable `errorType`.
+pub async fn serve<H: Handler>(
+    build: impl FnOnce(Config, &SdkConfig) -> H,
+) -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let (config, sdk) = init().await?;
+    let handler = build(config, &sdk);
+    let handler = &handler;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<H::Request>| async move {
+            handler.call(event.payload).await.map_err(Diagnostic::from)
+        },
+    ))
+    .await
+}
 
 /// Configuration and the function's own AWS configuration, read once per cold start.
 pub async fn init() -> Result<(Config, SdkConfig)> {
