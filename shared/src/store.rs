@@ -756,6 +756,10 @@ impl Store {
             .update_expression(set)
             .condition_expression(condition)
             .expression_attribute_names("#st", "state");
+        // `batch` is a DynamoDB reserved word: expressions name it `#batch`.
+        if set.contains("#batch") || condition.contains("#batch") {
+            u = u.expression_attribute_names("#batch", "batch");
+        }
         for (k, v) in values {
             u = u.expression_attribute_values(k, v);
         }
@@ -817,7 +821,7 @@ impl Store {
                 run_id,
                 l,
                 id,
-                "SET #st = :claimed, batch = :seq, updatedAt = :now",
+                "SET #st = :claimed, #batch = :seq, updatedAt = :now",
                 "#st = :pending",
                 vec![
                     (":claimed", s(InstanceState::Claimed.as_str())),
@@ -874,7 +878,7 @@ impl Store {
                 l,
                 id,
                 "SET #st = :inflight, commandId = :cmd, sentAt = :now, updatedAt = :now",
-                "#st = :claimed AND batch = :seq",
+                "#st = :claimed AND #batch = :seq",
                 vec![
                     (":inflight", s(InstanceState::InFlight.as_str())),
                     (":claimed", s(InstanceState::Claimed.as_str())),
@@ -918,8 +922,8 @@ impl Store {
                 run_id,
                 l,
                 id,
-                "SET #st = :to, updatedAt = :now REMOVE batch",
-                "#st = :claimed AND batch = :seq",
+                "SET #st = :to, updatedAt = :now REMOVE #batch",
+                "#st = :claimed AND #batch = :seq",
                 vec![
                     (":to", s(target.as_str())),
                     (":claimed", s(InstanceState::Claimed.as_str())),

@@ -1,0 +1,122 @@
+"""Session fixture: one local stack (moto + fleetsim over tests/fleets/e2e.toml + cargo lambda
+watch) for the whole e2e run; each scenario uses its own accounts of that fleet, so the
+oracle can be read per account/Region. Faults are set per test and cleared afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "localstack"))
+
+import stack as localstack  # noqa: E402
+
+FLEET = ROOT / "tests" / "fleets" / "e2e.toml"
+STATE_DIR = Path(os.environ.get("FLEETPATCH_E2E_DIR", ROOT / ".local" / "e2e"))
+RUN_TIMEOUT = float(os.environ.get("FLEETPATCH_E2E_RUN_TIMEOUT", "240"))
+
+
+@pytest.fixture(scope="session")
+def stack():
+    s = localstack.Stack(FLEET, STATE_DIR, poll_seconds=1, concurrency=8,
+                         build=os.environ.get("FLEETPATCH_E2E_BUILD", "1") == "1")
+    try:
+        state = s.start()
+    except localstack.StackError as e:
+        pytest.exit(f"local stack did not start: {e}", returncode=2)
+    try:
+        yield localstack.StackClient(state)
+    finally:
+        s.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_faults(request):
+    """Every test starts and ends without fault rules (only tests that use the stack)."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("stack")
+    client.faults([])
+    yield
+    client.faults([])
+
+
+def base_input(**kw) -> dict:
+    inp = {
+        "operation": "Install",
+        "resourceGroup": "patch-group-a",
+        "accounts": [],
+        "excludeAccounts": [],
+        "regions": ["us-east-1"],
+        "locationConcurrency": "10",
+        "locationErrorThreshold": "100%",
+        "targetConcurrency": "50%",
+        "targetErrorThreshold": "100%",
+        "rebootOption": "RebootIfNeeded",
+        "deliveryTimeoutSeconds": 60,
+    }
+    inp.update(kw)
+    return inp
+
+
+@dataclass
+class Run:
+    """Everything a scenario asserts on, read after the execution ended."""
+    run_id: str
+    execution: dict
+    record: dict
+    summary: dict
+    locations: dict
+    events: list
+    commands: list          # the oracle's SendCommands of this run (by Comment)
+    stats: dict             # the oracle's stats (whole simulator)
+    oracle_instances: dict  # the oracle's instances, by id
+    client: object = field(repr=False, default=None)
+
+    def instances(self, location: str) -> dict:
+        return self.client.instances(self.run_id, location)
+
+    def sent_instance_ids(self, location: str | None = None) -> list:
+        ids = []
+        for c in self.commands:
+            if location is None or f"{c['account']}/{c['region']}" == location:
+                ids += c["instance_ids"]
+        return ids
+
+    def completed_event(self) -> dict:
+        done = [e for e in self.events if e["detail-type"] == "Patch Run Completed"]
+        assert len(done) == 1, f"expected one 'Patch Run Completed' event, got {self.events}"
+        return done[0]
+
+
+def execute(client, name: str, run_input: dict, timeout: float = RUN_TIMEOUT) -> Run:
+    run_id = f"e2e-{name}-{uuid.uuid4().hex[:8]}"
+    execution = client.run(run_input, timeout=timeout, name=run_id)
+    events = client.run_events(run_id, wait=15)
+    commands = [c for c in client.oracle("commands") if run_id in (c.get("comment") or "")]
+    return Run(run_id=run_id, execution=execution, record=client.run_record(run_id) or {},
+               summary=client.summary(run_id), locations=client.locations(run_id),
+               events=events, commands=commands, stats=client.oracle("stats"),
+               oracle_instances={i["instance_id"]: i for i in _instances(client)}, client=client)
+
+
+def _instances(client):
+    data = client.oracle("instances")
+    return data["instances"] if isinstance(data, dict) else data
+
+
+def describe(run: Run) -> str:
+    """A compact dump for assertion messages."""
+    locs = {k: {f: v.get(f) for f in ("outcome", "reason", "counts", "targeted")}
+            for k, v in run.locations.items()}
+    return json.dumps({"execution": {k: run.execution.get(k) for k in ("status", "error", "cause")},
+                       "status": run.record.get("status"), "locations": locs},
+                      default=str, indent=1)[:4000]
