@@ -288,7 +288,7 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
     );
     let _ = writeln!(
         out,
-        "{:<28} {:<18} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}  WHY",
+        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  WHY",
         "LOCATION",
         "OUTCOME",
         "TARGETED",
@@ -315,7 +315,7 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
         let comp = l.compliance.unwrap_or_default();
         let _ = writeln!(
             out,
-            "{:<28} {:<18} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>8}  {}",
+            "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  {}",
             l.location
                 .as_ref()
                 .map(ToString::to_string)
@@ -426,7 +426,7 @@ mod tests {
             RunStatus::Succeeded
         );
         assert_eq!(
-            final_status(false, &[Succeeded, Failed]),
+            final_status(false, &[Succeeded, CompletedWithErrors]),
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
@@ -442,7 +442,7 @@ mod tests {
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
-            final_status(true, &[Failed, Skipped, Skipped]),
+            final_status(true, &[ThresholdExceeded, Skipped, Skipped]),
             RunStatus::StoppedByThreshold
         );
         assert_eq!(final_status(false, &[]), RunStatus::Succeeded);

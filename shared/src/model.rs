@@ -243,8 +243,9 @@ pub enum LocationOutcome {
     /// No counted error, but some commands were not delivered (delivery timeout, access
     /// denied on the node, invalid platform, cancelled).
     Incomplete,
-    /// Some instances failed, below the instance error threshold.
-    Failed,
+    /// Some instances failed (Failed, Execution Timed Out), but no more than the instance
+    /// error threshold tolerates: the location did what it was allowed to do.
+    CompletedWithErrors,
     /// The instance error threshold was passed: nothing new started after it.
     ThresholdExceeded,
     /// The execution role could not be assumed in the account.
@@ -258,13 +259,14 @@ pub enum LocationOutcome {
 }
 
 impl LocationOutcome {
-    /// Whether the outcome counts against the location error threshold. Following SSM,
-    /// a location fails when one of its targets counted an error or when it could not run.
+    /// Whether the outcome counts against the location error threshold: the location could
+    /// not run, or its instance errors passed `targetErrorThreshold`. Instance errors within
+    /// that tolerance do not fail the location: the inner threshold is the user's own
+    /// statement of what a location may tolerate.
     pub fn counts_as_failure(self) -> bool {
         matches!(
             self,
-            LocationOutcome::Failed
-                | LocationOutcome::ThresholdExceeded
+            LocationOutcome::ThresholdExceeded
                 | LocationOutcome::AccessDenied
                 | LocationOutcome::GroupNotFound
                 | LocationOutcome::Error
@@ -276,7 +278,7 @@ impl LocationOutcome {
         LocationOutcome::Succeeded,
         LocationOutcome::NoTargets,
         LocationOutcome::Incomplete,
-        LocationOutcome::Failed,
+        LocationOutcome::CompletedWithErrors,
         LocationOutcome::ThresholdExceeded,
         LocationOutcome::AccessDenied,
         LocationOutcome::GroupNotFound,
@@ -290,7 +292,7 @@ impl LocationOutcome {
             LocationOutcome::Succeeded => "Succeeded",
             LocationOutcome::NoTargets => "NoTargets",
             LocationOutcome::Incomplete => "Incomplete",
-            LocationOutcome::Failed => "Failed",
+            LocationOutcome::CompletedWithErrors => "CompletedWithErrors",
             LocationOutcome::ThresholdExceeded => "ThresholdExceeded",
             LocationOutcome::AccessDenied => "AccessDenied",
             LocationOutcome::GroupNotFound => "GroupNotFound",
@@ -331,7 +333,7 @@ pub fn location_outcome_from_instances(
     if threshold_passed {
         LocationOutcome::ThresholdExceeded
     } else if errors > 0 {
-        LocationOutcome::Failed
+        LocationOutcome::CompletedWithErrors
     } else if sent == 0 {
         LocationOutcome::NoTargets
     } else if not_succeeded > 0 {
@@ -465,7 +467,7 @@ mod tests {
         );
         assert_eq!(
             location_outcome_from_instances([Succeeded, Failed], false),
-            LocationOutcome::Failed
+            LocationOutcome::CompletedWithErrors
         );
         assert_eq!(
             location_outcome_from_instances([Offline, Unmanaged], false),
@@ -476,6 +478,8 @@ mod tests {
             LocationOutcome::ThresholdExceeded
         );
         assert!(LocationOutcome::AccessDenied.counts_as_failure());
+        assert!(LocationOutcome::ThresholdExceeded.counts_as_failure());
+        assert!(!LocationOutcome::CompletedWithErrors.counts_as_failure());
         assert!(!LocationOutcome::Incomplete.counts_as_failure());
         assert!(!LocationOutcome::Skipped.counts_as_failure());
     }

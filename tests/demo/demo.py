@@ -33,7 +33,7 @@ DEMO_INPUT = {
     "excludeAccounts": ["111111111111"],
     "regions": ["us-east-1", "eu-west-1", "ap-southeast-2"],
     "locationConcurrency": "10",
-    "locationErrorThreshold": "100%",
+    "locationErrorThreshold": "50%",
     "targetConcurrency": "25%",
     "targetErrorThreshold": "25%",
     "rebootOption": "RebootIfNeeded",

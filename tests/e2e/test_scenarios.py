@@ -9,7 +9,7 @@ from collections import Counter
 
 from conftest import base_input, describe, execute
 
-FAILED_LOCATION = {"Failed", "ThresholdExceeded", "AccessDenied", "GroupNotFound", "Error"}
+FAILED_LOCATION = {"ThresholdExceeded", "AccessDenied", "GroupNotFound", "Error"}
 US, EU = "us-east-1", "eu-west-1"
 
 

@@ -359,7 +359,6 @@ class StackClient:
         if "${" in asl:
             raise StackError("unsubstituted placeholder in statemachine/patching.asl.json: "
                              + re.search(r"\$\{[^}]*\}", asl).group(0))
-        asl = json.dumps(moto_compatible(json.loads(asl)))
         sm = self.sfn.create_state_machine(
             name=STATE_MACHINE, definition=asl, roleArn=f"arn:aws:iam::{acct}:role/fleetpatch-sfn",
             type="STANDARD")["stateMachineArn"]
@@ -449,18 +448,6 @@ class StackClient:
 
     def faults(self, faults: list[dict]):
         return self.oracle("faults", {"faults": faults, "append": False})
-
-
-def moto_compatible(node):
-    """moto 5.2.5's ASL grammar rejects an integer `ToleratedFailurePercentage` (its NUMBER
-    token needs a fraction: `100` is a parse error, `100.0` parses; AWS takes both, and moto
-    ignores the field anyway). Rewrites integers there as floats; nothing else changes."""
-    if isinstance(node, dict):
-        return {k: (float(v) if k == "ToleratedFailurePercentage" and isinstance(v, int)
-                    else moto_compatible(v)) for k, v in node.items()}
-    if isinstance(node, list):
-        return [moto_compatible(x) for x in node]
-    return node
 
 
 def _plain(v):

@@ -54,7 +54,7 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
     let locations = vec![
         done_location(
             ACCOUNT,
-            "Failed",
+            "CompletedWithErrors",
             &[("Succeeded", 118), ("Failed", 2), ("Offline", 3)],
         ),
         done_location("222222222222", "AccessDenied", &[]),

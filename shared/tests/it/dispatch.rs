@@ -498,5 +498,5 @@ async fn every_terminal_status_is_read_from_list_command_invocations() {
         assert_eq!(seen.moved_to(want), vec![all[i].clone()], "{want}");
     }
     assert!(out.done);
-    assert_eq!(out.outcome, Some(LocationOutcome::Failed));
+    assert_eq!(out.outcome, Some(LocationOutcome::CompletedWithErrors));
 }
