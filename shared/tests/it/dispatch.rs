@@ -249,6 +249,37 @@ async fn invocations_not_yet_visible_keep_instances_in_flight() {
 }
 
 #[tokio::test]
+async fn invocation_does_not_exist_right_after_send_command_is_not_a_failure() {
+    // GIVEN 4 instances just sent, and Run Command answering InvocationDoesNotExist
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "InFlight", Some("cmd-1")))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations).then_error(|| {
+        ListCommandInvocationsError::generic(
+            ErrorMetadata::builder()
+                .code("InvocationDoesNotExist")
+                .message("The command invocation does not exist yet")
+                .build(),
+        )
+    });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the instances stay in flight and the location waits
+    assert!(!out.done);
+    assert!(out.outcome.is_none());
+    assert!(seen.moved_to("Failed").is_empty());
+    assert!(seen.moved_to("Pending").is_empty());
+}
+
+#[tokio::test]
 async fn a_throttled_send_is_released_and_sent_on_the_next_round() {
     // GIVEN 10 pending instances and SendCommand throttled once, then accepted
     let items: Vec<Item> = ids(10)
