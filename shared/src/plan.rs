@@ -64,10 +64,13 @@ impl Planner {
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
         // A retried plan finds its own record: answer from it, so the snapshot and the
-        // locations stay those of the first attempt.
+        // locations stay those of the first attempt. The first attempt may have stopped
+        // before writing the locations: write them again (the Map has not started yet, so
+        // nothing has moved them past Pending).
         if let Ok(existing) = self.store.get_run(&run_id).await {
             info!(run_id, "run already planned; answering from its record");
             let locs = locations(&existing.accounts, &existing.input.regions);
+            self.store.put_locations(&run_id, &locs).await?;
             return Ok(response(&run_id, &existing.input, &locs));
         }
         let needs_org = run_input
@@ -117,9 +120,8 @@ impl Planner {
             locations_failed: 0,
             created_at: now_epoch(),
         };
-        if self.store.create_run(&record).await? {
-            self.store.put_locations(&run_id, &locs).await?;
-        }
+        self.store.create_run(&record).await?;
+        self.store.put_locations(&run_id, &locs).await?;
         info!(
             run_id,
             locations = n,

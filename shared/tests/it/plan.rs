@@ -24,18 +24,23 @@ struct World {
     puts: Captured<PutItemInput>,
     events: Captured<PutEventsInput>,
     org_rules: Vec<Rule>,
-    _rules: Vec<Rule>,
+    rules: Vec<Rule>,
 }
 
 /// The organization: ou-root-aaaaaaaa holds 333333333333 (ACTIVE), 444444444444 (SUSPENDED)
 /// and the child OU ou-root-bbbbbbbb, which holds 555555555555 and 666666666666.
 fn world() -> World {
+    world_with(None)
+}
+
+/// The same world, with a run item already in the table (a retried plan).
+fn world_with(existing: Option<Item>) -> World {
     let puts = Captured::default();
     let events = Captured::default();
     let p = puts.clone();
     let e = events.clone();
-    let get =
-        mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| GetItemOutput::builder().build());
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .then_compute_output(move |_| GetItemOutput::builder().set_item(existing.clone()).build());
     let put = mock!(aws_sdk_dynamodb::Client::put_item).then_compute_output(move |req| {
         p.push(req.clone());
         PutItemOutput::builder().build()
@@ -98,7 +103,7 @@ fn world() -> World {
         puts,
         events,
         org_rules,
-        _rules: rules,
+        rules: rules,
     }
 }
 
@@ -241,4 +246,17 @@ async fn more_locations_than_a_state_payload_holds_are_refused() {
     assert_eq!(err.error_type(), "InvalidInput");
     assert!(err.to_string().contains("10000 locations"), "{err}");
     assert!(err.to_string().contains("9000"), "{err}");
+}
+
+#[tokio::test]
+async fn a_retried_plan_answers_from_the_first_attempts_record() {
+    // GIVEN a run already recorded by a first attempt (its snapshot ID is fixed)
+    let w = world_with(Some(run_item("Running", json!({}), Some(0))));
+    let input = run_input(json!({"snapshotId": null, "regions": [REGION, "eu-west-1"]}));
+    // WHEN plan is invoked again for the same execution
+    let resp = w.planner.handle(request(input)).await.unwrap();
+    // THEN it answers with the recorded run's locations, writes them again, creates nothing
+    assert_eq!(resp.locations, vec![LOC.to_string()]);
+    assert!(w.puts.all().is_empty(), "no new run item");
+    assert_eq!(w.rules[2].num_calls(), 1, "locations written again");
 }
