@@ -103,7 +103,7 @@ fn world_with(existing: Option<Item>) -> World {
         puts,
         events,
         org_rules,
-        rules: rules,
+        rules,
     }
 }
 
