@@ -248,6 +248,16 @@ mod tests {
     }
 
     #[test]
+    fn the_map_tolerates_a_failed_child_at_any_allowed_size() {
+        let asl: serde_json::Value =
+            serde_json::from_str(include_str!("../../statemachine/patching.asl.json")).unwrap();
+        let tolerated = asl["States"]["Locations"]["ToleratedFailureCount"]
+            .as_u64()
+            .unwrap();
+        assert!(tolerated >= MAX_LOCATIONS as u64);
+    }
+
+    #[test]
     fn the_largest_allowed_plan_fits_in_a_state_payload() {
         let accts: Vec<String> = (0..MAX_LOCATIONS / 10)
             .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
