@@ -1,18 +1,20 @@
 //! The `aggregate` function: read every location's outcome, fetch post-run patch compliance
-//! (DescribeInstancePatchStates, 50 instances a call) for the instances that ran, write the
+//! (DescribeInstancePatchStates, 50 instances a call) for the instances that ran (after
+//! recording the last SSM status of any instance a failed location left in flight), write the
 //! run summary and final status, and announce the run's end.
 
 use crate::clients::{AssumeError, ClientFactory};
 use crate::config::Config;
 use crate::error::Result;
 use crate::events;
+use crate::expand::count_states;
 use crate::fleet;
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
-use crate::store::{Compliance, LocationRecord, Phase, SkippedAccount, Store};
+use crate::store::{Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store};
 use crate::task::AggregateRequest;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use tracing::{info, warn};
 
 /// Locations read for compliance at once.
@@ -146,6 +148,13 @@ pub fn summarize(
     }
 }
 
+/// What finishing a location learned.
+#[derive(Debug, Default)]
+struct Finished {
+    compliance: Option<Compliance>,
+    counts: Option<BTreeMap<String, u64>>,
+}
+
 /// What `aggregate` needs.
 pub struct Aggregator<F> {
     /// Configuration.
@@ -180,23 +189,27 @@ impl<F: ClientFactory> Aggregator<F> {
             l.reason = Some(why.into());
         }
         let run_ref = &run;
-        let compliance: Vec<(usize, Compliance)> = stream::iter(locations.iter().enumerate())
-            .map(|(i, l)| async move { (i, self.location_compliance(run_id, run_ref, l).await) })
+        let finished: Vec<(usize, Finished)> = stream::iter(locations.iter().enumerate())
+            .map(|(i, l)| async move { (i, self.finish_location(run_id, run_ref, l).await) })
             .buffer_unordered(COMPLIANCE_CONCURRENCY)
             .filter_map(|(i, r)| async move {
                 match r {
-                    Ok(Some(c)) => Some((i, c)),
-                    Ok(None) => None,
+                    Ok(f) => Some((i, f)),
                     Err(e) => {
-                        warn!(error = %e, "compliance could not be read for a location");
+                        warn!(error = %e, "a location's last states or compliance could not be read");
                         None
                     }
                 }
             })
             .collect()
             .await;
-        for (i, c) in compliance {
-            locations[i].compliance = Some(c);
+        for (i, f) in finished {
+            if f.compliance.is_some() {
+                locations[i].compliance = f.compliance;
+            }
+            if let Some(c) = f.counts {
+                locations[i].counts = c;
+            }
         }
         let run = self.store.get_run(run_id).await?;
         let outcomes: Vec<LocationOutcome> = locations
@@ -222,42 +235,63 @@ impl<F: ClientFactory> Aggregator<F> {
         Ok(summary)
     }
 
-    async fn location_compliance(
+    /// Finishes one location: instances a failed location left in flight get their last
+    /// status from SSM (and Pending ones become NotStarted), then compliance is read for
+    /// every instance that was sent a command.
+    async fn finish_location(
         &self,
         run_id: &str,
         run: &crate::store::RunRecord,
         l: &LocationRecord,
-    ) -> Result<Option<Compliance>> {
+    ) -> Result<Finished> {
         let Some(loc) = l.location.clone() else {
-            return Ok(None);
+            return Ok(Finished::default());
         };
-        let sent = l
-            .counts
-            .iter()
-            .filter(|(k, _)| {
-                k.parse::<InstanceState>()
-                    .is_ok_and(InstanceState::was_sent)
-            })
-            .map(|(_, v)| *v)
-            .sum::<u64>();
-        if sent == 0 {
-            return Ok(None);
+        let count_of = |pred: fn(InstanceState) -> bool| {
+            l.counts
+                .iter()
+                .filter(|(k, _)| k.parse::<InstanceState>().is_ok_and(pred))
+                .map(|(_, v)| *v)
+                .sum::<u64>()
+        };
+        let sent = count_of(InstanceState::was_sent);
+        let live = count_of(|s| !s.is_terminal());
+        if sent == 0 && live == 0 {
+            return Ok(Finished::default());
         }
-        let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
-        let ids: Vec<String> = instances
-            .iter()
-            .filter(|i| i.state.was_sent())
-            .map(|i| i.instance_id.clone())
-            .collect();
+        let (mut instances, _) = self.store.list_location_items(run_id, &loc).await?;
         let clients = match self
             .factory
             .clients(&loc, &run.input.execution_role_name, run_id)
             .await
         {
             Ok(c) => c,
-            Err(AssumeError::AccessDenied { .. }) => return Ok(None),
+            Err(AssumeError::AccessDenied { .. }) => return Ok(Finished::default()),
             Err(AssumeError::Other(e)) => return Err(e),
         };
+        let mut counts = None;
+        if instances.iter().any(|i| !i.state.is_terminal()) {
+            self.record_last_states(run_id, &loc, &clients.ssm, &mut instances)
+                .await?;
+            let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
+            let c = count_states(&states);
+            let errors = states.iter().filter(|s| s.counts_as_error()).count() as u64;
+            self.store
+                .set_location_progress(run_id, &loc, &c, errors, l.stopping)
+                .await?;
+            counts = Some(c);
+        }
+        let ids: Vec<String> = instances
+            .iter()
+            .filter(|i| i.state.was_sent())
+            .map(|i| i.instance_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(Finished {
+                compliance: None,
+                counts,
+            });
+        }
         let states = fleet::patch_states(&clients.ssm, &ids).await?;
         let mut total = Compliance::default();
         for (id, c) in &states {
@@ -269,7 +303,62 @@ impl<F: ClientFactory> Aggregator<F> {
         self.store
             .set_location_compliance(run_id, &loc, &total)
             .await?;
-        Ok(Some(total))
+        Ok(Finished {
+            compliance: Some(total),
+            counts,
+        })
+    }
+
+    /// Records what SSM last said of instances still in flight, and turns Pending ones into
+    /// NotStarted: nothing more will be sent in this run.
+    async fn record_last_states(
+        &self,
+        run_id: &str,
+        loc: &Location,
+        ssm: &aws_sdk_ssm::Client,
+        instances: &mut [InstanceRecord],
+    ) -> Result<()> {
+        let commands: BTreeSet<String> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::InFlight)
+            .filter_map(|i| i.command_id.clone())
+            .collect();
+        for cmd in commands {
+            let invocations = fleet::list_invocations(ssm, &cmd).await?;
+            for inst in instances.iter_mut().filter(|i| {
+                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
+            }) {
+                let Some(inv) = invocations.get(&inst.instance_id) else {
+                    continue;
+                };
+                let mut updated = inst.clone();
+                updated.state = inv.state;
+                updated.ssm_status = Some(inv.status.clone());
+                updated.status_details = Some(inv.details.clone());
+                if self
+                    .store
+                    .update_instance(run_id, loc, &updated, InstanceState::InFlight)
+                    .await?
+                {
+                    *inst = updated;
+                }
+            }
+        }
+        for inst in instances
+            .iter_mut()
+            .filter(|i| i.state == InstanceState::Pending)
+        {
+            let mut r = InstanceRecord::new(&inst.instance_id, InstanceState::NotStarted);
+            r.status_details = Some("the location ended before it started".into());
+            if self
+                .store
+                .update_instance(run_id, loc, &r, InstanceState::Pending)
+                .await?
+            {
+                inst.state = InstanceState::NotStarted;
+            }
+        }
+        Ok(())
     }
 }
 

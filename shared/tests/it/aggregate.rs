@@ -8,7 +8,10 @@ use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_ssm::operation::describe_instance_patch_states::DescribeInstancePatchStatesOutput;
-use aws_sdk_ssm::types::{InstancePatchState, PatchOperationType};
+use aws_sdk_ssm::operation::list_command_invocations::ListCommandInvocationsOutput;
+use aws_sdk_ssm::types::{
+    CommandInvocation, CommandInvocationStatus, InstancePatchState, PatchOperationType,
+};
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use fleetpatch::aggregate::{Aggregator, RunSummary};
 use fleetpatch::config::Config;
@@ -215,4 +218,101 @@ async fn a_stopping_run_ends_stopped_by_threshold() {
         .unwrap();
     assert_eq!(summary.status, RunStatus::StoppedByThreshold);
     assert_eq!(summary.location_outcomes.get("Skipped"), Some(&1));
+}
+
+#[tokio::test]
+async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
+    // GIVEN a location that ended Error with 2 instances in flight and 1 pending
+    let all = ids(3);
+    let instances = vec![
+        instance_item(&all[0], "InFlight", Some("cmd-1")),
+        instance_item(&all[1], "InFlight", Some("cmd-1")),
+        instance_item(&all[2], "Pending", None),
+    ];
+    let locations = vec![done_location(
+        ACCOUNT,
+        "Error",
+        &[("InFlight", 2), ("Pending", 1)],
+    )];
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .set_item(Some(run_item("Running", json!({}), Some(0))))
+            .build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
+        let pk = req.expression_attribute_values().unwrap()[":pk"]
+            .as_s()
+            .unwrap()
+            .clone();
+        let items = if pk.starts_with("RUN#") {
+            locations.clone()
+        } else {
+            instances.clone()
+        };
+        QueryOutput::builder().set_items(Some(items)).build()
+    });
+    let updates: Captured<UpdateItemInput> = Captured::default();
+    let u = updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        u.push(req.clone());
+        UpdateItemOutput::builder().build()
+    });
+    let first = all[0].clone();
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            // the first one succeeded after the location failed; the second still runs
+            ListCommandInvocationsOutput::builder()
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(first.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                )
+                .build()
+        });
+    let patch = mock!(aws_sdk_ssm::Client::describe_instance_patch_states)
+        .then_output(|| DescribeInstancePatchStatesOutput::builder().build());
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let rules: Vec<Rule> = vec![get, query, update];
+    let agg = Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list, &patch]),
+            mock_client!(
+                aws_sdk_resourcegroups,
+                RuleMode::MatchAny,
+                Vec::<&Rule>::new()
+            ),
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    // WHEN the run is aggregated
+    let summary = agg
+        .handle(AggregateRequest { run_id: RUN.into() })
+        .await
+        .unwrap();
+    // THEN the finished instance is recorded Succeeded, the pending one NotStarted, and the
+    // summary counts what is now known
+    let moved = |state: &str| -> Vec<String> {
+        updates
+            .all()
+            .into_iter()
+            .filter(|u| {
+                u.expression_attribute_values()
+                    .and_then(|v| v.get(":to"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|v| v == state)
+            })
+            .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
+            .collect()
+    };
+    assert_eq!(moved("Succeeded"), vec![all[0].clone()]);
+    assert_eq!(moved("NotStarted"), vec![all[2].clone()]);
+    assert_eq!(summary.instance_states.get("Succeeded"), Some(&1));
+    assert_eq!(summary.instance_states.get("InFlight"), Some(&1));
+    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+    assert_eq!(summary.status, RunStatus::CompletedWithErrors);
 }
