@@ -53,19 +53,6 @@ impl Error {
             Error::Payload(_) => "PayloadError",
         }
     }
-
-    /// Whether retrying the same call may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Transient { .. })
-    }
-
-    /// The AWS error code, when the error came from a service.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            Error::Aws { code, .. } => Some(code),
-            _ => None,
-        }
-    }
 }
 
 impl From<Error> for Diagnostic {
