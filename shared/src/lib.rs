@@ -4,7 +4,11 @@
 //! validation ([`input`]), SSM's rate-control grammar ([`ratecontrol`]), the domain
 //! ([`model`]), one adapter per AWS service ([`store`], [`fleet`], [`orgs`], [`events`],
 //! [`clients`]) and one module per function ([`plan`], [`expand`], [`dispatch`], [`settle`],
-//! [`aggregate`]). Each function's `main.rs` only wires configuration and clients to these.
+//! [`aggregate`]), with the payloads they pass each other ([`task`]). Each function's
+//! `main.rs` is one call to [`wiring::serve`], which reads configuration and builds clients
+//! once per cold start.
+
+#![warn(missing_docs)]
 
 pub mod clients;
 pub mod config;
