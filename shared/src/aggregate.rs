@@ -5,6 +5,7 @@
 
 use crate::clients::{AssumeError, ClientFactory};
 use crate::config::Config;
+use crate::dispatch::follow_commands;
 use crate::error::Result;
 use crate::events;
 use crate::expand::count_states;
@@ -14,7 +15,7 @@ use crate::store::{Compliance, InstanceRecord, LocationRecord, Phase, SkippedAcc
 use crate::task::AggregateRequest;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 /// Locations read for compliance at once.
@@ -318,32 +319,8 @@ impl<F: ClientFactory> Aggregator<F> {
         ssm: &aws_sdk_ssm::Client,
         instances: &mut [InstanceRecord],
     ) -> Result<()> {
-        let commands: BTreeSet<String> = instances
-            .iter()
-            .filter(|i| i.state == InstanceState::InFlight)
-            .filter_map(|i| i.command_id.clone())
-            .collect();
-        for cmd in commands {
-            let invocations = fleet::list_invocations(ssm, &cmd).await?;
-            for inst in instances.iter_mut().filter(|i| {
-                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
-            }) {
-                let Some(inv) = invocations.get(&inst.instance_id) else {
-                    continue;
-                };
-                let mut updated = inst.clone();
-                updated.state = inv.state;
-                updated.ssm_status = Some(inv.status.clone());
-                updated.status_details = Some(inv.details.clone());
-                if self
-                    .store
-                    .update_instance(run_id, loc, &updated, InstanceState::InFlight)
-                    .await?
-                {
-                    *inst = updated;
-                }
-            }
-        }
+        let finished = follow_commands(&self.store, run_id, loc, ssm, instances).await?;
+        self.store.add_run_progress(run_id, 0, finished).await?;
         for inst in instances
             .iter_mut()
             .filter(|i| i.state == InstanceState::Pending)

@@ -93,6 +93,53 @@ pub fn comment(run_id: &str, loc: &Location, seq: u64) -> String {
     c.chars().take(100).collect()
 }
 
+/// Reads the invocations of every command in flight (ListCommandInvocations, all pages) and
+/// records each instance whose SSM status changed, with a write conditional on it still being
+/// InFlight. Updates `instances` in place; returns how many reached a final state.
+pub async fn follow_commands(
+    store: &Store,
+    run_id: &str,
+    loc: &Location,
+    ssm: &aws_sdk_ssm::Client,
+    instances: &mut [InstanceRecord],
+) -> Result<u64> {
+    let mut finished = 0;
+    let commands: BTreeSet<String> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::InFlight)
+        .filter_map(|i| i.command_id.clone())
+        .collect();
+    for cmd in commands {
+        let invocations = fleet::list_invocations(ssm, &cmd).await?;
+        for inst in instances.iter_mut().filter(|i| {
+            i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
+        }) {
+            let Some(inv) = invocations.get(&inst.instance_id) else {
+                continue;
+            };
+            let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
+                || inst.status_details.as_deref() != Some(inv.details.as_str());
+            if !changed {
+                continue;
+            }
+            let mut updated = inst.clone();
+            updated.state = inv.state;
+            updated.ssm_status = Some(inv.status.clone());
+            updated.status_details = Some(inv.details.clone());
+            if store
+                .update_instance(run_id, loc, &updated, InstanceState::InFlight)
+                .await?
+            {
+                if updated.state.is_terminal() {
+                    finished += 1;
+                }
+                *inst = updated;
+            }
+        }
+    }
+    Ok(finished)
+}
+
 /// What `dispatch` needs.
 pub struct Dispatcher<F> {
     /// Configuration (poll interval).
@@ -204,40 +251,7 @@ impl<F: ClientFactory> Dispatcher<F> {
         }
 
         // 2. Follow the commands in flight.
-        let commands: BTreeSet<String> = instances
-            .iter()
-            .filter(|i| i.state == InstanceState::InFlight)
-            .filter_map(|i| i.command_id.clone())
-            .collect();
-        for cmd in commands {
-            let invocations = fleet::list_invocations(ssm, &cmd).await?;
-            for inst in instances.iter_mut().filter(|i| {
-                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
-            }) {
-                let Some(inv) = invocations.get(&inst.instance_id) else {
-                    continue;
-                };
-                let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
-                    || inst.status_details.as_deref() != Some(inv.details.as_str());
-                if !changed {
-                    continue;
-                }
-                let mut updated = inst.clone();
-                updated.state = inv.state;
-                updated.ssm_status = Some(inv.status.clone());
-                updated.status_details = Some(inv.details.clone());
-                if self
-                    .store
-                    .update_instance(run_id, &loc, &updated, InstanceState::InFlight)
-                    .await?
-                {
-                    if updated.state.is_terminal() {
-                        finished_now += 1;
-                    }
-                    *inst = updated;
-                }
-            }
-        }
+        finished_now += follow_commands(&self.store, run_id, &loc, ssm, &mut instances).await?;
 
         // 3. Decide, then 4. claim and send.
         let round = plan_round(&instances, record.window, record.tolerated);
