@@ -39,6 +39,39 @@ fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
     item
 }
 
+/// The table as aggregate sees it: one run item in `run_status`, the given location items,
+/// and the same instance items for every location. Captures every UpdateItem.
+fn table(
+    run_status: &'static str,
+    locations: Vec<Item>,
+    instances: Vec<Item>,
+) -> (Vec<Rule>, Captured<UpdateItemInput>) {
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
+        GetItemOutput::builder()
+            .set_item(Some(run_item(run_status, json!({}), Some(0))))
+            .build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
+        let pk = req.expression_attribute_values().unwrap()[":pk"]
+            .as_s()
+            .unwrap()
+            .clone();
+        let items = if pk.starts_with("RUN#") {
+            locations.clone()
+        } else {
+            instances.clone()
+        };
+        QueryOutput::builder().set_items(Some(items)).build()
+    });
+    let updates: Captured<UpdateItemInput> = Captured::default();
+    let u = updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        u.push(req.clone());
+        UpdateItemOutput::builder().build()
+    });
+    (vec![get, query, update], updates)
+}
+
 #[tokio::test]
 async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
     // GIVEN a run whose first location patched 120 instances (118 succeeded, 2 failed) and
@@ -62,29 +95,7 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
         ),
         done_location("222222222222", "AccessDenied", &[]),
     ];
-    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
-        GetItemOutput::builder()
-            .set_item(Some(run_item("Running", json!({}), Some(0))))
-            .build()
-    });
-    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
-        let pk = req.expression_attribute_values().unwrap()[":pk"]
-            .as_s()
-            .unwrap()
-            .clone();
-        let items = if pk.starts_with("RUN#") {
-            locations.clone()
-        } else {
-            instances.clone()
-        };
-        QueryOutput::builder().set_items(Some(items)).build()
-    });
-    let updates: Captured<UpdateItemInput> = Captured::default();
-    let u = updates.clone();
-    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
-        u.push(req.clone());
-        UpdateItemOutput::builder().build()
-    });
+    let (rules, updates) = table("Running", locations, instances);
     let asked: Captured<usize> = Captured::default();
     let a = asked.clone();
     let patch = mock!(aws_sdk_ssm::Client::describe_instance_patch_states).then_compute_output(
@@ -117,7 +128,6 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
         e.push(req.clone());
         PutEventsOutput::builder().failed_entry_count(0).build()
     });
-    let rules: Vec<Rule> = vec![get, query, update];
     let mut factory = fixed(
         mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&patch]),
         mock_client!(
@@ -184,21 +194,9 @@ async fn a_stopping_run_ends_stopped_by_threshold() {
         done_location(ACCOUNT, "AccessDenied", &[]),
         done_location("222222222222", "Skipped", &[]),
     ];
-    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
-        GetItemOutput::builder()
-            .set_item(Some(run_item("Stopping", json!({}), Some(0))))
-            .build()
-    });
-    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
-        QueryOutput::builder()
-            .set_items(Some(locations.clone()))
-            .build()
-    });
-    let update = mock!(aws_sdk_dynamodb::Client::update_item)
-        .then_output(|| UpdateItemOutput::builder().build());
+    let (rules, _updates) = table("Stopping", locations, Vec::new());
     let ev = mock!(aws_sdk_eventbridge::Client::put_events)
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
-    let rules: Vec<Rule> = vec![get, query, update];
     let agg = Aggregator {
         config: Config::for_tests(),
         store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
@@ -234,29 +232,7 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         "Error",
         &[("InFlight", 2), ("Pending", 1)],
     )];
-    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(|| {
-        GetItemOutput::builder()
-            .set_item(Some(run_item("Running", json!({}), Some(0))))
-            .build()
-    });
-    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |req| {
-        let pk = req.expression_attribute_values().unwrap()[":pk"]
-            .as_s()
-            .unwrap()
-            .clone();
-        let items = if pk.starts_with("RUN#") {
-            locations.clone()
-        } else {
-            instances.clone()
-        };
-        QueryOutput::builder().set_items(Some(items)).build()
-    });
-    let updates: Captured<UpdateItemInput> = Captured::default();
-    let u = updates.clone();
-    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
-        u.push(req.clone());
-        UpdateItemOutput::builder().build()
-    });
+    let (rules, updates) = table("Running", locations, instances);
     let first = all[0].clone();
     let list =
         mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
@@ -275,7 +251,6 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         .then_output(|| DescribeInstancePatchStatesOutput::builder().build());
     let ev = mock!(aws_sdk_eventbridge::Client::put_events)
         .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
-    let rules: Vec<Rule> = vec![get, query, update];
     let agg = Aggregator {
         config: Config::for_tests(),
         store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
@@ -296,21 +271,8 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         .unwrap();
     // THEN the finished instance is recorded Succeeded, the pending one NotStarted, and the
     // summary counts what is now known
-    let moved = |state: &str| -> Vec<String> {
-        updates
-            .all()
-            .into_iter()
-            .filter(|u| {
-                u.expression_attribute_values()
-                    .and_then(|v| v.get(":to"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|v| v == state)
-            })
-            .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
-            .collect()
-    };
-    assert_eq!(moved("Succeeded"), vec![all[0].clone()]);
-    assert_eq!(moved("NotStarted"), vec![all[2].clone()]);
+    assert_eq!(moved_to(&updates, "Succeeded"), vec![all[0].clone()]);
+    assert_eq!(moved_to(&updates, "NotStarted"), vec![all[2].clone()]);
     assert_eq!(summary.instance_states.get("Succeeded"), Some(&1));
     assert_eq!(summary.instance_states.get("InFlight"), Some(&1));
     assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));

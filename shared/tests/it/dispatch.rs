@@ -37,17 +37,7 @@ struct Seen {
 impl Seen {
     /// Instance IDs moved to `state` by conditional single-item updates.
     fn moved_to(&self, state: &str) -> Vec<String> {
-        self.updates
-            .all()
-            .into_iter()
-            .filter(|u| {
-                u.expression_attribute_values()
-                    .and_then(|v| v.get(":to"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|v| v == state)
-            })
-            .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
-            .collect()
+        moved_to(&self.updates, state)
     }
 }
 

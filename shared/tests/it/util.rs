@@ -143,3 +143,21 @@ pub fn sk_of(key: Option<&HashMap<String, AttributeValue>>) -> String {
         .cloned()
         .unwrap_or_default()
 }
+
+/// Instance IDs moved to `state` by the captured conditional single-item updates.
+pub fn moved_to(
+    updates: &Captured<aws_sdk_dynamodb::operation::update_item::UpdateItemInput>,
+    state: &str,
+) -> Vec<String> {
+    updates
+        .all()
+        .into_iter()
+        .filter(|u| {
+            u.expression_attribute_values()
+                .and_then(|v| v.get(":to"))
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|v| v == state)
+        })
+        .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
+        .collect()
+}
