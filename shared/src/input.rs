@@ -10,6 +10,7 @@ use crate::ratecontrol::{Rate, MAX_CONCURRENCY_PATTERN, MAX_ERRORS_PATTERN};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -30,6 +31,9 @@ pub const DEFAULT_DELIVERY_TIMEOUT_SECONDS: u64 = 600;
 pub const MAX_ACCOUNT_ENTRIES: usize = 1000;
 /// The most Regions a run may name.
 pub const MAX_REGIONS: usize = 50;
+/// The longest `installOverrideList` URL (an S3 key is at most 1,024 bytes; the run item
+/// must stay under DynamoDB's 400 KB whatever the input holds).
+pub const MAX_OVERRIDE_LIST_CHARS: usize = 2048;
 
 /// One entry of `accounts`: an account, an OU (child OUs included) or an organization root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,13 +123,15 @@ pub fn describe(errors: &[FieldError]) -> String {
     format!("{} invalid field(s): {}", errors.len(), parts.join("; "))
 }
 
-static ACCOUNT_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^\d{12}$"));
+// Every class is spelled out in ASCII: the regex crate's `\d` and `\w` are Unicode-aware
+// (full-width digits would pass), and so are Python's, which JSON Schema tools use.
+static ACCOUNT_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[0-9]{12}$"));
 static OU_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}$"));
 static ROOT_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^r-[0-9a-z]{4,32}$"));
-static REGION_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"));
+static REGION_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$"));
 static GROUP_RE: LazyLock<Regex> =
     LazyLock::new(|| re(r"^([a-zA-Z0-9_.-]{1,300}|[a-zA-Z0-9_.-]{1,150}/[a-z0-9]{26})$"));
-static ROLE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[\w+=,.@-]{1,64}$"));
+static ROLE_RE: LazyLock<Regex> = LazyLock::new(|| re(r"^[A-Za-z0-9_+=,.@-]{1,64}$"));
 static SNAPSHOT_RE: LazyLock<Regex> = LazyLock::new(|| {
     re(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 });
@@ -206,8 +212,17 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
 
     let mut accounts = Vec::new();
     if let Some(items) = string_list(obj, "accounts", true, MAX_ACCOUNT_ENTRIES, &mut err) {
+        let mut first_seen: std::collections::HashMap<&str, usize> = Default::default();
         for (i, s) in items.iter().enumerate() {
             let field = format!("accounts[{i}]");
+            if let Some(j) = first_seen.get(s.as_str()) {
+                err(
+                    &field,
+                    &format!("duplicate of accounts[{j}]: name each account, OU or root once"),
+                );
+                continue;
+            }
+            first_seen.insert(s, i);
             if ACCOUNT_RE.is_match(s) {
                 accounts.push(AccountTarget::Account(s.clone()));
             } else if OU_RE.is_match(s) {
@@ -221,7 +236,6 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
                 );
             }
         }
-        accounts.dedup();
     }
 
     let mut exclude_accounts = Vec::new();
@@ -309,6 +323,12 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
         optional_string(obj, "installOverrideList", &mut err).and_then(|s| {
             if s.is_empty() {
                 None
+            } else if s.chars().count() > MAX_OVERRIDE_LIST_CHARS {
+                err(
+                    "installOverrideList",
+                    &format!("must be at most {MAX_OVERRIDE_LIST_CHARS} characters"),
+                );
+                None
             } else if OVERRIDE_RE.is_match(&s) {
                 Some(s)
             } else {
@@ -332,7 +352,13 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
 
     let delivery_timeout_seconds = match obj.get("deliveryTimeoutSeconds") {
         None | Some(Value::Null) => DEFAULT_DELIVERY_TIMEOUT_SECONDS,
-        Some(v) => match v.as_u64() {
+        // JSON does not tell 600 from 600.0 (nor does JSON Schema's "integer"): a whole
+        // number written with a fraction or an exponent is that number.
+        Some(v) => match v.as_u64().or_else(|| {
+            v.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                .map(|f| f as u64)
+        }) {
             Some(n) if (30..=2_592_000).contains(&n) => n,
             _ => {
                 err(
@@ -388,6 +414,31 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
         }
         _ => Err(errs),
     }
+}
+
+/// The path of AWS's public parameters that list every Region (SSM GetParametersByPath).
+pub const REGIONS_PARAMETER_PATH: &str = "/aws/service/global-infrastructure/regions";
+
+/// Violations for Region codes that are well formed but name no AWS Region: `known` is the
+/// list AWS publishes under [`REGIONS_PARAMETER_PATH`]. Run after [`validate`] accepted the
+/// input; the field is the entry's place in the input as written.
+pub fn unknown_regions(input: &Value, known: &BTreeSet<String>) -> Vec<FieldError> {
+    let Some(items) = input.get("regions").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.as_str().map(|s| (i, s)))
+        .filter(|(_, s)| !known.contains(*s))
+        .map(|(i, s)| FieldError {
+            field: format!("regions[{i}]"),
+            rule: format!(
+                "{s} is not an AWS Region (not among the {} Regions AWS lists under {REGIONS_PARAMETER_PATH})",
+                known.len()
+            ),
+        })
+        .collect()
 }
 
 fn required_string(
@@ -620,6 +671,71 @@ mod tests {
             );
             assert!(msg.contains(field), "{msg}");
         }
+    }
+
+    /// The table shared with the JSON Schema's test (tests/schema/test_run_input_schema.py).
+    #[test]
+    fn the_validation_agrees_with_the_shared_table_of_cases() {
+        let table: Value =
+            serde_json::from_str(include_str!("../../statemachine/run-input.cases.json")).unwrap();
+        let cases = table["cases"].as_array().unwrap();
+        assert!(cases.len() >= 50);
+        let mut disagreements = Vec::new();
+        for case in cases {
+            // GIVEN a case of the shared table
+            let name = case["name"].as_str().unwrap();
+            // WHEN the validation reads its input
+            let got = validate(&case["input"]);
+            // THEN it accepts exactly the valid ones, and refuses the others naming the fields
+            let mut want: Vec<&str> = case["fields"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            want.sort_unstable();
+            match (case["valid"].as_bool().unwrap(), got) {
+                (true, Ok(_)) => {}
+                (true, Err(errs)) => {
+                    disagreements.push(format!("{name}: refused: {}", describe(&errs)))
+                }
+                (false, Ok(_)) => disagreements.push(format!("{name}: accepted")),
+                (false, Err(errs)) => {
+                    let mut fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+                    fields.sort_unstable();
+                    fields.dedup();
+                    if fields != want {
+                        disagreements.push(format!("{name}: named {fields:?}, not {want:?}"));
+                    }
+                }
+            }
+        }
+        assert!(disagreements.is_empty(), "{disagreements:#?}");
+    }
+
+    #[test]
+    fn a_whole_number_written_with_a_fraction_is_that_number() {
+        let r = validate(&with("deliveryTimeoutSeconds", json!(600.0))).unwrap();
+        assert_eq!(r.delivery_timeout_seconds, 600);
+    }
+
+    #[test]
+    fn regions_aws_does_not_list_are_named_by_their_place() {
+        // GIVEN the Regions AWS publishes, and an input naming two that do not exist
+        let known: BTreeSet<String> = ["us-east-1", "eu-west-1"].map(String::from).into();
+        let input = with("regions", json!(["us-east-1", "us-east-3", "eu-nowhere-1"]));
+        assert!(validate(&input).is_ok(), "well formed");
+        // WHEN they are checked against the list
+        let errs = unknown_regions(&input, &known);
+        // THEN each unknown one is named, with its place in the input
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["regions[1]", "regions[2]"]);
+        assert!(
+            errs[0].rule.contains("us-east-3 is not an AWS Region"),
+            "{}",
+            errs[0].rule
+        );
+        assert!(unknown_regions(&good(), &known).is_empty());
     }
 
     #[test]
