@@ -2,8 +2,8 @@
 //!
 //! This crate holds everything the Lambda functions share: the run input and its
 //! validation ([`input`]), SSM's rate-control grammar ([`ratecontrol`]), the domain
-//! ([`model`]), one adapter per AWS service ([`store`], [`fleet`], [`orgs`], [`events`],
-//! [`clients`]) and one module per function ([`plan`], [`expand`], [`dispatch`], [`settle`],
+//! ([`model`]), one adapter per AWS service ([`store`], [`fleet`], [`orgs`], [`regions`],
+//! [`events`], [`clients`]) and one module per function ([`plan`], [`expand`], [`dispatch`], [`settle`],
 //! [`aggregate`]), with the payloads they pass each other ([`task`]). Each function's
 //! `main.rs` is one call to [`wiring::serve`], which reads configuration and builds clients
 //! once per cold start.
@@ -26,6 +26,7 @@ pub mod expand;
 pub mod fleet;
 pub mod orgs;
 pub mod plan;
+pub mod regions;
 pub mod settle;
 pub mod task;
 pub mod wiring;

@@ -1,12 +1,15 @@
 //! The Organizations adapter: turns the run's `accounts` entries (account IDs, OU IDs, root
-//! IDs) into the list of accounts to target. OUs include their child OUs, SUSPENDED accounts
-//! are skipped and reported, excludes are applied, duplicates removed (first seen wins).
+//! IDs) into the list of accounts to target. OUs include their child OUs; an account that is
+//! not ACTIVE (SUSPENDED, PENDING_CLOSURE, ...) is skipped and reported, whether an OU holds
+//! it or the input names it (DescribeAccount); excludes are applied, duplicates removed
+//! (first seen wins).
 
 use crate::error::{from_sdk, Error, Result};
 use crate::input::{AccountTarget, FieldError};
 use crate::store::SkippedAccount;
-use aws_sdk_organizations::types::ChildType;
+use aws_sdk_organizations::types::{Account, ChildType};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tracing::warn;
 
 /// The resolved targets.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -15,6 +18,52 @@ pub struct Resolved {
     pub accounts: Vec<String>,
     /// Accounts left out, and why.
     pub skipped: Vec<SkippedAccount>,
+}
+
+/// The account status that may be patched; any other known status is skipped.
+pub const ACTIVE: &str = "ACTIVE";
+
+/// An account's status: the newer `State` when given, else `Status` (empty when neither).
+fn status_of(a: &Account) -> String {
+    a.state
+        .as_ref()
+        .map(|s| s.as_str().to_string())
+        .or_else(|| a.status.as_ref().map(|s| s.as_str().to_string()))
+        .unwrap_or_default()
+}
+
+/// What DescribeAccount said of an account named by ID.
+enum Described {
+    /// Its status in the organization.
+    Status(String),
+    /// Not in this organization (or no organization to ask): targeted as named; the
+    /// execution role decides.
+    Unknown,
+    /// The organization cannot be read from here (no organization, or not the management
+    /// or delegated administrator account): do not ask for the other accounts either.
+    Unreadable,
+}
+
+async fn describe(client: &aws_sdk_organizations::Client, id: &str) -> Result<Described> {
+    match client.describe_account().account_id(id).send().await {
+        Ok(out) => Ok(out
+            .account
+            .map(|a| Described::Status(status_of(&a)))
+            .unwrap_or(Described::Unknown)),
+        Err(e) => {
+            let se = e.as_service_error();
+            if se.is_some_and(|se| se.is_account_not_found_exception()) {
+                Ok(Described::Unknown)
+            } else if se.is_some_and(|se| {
+                se.is_aws_organizations_not_in_use_exception() || se.is_access_denied_exception()
+            }) {
+                warn!(account = id, error = %e.message().unwrap_or_default(), "the organization cannot be read; accounts named by ID are targeted without their status");
+                Ok(Described::Unreadable)
+            } else {
+                Err(from_sdk("organizations:DescribeAccount", e))
+            }
+        }
+    }
 }
 
 /// Resolves targets. Unknown OUs or roots come back as field errors (bad input), AWS
@@ -26,8 +75,12 @@ pub async fn resolve(
 ) -> Result<std::result::Result<Resolved, Vec<FieldError>>> {
     let mut out = Resolved::default();
     let mut bad = Vec::new();
-    let add = |out: &mut Resolved, id: String, status: Option<&str>| {
-        if out.accounts.contains(&id) || out.skipped.iter().any(|s| s.account == id) {
+    let mut readable = true;
+    let seen = |out: &Resolved, id: &str| {
+        out.accounts.iter().any(|a| a == id) || out.skipped.iter().any(|s| s.account == id)
+    };
+    let add = |out: &mut Resolved, id: String, status: &str| {
+        if seen(out, &id) {
             return;
         }
         if exclude.contains(&id) {
@@ -35,10 +88,10 @@ pub async fn resolve(
                 account: id,
                 reason: "excluded".into(),
             });
-        } else if status == Some("SUSPENDED") {
+        } else if !status.is_empty() && status != ACTIVE {
             out.skipped.push(SkippedAccount {
                 account: id,
-                reason: "SUSPENDED".into(),
+                reason: status.to_string(),
             });
         } else {
             out.accounts.push(id);
@@ -46,12 +99,26 @@ pub async fn resolve(
     };
     for (i, t) in targets.iter().enumerate() {
         match t {
-            AccountTarget::Account(id) => add(&mut out, id.clone(), None),
+            AccountTarget::Account(id) => {
+                let status = if !readable || seen(&out, id) || exclude.contains(id) {
+                    String::new()
+                } else {
+                    match describe(client, id).await? {
+                        Described::Status(s) => s,
+                        Described::Unknown => String::new(),
+                        Described::Unreadable => {
+                            readable = false;
+                            String::new()
+                        }
+                    }
+                };
+                add(&mut out, id.clone(), &status);
+            }
             AccountTarget::OrganizationalUnit(parent) | AccountTarget::Root(parent) => {
                 match accounts_below(client, parent).await {
                     Ok(found) => {
                         for (id, status) in found {
-                            add(&mut out, id, Some(&status));
+                            add(&mut out, id, &status);
                         }
                     }
                     Err(ParentError::NotFound(msg)) => bad.push(FieldError {
@@ -66,7 +133,7 @@ pub async fn resolve(
     if bad.is_empty() && out.accounts.is_empty() {
         bad.push(FieldError {
             field: "accounts".into(),
-            rule: "no active account is left after OU resolution, suspended accounts and excludeAccounts".into(),
+            rule: "no active account is left after OU resolution, accounts that are not ACTIVE and excludeAccounts".into(),
         });
     }
     Ok(if bad.is_empty() { Ok(out) } else { Err(bad) })
@@ -119,8 +186,8 @@ async fn accounts_below(
                 parent_error("organizations:ListAccountsForParent", e, nf)
             })?;
             for a in page.accounts.unwrap_or_default() {
+                let status = status_of(&a);
                 if let Some(id) = a.id {
-                    let status = a.status.map(|s| s.as_str().to_string()).unwrap_or_default();
                     found.push((id, status));
                 }
             }

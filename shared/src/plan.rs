@@ -4,9 +4,10 @@
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
-use crate::input::{self, AccountTarget, FieldError, RunInput};
+use crate::input::{self, FieldError, RunInput};
 use crate::model::{Location, RunStatus};
 use crate::orgs;
+use crate::regions;
 use crate::store::{now_epoch, RunRecord, Store};
 use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
@@ -23,8 +24,10 @@ pub struct Planner {
     pub config: Config,
     /// The table.
     pub store: Store,
-    /// Organizations (for OU and root targets).
+    /// Organizations (OU and root targets, the status of accounts named by ID).
     pub orgs: aws_sdk_organizations::Client,
+    /// SSM in the function's own account and Region (the public list of AWS Regions).
+    pub ssm: aws_sdk_ssm::Client,
     /// EventBridge.
     pub events: aws_sdk_eventbridge::Client,
 }
@@ -73,20 +76,19 @@ impl Planner {
             self.store.put_locations(&run_id, &locs).await?;
             return Ok(response(&run_id, &existing.input, &locs));
         }
-        let needs_org = run_input
-            .accounts
-            .iter()
-            .any(|t| !matches!(t, AccountTarget::Account(_)));
-        let resolved = if needs_org {
-            orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?
-        } else {
-            // Plain account IDs need no Organizations call (and work from any account).
-            let ids: Vec<AccountTarget> = run_input.accounts.clone();
-            resolve_plain(&ids, &run_input.exclude_accounts)
-        };
+        // Well-formed Region codes that name no Region, and accounts and OUs the
+        // organization does not know, are bad input too: all reported together.
+        let known = regions::aws_regions(&self.ssm).await?;
+        let mut errs = input::unknown_regions(&req.input, &known);
+        let resolved =
+            orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?;
         let resolved = match resolved {
-            Ok(r) => r,
-            Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
+            Ok(r) if errs.is_empty() => r,
+            Ok(_) => return self.reject(&run_id, &req.input, &errs).await,
+            Err(more) => {
+                errs.extend(more);
+                return self.reject(&run_id, &req.input, &errs).await;
+            }
         };
         if run_input.snapshot_id.is_none() {
             // One snapshot per run: every instance patches against the same baseline.
@@ -180,34 +182,6 @@ impl Planner {
         }
         Err(Error::InvalidInput(message))
     }
-}
-
-fn resolve_plain(
-    targets: &[AccountTarget],
-    exclude: &[String],
-) -> std::result::Result<orgs::Resolved, Vec<FieldError>> {
-    let mut out = orgs::Resolved::default();
-    for t in targets {
-        if let AccountTarget::Account(id) = t {
-            if exclude.contains(id) {
-                if !out.skipped.iter().any(|s| &s.account == id) {
-                    out.skipped.push(crate::store::SkippedAccount {
-                        account: id.clone(),
-                        reason: "excluded".into(),
-                    });
-                }
-            } else if !out.accounts.contains(id) {
-                out.accounts.push(id.clone());
-            }
-        }
-    }
-    if out.accounts.is_empty() {
-        return Err(vec![FieldError {
-            field: "accounts".into(),
-            rule: "no account is left after excludeAccounts".into(),
-        }]);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -324,19 +298,5 @@ mod tests {
             resp.location_concurrency, 1,
             "5% of 6 rounds down, at least 1"
         );
-    }
-
-    #[test]
-    fn plain_accounts_apply_excludes_and_duplicates() {
-        let t = |s: &str| AccountTarget::Account(s.into());
-        let r = resolve_plain(
-            &[t("111111111111"), t("222222222222"), t("111111111111")],
-            &["222222222222".into()],
-        )
-        .unwrap();
-        assert_eq!(r.accounts, vec!["111111111111"]);
-        assert_eq!(r.skipped[0].reason, "excluded");
-        let e = resolve_plain(&[t("111111111111")], &["111111111111".into()]).unwrap_err();
-        assert_eq!(e[0].field, "accounts");
     }
 }

@@ -96,6 +96,7 @@ pub fn planner(config: Config, sdk: &SdkConfig) -> Planner {
     Planner {
         store: store(&config, sdk),
         orgs: aws_sdk_organizations::Client::new(sdk),
+        ssm: aws_sdk_ssm::Client::new(sdk),
         events: aws_sdk_eventbridge::Client::new(sdk),
         config,
     }

@@ -6,13 +6,20 @@ use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemInput, PutItemOutput};
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
+use aws_sdk_organizations::operation::describe_account::{
+    DescribeAccountError, DescribeAccountOutput,
+};
 use aws_sdk_organizations::operation::list_accounts_for_parent::{
     ListAccountsForParentError, ListAccountsForParentOutput,
 };
 use aws_sdk_organizations::operation::list_children::ListChildrenOutput;
-use aws_sdk_organizations::types::error::ParentNotFoundException;
-use aws_sdk_organizations::types::{Account, AccountStatus, Child, ChildType};
+use aws_sdk_organizations::types::error::{AccountNotFoundException, ParentNotFoundException};
+use aws_sdk_organizations::types::{Account, AccountState, AccountStatus, Child, ChildType};
+use aws_sdk_ssm::operation::get_parameters_by_path::GetParametersByPathOutput;
+use aws_sdk_ssm::types::Parameter;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::body::SdkBody;
 use fleetpatch::config::Config;
 use fleetpatch::error::Error;
 use fleetpatch::plan::Planner;
@@ -24,17 +31,74 @@ struct World {
     puts: Captured<PutItemInput>,
     events: Captured<PutEventsInput>,
     org_rules: Vec<Rule>,
+    ssm_rules: Vec<Rule>,
     rules: Vec<Rule>,
 }
 
+/// The Regions AWS lists, as SSM's public parameters give them (some real ones).
+const AWS_REGIONS: [&str; 12] = [
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ca-central-1",
+    "sa-east-1",
+];
+
+/// `/aws/service/global-infrastructure/regions` in pages of 10, as SSM answers it.
+fn region_pages() -> Rule {
+    mock!(aws_sdk_ssm::Client::get_parameters_by_path).then_compute_output(|req| {
+        assert_eq!(
+            req.path(),
+            Some("/aws/service/global-infrastructure/regions")
+        );
+        let start: usize = req.next_token().map_or(0, |t| t.parse().unwrap());
+        let end = (start + 10).min(AWS_REGIONS.len());
+        let mut out = GetParametersByPathOutput::builder();
+        for r in &AWS_REGIONS[start..end] {
+            out = out.parameters(
+                Parameter::builder()
+                    .name(format!("/aws/service/global-infrastructure/regions/{r}"))
+                    .value(*r)
+                    .build(),
+            );
+        }
+        if end < AWS_REGIONS.len() {
+            out = out.next_token(end.to_string());
+        }
+        out.build()
+    })
+}
+
+/// A throttling answer as SSM sends it (awsJson1_1, HTTP 400).
+fn throttled() -> HttpResponse {
+    HttpResponse::new(
+        400.try_into().unwrap(),
+        SdkBody::from(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#),
+    )
+}
+
 /// The organization: ou-root-aaaaaaaa holds 333333333333 (ACTIVE), 444444444444 (SUSPENDED)
-/// and the child OU ou-root-bbbbbbbb, which holds 555555555555 and 666666666666.
+/// and the child OU ou-root-bbbbbbbb, which holds 555555555555 and 666666666666. Outside
+/// any OU: 888888888888 (PENDING_CLOSURE), 999999999999 (SUSPENDED, as the older Status
+/// field says); 121212121212 is not in the organization; every other ID is ACTIVE.
 fn world() -> World {
     world_with(None)
 }
 
 /// The same world, with a run item already in the table (a retried plan).
 fn world_with(existing: Option<Item>) -> World {
+    world_full(existing, vec![region_pages()])
+}
+
+/// The same world, with these rules for SSM's public parameters.
+fn world_full(existing: Option<Item>, ssm_rules: Vec<Rule>) -> World {
     let puts = Captured::default();
     let events = Captured::default();
     let p = puts.clone();
@@ -90,12 +154,46 @@ fn world_with(existing: Option<Item>) -> World {
         }
         b.build()
     });
-    let org_rules = vec![accounts, children];
+    let describe =
+        mock!(aws_sdk_organizations::Client::describe_account).then_compute_response(|req| {
+            let id = req.account_id().unwrap_or_default();
+            let account = Account::builder().id(id);
+            let account = match id {
+                "444444444444" => account.state(AccountState::Suspended),
+                "888888888888" => account.state(AccountState::PendingClosure),
+                "999999999999" => account.status(AccountStatus::Suspended),
+                "121212121212" => {
+                    return aws_smithy_mocks::MockResponse::Error(
+                        DescribeAccountError::AccountNotFoundException(
+                            AccountNotFoundException::builder()
+                                .message("You specified an account that doesn't exist.")
+                                .build(),
+                        ),
+                    )
+                }
+                _ => account.state(AccountState::Active),
+            };
+            aws_smithy_mocks::MockResponse::Output(
+                DescribeAccountOutput::builder()
+                    .account(account.build())
+                    .build(),
+            )
+        });
+    let org_rules = vec![accounts, children, describe];
     let rules = vec![get, put, batch, ev];
     let planner = Planner {
         config: Config::for_tests(),
         store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
         orgs: mock_client!(aws_sdk_organizations, RuleMode::MatchAny, &org_rules),
+        ssm: mock_client!(
+            aws_sdk_ssm,
+            RuleMode::MatchAny,
+            &ssm_rules,
+            |c: aws_sdk_ssm::config::Builder| c.retry_config(
+                aws_smithy_types::retry::RetryConfig::standard()
+                    .with_initial_backoff(std::time::Duration::from_millis(1))
+            )
+        ),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, &rules),
     };
     World {
@@ -103,6 +201,7 @@ fn world_with(existing: Option<Item>) -> World {
         puts,
         events,
         org_rules,
+        ssm_rules,
         rules,
     }
 }
@@ -259,4 +358,156 @@ async fn a_retried_plan_answers_from_the_first_attempts_record() {
     assert_eq!(resp.locations, vec![LOC.to_string()]);
     assert!(w.puts.all().is_empty(), "no new run item");
     assert_eq!(w.rules[2].num_calls(), 1, "locations written again");
+}
+
+#[tokio::test]
+async fn regions_aws_does_not_list_are_rejected_by_name_and_nothing_is_planned() {
+    // GIVEN an input naming a real Region and two well-formed codes no Region has
+    let w = world();
+    let input = json!({
+        "operation": "Install", "resourceGroup": "g", "accounts": ["111111111111"],
+        "regions": ["us-east-1", "us-east-3", "eu-nowhere-1"]
+    });
+    // WHEN the run is planned
+    let err = w.planner.handle(request(input)).await.unwrap_err();
+    // THEN it is bad input naming both entries, after reading every page of AWS's list
+    assert_eq!(err.error_type(), "InvalidInput");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("regions[1]: us-east-3 is not an AWS Region"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("regions[2]: eu-nowhere-1 is not an AWS Region"),
+        "{msg}"
+    );
+    assert_eq!(w.ssm_rules[0].num_calls(), 2, "two pages of Regions");
+    // AND the run is recorded Rejected: no location was written
+    let item = w.puts.all()[0].item().unwrap().clone();
+    assert_eq!(item["status"].as_s().unwrap(), "Rejected");
+    assert_eq!(w.rules[2].num_calls(), 0, "no location written");
+}
+
+#[tokio::test]
+async fn unknown_regions_and_unknown_ous_are_reported_together() {
+    let w = world();
+    let input = json!({
+        "operation": "Scan", "resourceGroup": "g",
+        "accounts": ["ou-nope-cccccccc"], "regions": ["us-east-3"]
+    });
+    let msg = w
+        .planner
+        .handle(request(input))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("2 invalid field(s)"), "{msg}");
+    assert!(
+        msg.contains("regions[0]") && msg.contains("accounts[0]"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn a_throttled_region_list_is_retried_and_the_run_planned() {
+    // GIVEN SSM throttles the first read of the Region list, then answers
+    let ok = region_pages();
+    let first_page = || {
+        let mut out = GetParametersByPathOutput::builder().next_token("10");
+        for r in &AWS_REGIONS[..10] {
+            out = out.parameters(Parameter::builder().value(*r).build());
+        }
+        out.build()
+    };
+    // (a retry is answered by the same rule: the throttle, then the first page)
+    let throttle = mock!(aws_sdk_ssm::Client::get_parameters_by_path)
+        .sequence()
+        .http_response(throttled)
+        .output(first_page)
+        .build();
+    let w = world_full(None, vec![throttle, ok]);
+    // WHEN a run over real Regions is planned
+    let resp = w
+        .planner
+        .handle(request(run_input(json!({"regions": ["sa-east-1"]}))))
+        .await
+        .unwrap();
+    // THEN the SDK retried and the run has its location
+    assert_eq!(resp.locations, vec![format!("{ACCOUNT}/sa-east-1")]);
+    assert_eq!(
+        w.ssm_rules[0].num_calls(),
+        2,
+        "throttled, then the first page"
+    );
+    assert_eq!(w.ssm_rules[1].num_calls(), 1, "the second page");
+}
+
+#[tokio::test]
+async fn a_region_list_ssm_cannot_serve_is_transient_and_nothing_is_recorded() {
+    // GIVEN SSM answers 503 to every read of the Region list
+    let down = mock!(aws_sdk_ssm::Client::get_parameters_by_path)
+        .sequence()
+        .http_status(503, None)
+        .repeatedly()
+        .build();
+    let w = world_full(None, vec![down]);
+    // WHEN the run is planned
+    let err = w
+        .planner
+        .handle(request(run_input(json!({}))))
+        .await
+        .unwrap_err();
+    // THEN plan fails with Transient (the state machine retries it) and records nothing:
+    // the input is not to blame
+    assert_eq!(err.error_type(), "Transient", "{err}");
+    assert!(err.to_string().contains("ssm:GetParametersByPath"), "{err}");
+    assert!(w.puts.all().is_empty());
+    assert!(w.ssm_rules[0].num_calls() >= 2, "the SDK retried");
+}
+
+#[tokio::test]
+async fn accounts_named_by_id_that_are_not_active_are_skipped_and_reported() {
+    // GIVEN accounts named by ID: one ACTIVE, one PENDING_CLOSURE, one SUSPENDED (by State),
+    // one SUSPENDED (by the older Status), and one the organization does not hold
+    let w = world();
+    let input = json!({
+        "operation": "Install", "resourceGroup": "g",
+        "accounts": ["777777777777", "888888888888", "444444444444", "999999999999", "121212121212"],
+        "regions": ["us-east-1"]
+    });
+    // WHEN the run is planned
+    let resp = w.planner.handle(request(input)).await.unwrap();
+    // THEN only the ACTIVE account and the one outside the organization are targeted
+    assert_eq!(
+        resp.locations,
+        vec!["777777777777/us-east-1", "121212121212/us-east-1"]
+    );
+    // AND the others are skipped with their status, on the run record and in the event
+    let item = w.puts.all()[0].item().unwrap().clone();
+    let skipped: Value = serde_json::from_str(item["skippedAccounts"].as_s().unwrap()).unwrap();
+    assert_eq!(
+        skipped,
+        json!([
+            {"account": "888888888888", "reason": "PENDING_CLOSURE"},
+            {"account": "444444444444", "reason": "SUSPENDED"},
+            {"account": "999999999999", "reason": "SUSPENDED"}
+        ])
+    );
+    let detail = w.events.all()[0].entries()[0].detail().unwrap().to_string();
+    assert!(detail.contains("PENDING_CLOSURE"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_run_naming_only_inactive_accounts_is_bad_input() {
+    let w = world();
+    let input = json!({
+        "operation": "Install", "resourceGroup": "g",
+        "accounts": ["888888888888", "444444444444"], "regions": ["us-east-1"]
+    });
+    let err = w.planner.handle(request(input)).await.unwrap_err();
+    assert_eq!(err.error_type(), "InvalidInput");
+    assert!(
+        err.to_string().contains("accounts: no active account"),
+        "{err}"
+    );
 }

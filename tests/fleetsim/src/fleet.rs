@@ -163,13 +163,59 @@ pub struct AccountFile {
     pub email: Option<String>,
     /// Parent (root or OU id); defaults to the root.
     pub parent: Option<String>,
-    /// ACTIVE or SUSPENDED.
+    /// ACTIVE, SUSPENDED or PENDING_CLOSURE (only ACTIVE accounts can be assumed into).
     #[serde(default = "default_status")]
     pub status: String,
     /// Role names that can be assumed in this account (empty: no execution role).
     #[serde(default)]
     pub roles: Vec<String>,
 }
+
+/// Account statuses Organizations reports (`Status`; `State` has the same values here).
+pub const ACCOUNT_STATUSES: [&str; 3] = ["ACTIVE", "SUSPENDED", "PENDING_CLOSURE"];
+
+/// The Region codes served under `/aws/service/global-infrastructure/regions` unless the
+/// fleet file lists its own (`aws_regions`): AWS's Regions, commercial, GovCloud and China.
+pub const AWS_REGIONS: [&str; 38] = [
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];
 
 fn default_status() -> String {
     "ACTIVE".to_string()
@@ -301,6 +347,8 @@ pub struct FleetFile {
     /// Settings overridable on the CLI.
     #[serde(default)]
     pub settings: Settings,
+    /// The Regions AWS lists (SSM public parameters); default [`AWS_REGIONS`].
+    pub aws_regions: Option<Vec<String>>,
     /// Organization; absent = AWSOrganizationsNotInUseException.
     pub organization: Option<OrgFile>,
     /// Accounts.
@@ -352,6 +400,8 @@ pub struct Fleet {
     pub order: Vec<String>,
     /// Settings.
     pub settings: Settings,
+    /// The Regions served under `/aws/service/global-infrastructure/regions`, sorted.
+    pub aws_regions: Vec<String>,
     /// Initial faults.
     pub faults: Vec<FaultRule>,
 }
@@ -415,6 +465,15 @@ impl Fleet {
             instances: BTreeMap::new(),
             order: Vec::new(),
             settings: file.settings.clone(),
+            aws_regions: {
+                let mut r = file
+                    .aws_regions
+                    .clone()
+                    .unwrap_or_else(|| AWS_REGIONS.iter().map(|r| r.to_string()).collect());
+                r.sort();
+                r.dedup();
+                r
+            },
             faults: file.faults.clone(),
         };
         let parent_ids: BTreeSet<String> = match &file.organization {
@@ -489,9 +548,9 @@ impl Fleet {
                 acct.id
             )));
         }
-        if acct.status != "ACTIVE" && acct.status != "SUSPENDED" {
+        if !ACCOUNT_STATUSES.contains(&acct.status.as_str()) {
             return Err(FleetError::Invalid(format!(
-                "account {} status must be ACTIVE or SUSPENDED",
+                "account {} status must be ACTIVE, SUSPENDED or PENDING_CLOSURE",
                 acct.id
             )));
         }
@@ -524,6 +583,12 @@ impl Fleet {
             return Err(FleetError::Invalid(format!(
                 "instance id {} must start with i- or mi-",
                 inst.id
+            )));
+        }
+        if self.aws_regions.binary_search(&inst.region).is_err() {
+            return Err(FleetError::Invalid(format!(
+                "instance {} is in {}, which is not an AWS Region (aws_regions)",
+                inst.id, inst.region
             )));
         }
         if self.instances.contains_key(&inst.id) {

@@ -1,6 +1,7 @@
 //! SSM (awsJson1_1, target prefix `AmazonSSM`): SendCommand, ListCommands,
 //! ListCommandInvocations, GetCommandInvocation, CancelCommand, DescribeInstanceInformation
-//! and DescribeInstancePatchStates, validated and shaped as the service model says.
+//! DescribeInstancePatchStates, and GetParametersByPath over AWS's public list of Regions
+//! (`/aws/service/global-infrastructure/...`), validated and shaped as the service model says.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -21,6 +22,7 @@ pub const OPERATIONS: &[&str] = &[
     "CancelCommand",
     "DescribeInstanceInformation",
     "DescribeInstancePatchStates",
+    "GetParametersByPath",
 ];
 
 /// The only document the simulator runs.
@@ -43,6 +45,7 @@ pub fn handle(
         "CancelCommand" => cancel_command(state, ctx, body),
         "DescribeInstanceInformation" => describe_instance_information(state, ctx, body),
         "DescribeInstancePatchStates" => describe_instance_patch_states(state, ctx, body),
+        "GetParametersByPath" => get_parameters_by_path(state, ctx, body),
         other => Err(ApiError::bad(
             "UnknownOperationException",
             format!("fleetsim does not serve {other}"),
@@ -823,4 +826,58 @@ mod tests {
         assert!(rate_pattern_ok("0", true));
         assert!(rate_pattern_ok("0%", true));
     }
+}
+
+/// The public parameters fleetsim holds: the Regions, and the Regions where SSM runs (the
+/// same list here). Every other path holds nothing.
+const REGION_PATHS: [&str; 2] = [
+    "/aws/service/global-infrastructure/regions",
+    "/aws/service/global-infrastructure/services/ssm/regions",
+];
+
+/// GetParametersByPath over the public Region lists: one `String` parameter per Region,
+/// named `PATH/CODE` with the code as its value; MaxResults 1..10, NextToken.
+fn get_parameters_by_path(
+    state: &AppState,
+    ctx: &CallContext,
+    body: &Value,
+) -> Result<Value, ApiError> {
+    let path = get_str(body, "Path").ok_or_else(|| {
+        ApiError::validation(
+            "1 validation error detected: Value null at 'path' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    if path.is_empty() || path.len() > 2048 {
+        return Err(ApiError::validation(
+            "1 validation error detected: Value at 'path' failed to satisfy constraint: Member must have length between 1 and 2048",
+        ));
+    }
+    let page = max_results(body, 1, 10, "ValidationException")?.unwrap_or(10);
+    let offset = next_token(body, "GetParametersByPath", TOKEN_ERR)?;
+    let path = path.trim_end_matches('/');
+    let items: Vec<Value> = if REGION_PATHS.contains(&path) {
+        state
+            .fleet
+            .aws_regions
+            .iter()
+            .map(|r| {
+                let name = format!("{path}/{r}");
+                json!({
+                    "Name": name,
+                    "Type": "String",
+                    "Value": r,
+                    "Version": 1,
+                    "LastModifiedDate": epoch_seconds(1_600_000_000_000),
+                    "ARN": format!("arn:aws:ssm:{}::parameter{name}", ctx.region),
+                    "DataType": "text",
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let (items, next) = paginate(&items, offset, page);
+    let mut out = json!({ "Parameters": items });
+    put_token(&mut out, "GetParametersByPath", next);
+    Ok(out)
 }

@@ -3,6 +3,7 @@
 mod faults;
 mod forward;
 mod orgs_rg;
+mod regions;
 mod ssm;
 mod sts;
 mod util;
