@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help venv build test test-rust test-schema test-fidelity test-e2e lint lint-rust lint-infra demo up down bench clean-local
+.PHONY: help venv build test test-rust test-static test-fidelity test-e2e lint lint-rust lint-infra demo up down bench clean-local
 
 help:
 	@echo "make demo       run a full patch run on the simulated fleet and print the report"
@@ -29,14 +29,15 @@ venv: $(VENV)/.installed
 build:
 	cargo build --workspace --bins
 
-test: test-rust test-schema test-fidelity test-e2e
+test: test-rust test-static test-fidelity test-e2e
 
 test-rust:
 	cargo test --workspace
 
-# The run input's JSON Schema against the table of cases the Rust validation also reads.
-test-schema: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests/schema
+# Python tests that need no stack: the run input's JSON Schema against the table of cases the
+# Rust validation also reads; the template's delayed start (one run a month).
+test-static: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra
 
 test-fidelity: venv
 	cargo build -p fleetsim
