@@ -10,8 +10,12 @@ use crate::error::Result;
 use crate::events;
 use crate::expand::count_states;
 use crate::fleet;
+use crate::model::{cut_text, first};
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
-use crate::store::{Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store};
+use crate::store::{
+    Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store,
+    MAX_LISTED_SKIPPED_ACCOUNTS,
+};
 use crate::task::AggregateRequest;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -21,8 +25,13 @@ use tracing::{info, warn};
 /// Locations read for compliance at once.
 pub const COMPLIANCE_CONCURRENCY: usize = 8;
 /// At most this many problem locations are listed in the summary and the event; the rest are
-/// in the table.
+/// in the table (`problemLocationsOmitted` counts them).
 pub const MAX_LISTED_LOCATIONS: usize = 100;
+/// A listed location's reason is cut to this many bytes in the summary (the location item
+/// keeps it whole). With [`MAX_LISTED_LOCATIONS`] and [`MAX_LISTED_SKIPPED_ACCOUNTS`], the
+/// summary of the largest run stays far under EventBridge's 256 KB entry and leaves the run
+/// item under DynamoDB's 400 KB (a test builds that run and measures both).
+pub const MAX_REASON_BYTES: usize = 300;
 
 /// One location in the summary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,12 +74,24 @@ pub struct RunSummary {
     pub instance_states: BTreeMap<String, u64>,
     /// Compliance after the run, over the instances that ran.
     pub compliance: Compliance,
-    /// Accounts left out of the run, and why.
+    /// Accounts left out of the run, and why (at most [`MAX_LISTED_SKIPPED_ACCOUNTS`]).
     pub skipped_accounts: Vec<SkippedAccount>,
-    /// Locations that did not succeed (at most 100).
+    /// Accounts left out of the run but not listed.
+    pub skipped_accounts_omitted: u64,
+    /// Locations that did not succeed (at most [`MAX_LISTED_LOCATIONS`]).
     pub problem_locations: Vec<LocationLine>,
     /// True when more problem locations exist than are listed.
     pub problem_locations_truncated: bool,
+    /// Problem locations not listed (each is in the table).
+    pub problem_locations_omitted: u64,
+}
+
+/// A reason cut to [`MAX_REASON_BYTES`], saying how much was left out.
+fn listed_reason(reason: &str) -> String {
+    match cut_text(reason, MAX_REASON_BYTES) {
+        (r, 0) => r,
+        (r, cut) => format!("{r}... ({cut} more bytes in the location item)"),
+    }
 }
 
 /// The final status of a run from its locations. Rule: the run stopped by the location
@@ -124,14 +145,19 @@ pub fn summarize(
                     .map(ToString::to_string)
                     .unwrap_or_default(),
                 outcome,
-                reason: l.reason.clone().filter(|r| !r.is_empty()),
+                reason: l
+                    .reason
+                    .as_deref()
+                    .filter(|r| !r.is_empty())
+                    .map(listed_reason),
                 targeted: l.targeted,
                 instances: l.counts.clone(),
             });
         }
     }
-    let truncated = problems.len() > MAX_LISTED_LOCATIONS;
-    problems.truncate(MAX_LISTED_LOCATIONS);
+    let (problems, problems_omitted) = first(problems, MAX_LISTED_LOCATIONS);
+    // plan lists at most as many; a record written before that bound is cut here
+    let (skipped, more_skipped) = first(run.skipped_accounts.clone(), MAX_LISTED_SKIPPED_ACCOUNTS);
     RunSummary {
         run_id: run_id.to_string(),
         status,
@@ -143,9 +169,11 @@ pub fn summarize(
         instances_targeted: targeted,
         instance_states,
         compliance,
-        skipped_accounts: run.skipped_accounts.clone(),
+        skipped_accounts: skipped,
+        skipped_accounts_omitted: run.skipped_accounts_omitted + more_skipped,
         problem_locations: problems,
-        problem_locations_truncated: truncated,
+        problem_locations_truncated: problems_omitted > 0,
+        problem_locations_omitted: problems_omitted,
     }
 }
 
@@ -423,9 +451,13 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
         comp.compliant_instances, comp.instances, comp.installed, comp.missing, comp.failed, comp.installed_pending_reboot
     );
     if !summary.skipped_accounts.is_empty() {
+        let more = match summary.skipped_accounts_omitted {
+            0 => String::new(),
+            n => format!(", and {n} more"),
+        };
         let _ = writeln!(
             out,
-            "Accounts not targeted: {}",
+            "Accounts not targeted: {}{more}",
             summary
                 .skipped_accounts
                 .iter()
@@ -458,6 +490,7 @@ mod tests {
                 account: "999999999999".into(),
                 reason: "SUSPENDED".into(),
             }],
+            skipped_accounts_omitted: 0,
             location_count: 2,
             location_window: 1,
             locations_tolerated: Some(0),
@@ -563,6 +596,131 @@ mod tests {
         let s = summarize("r1", RunStatus::CompletedWithErrors, &run(), &locations);
         assert_eq!(s.problem_locations.len(), MAX_LISTED_LOCATIONS);
         assert!(s.problem_locations_truncated);
+        assert_eq!(s.problem_locations_omitted, 50);
         assert!(serde_json::to_vec(&s).unwrap().len() < events::MAX_DETAIL_BYTES);
+    }
+
+    /// The largest run the input allows: every field at its longest (1,000 distinct OU IDs of
+    /// the longest form, 1,000 excluded accounts, 50 Regions, the longest group, role, URL
+    /// and log group), 9,000 targeted accounts, an organization of 20,000 more accounts that
+    /// were skipped, and 9,000 failed locations with 4 KB reasons and every state counted.
+    /// (More than one run can really have: 9,000 accounts with 50 Regions would pass the
+    /// location cap. An upper bound.)
+    fn largest_run() -> (RunRecord, Vec<LocationRecord>) {
+        let accounts: Vec<String> = (0..9_000u64)
+            .map(|i| format!("{:012}", 100_000_000_000 + i))
+            .collect();
+        let ous: Vec<String> = (0..1_000)
+            .map(|i| format!("ou-{i:0>32}-{i:0>32}"))
+            .collect();
+        let excluded: Vec<String> = (0..1_000u64)
+            .map(|i| format!("{:012}", 300_000_000_000 + i))
+            .collect();
+        let regions: Vec<String> = (0..50).map(|i| format!("ap-southeast-{i}")).collect();
+        let input = input::validate(&json!({
+            "operation": "Install",
+            "resourceGroup": "g".repeat(300),
+            "accounts": ous,
+            "excludeAccounts": excluded,
+            "regions": regions,
+            "executionRoleName": "r".repeat(64),
+            "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+            "installOverrideList": format!("https://example.com/{}", "l".repeat(2_028)),
+            "cloudWatchLogGroup": "/".repeat(512),
+            "deliveryTimeoutSeconds": 2_592_000,
+        }))
+        .unwrap();
+        let all_skipped: Vec<SkippedAccount> = (0..20_000u64)
+            .map(|i| SkippedAccount {
+                account: format!("{:012}", 500_000_000_000 + i),
+                reason: "PENDING_CLOSURE".into(),
+            })
+            .collect();
+        let (skipped, omitted) = first(all_skipped, MAX_LISTED_SKIPPED_ACCOUNTS);
+        let run = RunRecord {
+            accounts: accounts.clone(),
+            input,
+            skipped_accounts: skipped,
+            skipped_accounts_omitted: omitted,
+            location_count: 9_000,
+            ..run()
+        };
+        let counts: Vec<(&str, u64)> = InstanceState::ALL
+            .iter()
+            .map(|s| (s.as_str(), 99_999))
+            .collect();
+        let locations = accounts
+            .iter()
+            .map(|a| {
+                let mut l = loc(a, LocationOutcome::Error, &counts, None);
+                l.location = Some(Location::new(a, "ap-southeast-49"));
+                l.reason = Some("é".repeat(2_048));
+                l
+            })
+            .collect();
+        (run, locations)
+    }
+
+    #[test]
+    fn the_largest_run_fits_its_item_and_its_event() {
+        // GIVEN the largest run, finished
+        let (run, locations) = largest_run();
+        let summary = summarize("r1", RunStatus::CompletedWithErrors, &run, &locations);
+        // WHEN its run item is written as plan writes it, plus the summary aggregate adds
+        let client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::Config::builder()
+                .behavior_version_latest()
+                .build(),
+        );
+        let store = Store::new(client, "fleetpatch-runs", 90);
+        let mut item = store.run_item(&run).unwrap();
+        let detail = serde_json::to_string(&summary).unwrap();
+        for (k, v) in [
+            ("summary", detail.clone()),
+            ("status", "CompletedWithErrors".into()),
+            ("finishedAt", "2026-11-30T00:00:00Z".into()),
+            ("updatedAt", "2026-11-30T00:00:00Z".into()),
+        ] {
+            item.insert(k.into(), aws_sdk_dynamodb::types::AttributeValue::S(v));
+        }
+        for k in [
+            "instancesSent",
+            "instancesDone",
+            "locationsDone",
+            "locationsFailed",
+        ] {
+            item.insert(
+                k.into(),
+                aws_sdk_dynamodb::types::AttributeValue::N("99999999".into()),
+            );
+        }
+        let item_bytes = crate::store::item_size(&item);
+        // THEN the item stays under DynamoDB's 400 KB, and the event under EventBridge's 256 KB
+        // (and fleetpatch's own margin below it)
+        println!(
+            "largest run item: {item_bytes} bytes; completed event detail: {} bytes",
+            detail.len()
+        );
+        assert!(
+            item_bytes < crate::store::MAX_ITEM_BYTES,
+            "run item is {item_bytes} bytes"
+        );
+        assert!(
+            detail.len() < events::MAX_DETAIL_BYTES,
+            "event detail is {} bytes",
+            detail.len()
+        );
+        // AND the lists that were cut say how many entries were left out
+        assert_eq!(summary.skipped_accounts.len(), MAX_LISTED_SKIPPED_ACCOUNTS);
+        assert_eq!(summary.skipped_accounts_omitted, 20_000 - 200);
+        assert_eq!(summary.problem_locations.len(), MAX_LISTED_LOCATIONS);
+        assert_eq!(summary.problem_locations_omitted, 9_000 - 100);
+        let reason = summary.problem_locations[0].reason.as_deref().unwrap();
+        assert!(
+            reason.ends_with("(3796 more bytes in the location item)"),
+            "{reason}"
+        );
+        let report = render_report(&summary, &[]);
+        assert!(report.contains("and 19800 more"), "{report}");
     }
 }

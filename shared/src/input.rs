@@ -117,10 +117,30 @@ impl fmt::Display for FieldError {
     }
 }
 
-/// Joins violations into the one message of the `InvalidInput` error.
+/// A violation's text is cut to this many bytes in messages and records (a field's name,
+/// an unknown one included, can be any length).
+pub const MAX_REASON_BYTES: usize = 300;
+/// The `InvalidInput` message lists at most this many violations (Step Functions keeps an
+/// error's cause up to 32,768 characters).
+pub const MAX_DESCRIBED: usize = 100;
+
+/// Joins violations into the one message of the `InvalidInput` error: the first
+/// [`MAX_DESCRIBED`], each cut to [`MAX_REASON_BYTES`], then how many more there are.
 pub fn describe(errors: &[FieldError]) -> String {
-    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    format!("{} invalid field(s): {}", errors.len(), parts.join("; "))
+    let parts: Vec<String> = errors
+        .iter()
+        .take(MAX_DESCRIBED)
+        .map(|e| crate::model::cut_text(&e.to_string(), MAX_REASON_BYTES).0)
+        .collect();
+    let more = match errors.len().saturating_sub(MAX_DESCRIBED) {
+        0 => String::new(),
+        n => format!("; and {n} more"),
+    };
+    format!(
+        "{} invalid field(s): {}{more}",
+        errors.len(),
+        parts.join("; ")
+    )
 }
 
 // Every class is spelled out in ASCII: the regex crate's `\d` and `\w` are Unicode-aware
@@ -711,6 +731,26 @@ mod tests {
             }
         }
         assert!(disagreements.is_empty(), "{disagreements:#?}");
+    }
+
+    #[test]
+    fn the_message_of_a_huge_bad_input_stays_under_a_step_functions_cause() {
+        // GIVEN an input with 2,000 bad account entries and an unknown field of 100 KB
+        let mut input = with("accounts", json!(vec!["x".repeat(50); 1_000]));
+        input["excludeAccounts"] = json!(vec!["y"; 1_000]);
+        input["f".repeat(100_000)] = json!(1);
+        // WHEN it is validated
+        let errs = validate(&input).unwrap_err();
+        let msg = describe(&errs);
+        // THEN the message counts every violation, lists the first ones, and fits a cause
+        assert!(errs.len() > 2_000);
+        assert!(
+            msg.starts_with(&format!("{} invalid field(s)", errs.len())),
+            "{}",
+            &msg[..80]
+        );
+        assert!(msg.ends_with(&format!("and {} more", errs.len() - MAX_DESCRIBED)));
+        assert!(msg.len() < 32_768, "{} bytes", msg.len());
     }
 
     #[test]

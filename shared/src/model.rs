@@ -391,6 +391,25 @@ impl FromStr for RunStatus {
     }
 }
 
+/// `s` cut to at most `max` bytes on a character boundary, and how many bytes were cut.
+pub fn cut_text(s: &str, max: usize) -> (String, usize) {
+    if s.len() <= max {
+        return (s.to_string(), 0);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s[..end].to_string(), s.len() - end)
+}
+
+/// The first `max` entries of `all`, and how many were left out.
+pub fn first<T>(mut all: Vec<T>, max: usize) -> (Vec<T>, u64) {
+    let omitted = all.len().saturating_sub(max) as u64;
+    all.truncate(max);
+    (all, omitted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,10 +5,11 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::input::{self, FieldError, RunInput};
+use crate::model::{cut_text, first};
 use crate::model::{Location, RunStatus};
 use crate::orgs;
 use crate::regions;
-use crate::store::{now_epoch, RunRecord, Store};
+use crate::store::{now_epoch, RunRecord, Store, MAX_LISTED_REASONS, MAX_LISTED_SKIPPED_ACCOUNTS};
 use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
 use tracing::{info, warn};
@@ -109,12 +110,15 @@ impl Planner {
         }
         let resp = response(&run_id, &run_input, &locs);
         let n = locs.len() as u64;
+        let (skipped, skipped_omitted) =
+            first(resolved.skipped.clone(), MAX_LISTED_SKIPPED_ACCOUNTS);
         let record = RunRecord {
             run_id: run_id.clone(),
             status: RunStatus::Running,
             input: run_input.clone(),
             accounts: resolved.accounts.clone(),
-            skipped_accounts: resolved.skipped.clone(),
+            skipped_accounts: skipped.clone(),
+            skipped_accounts_omitted: skipped_omitted,
             location_count: n,
             location_window: resp.location_concurrency,
             locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
@@ -141,7 +145,8 @@ impl Planner {
             "locations": n,
             "locationConcurrency": resp.location_concurrency,
             "snapshotId": run_input.snapshot_id,
-            "skippedAccounts": resolved.skipped,
+            "skippedAccounts": skipped,
+            "skippedAccountsOmitted": skipped_omitted,
         });
         events::put_event(
             &self.events,
@@ -161,14 +166,21 @@ impl Planner {
     ) -> Result<T> {
         let message = input::describe(errs);
         warn!(run_id, %message, "run input rejected");
-        let reasons: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        // Each reason is cut (an unknown field's name can be any length), and at most
+        // MAX_LISTED_REASONS are listed: the record and the event stay bounded.
+        let reasons: Vec<String> = errs
+            .iter()
+            .map(|e| cut_text(&e.to_string(), input::MAX_REASON_BYTES).0)
+            .collect();
         self.store
             .put_rejected_run(run_id, &raw.to_string(), &reasons)
             .await?;
+        let (listed, omitted) = first(reasons, MAX_LISTED_REASONS);
         let detail = json!({
             "runId": run_id,
             "status": RunStatus::Rejected.as_str(),
-            "reasons": reasons,
+            "reasons": listed,
+            "reasonsOmitted": omitted,
         });
         if let Err(e) = events::put_event(
             &self.events,

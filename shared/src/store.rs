@@ -14,7 +14,7 @@
 
 use crate::error::{from_sdk, Error, Result};
 use crate::input::RunInput;
-use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
+use crate::model::{cut_text, first, InstanceState, Location, LocationOutcome, RunStatus};
 use aws_sdk_dynamodb::types::{
     AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
 };
@@ -23,7 +23,39 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-type Item = HashMap<String, AttributeValue>;
+/// A DynamoDB item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// DynamoDB's largest item: 400 KB, attribute names and values together.
+pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// At most this many skipped accounts are listed on the run item, in its summary and in the
+/// events; the others are only counted (`skippedAccountsOmitted`). With the longest input,
+/// 9,000 targeted accounts and 100 problem locations, the run item stays under
+/// [`MAX_ITEM_BYTES`] (a test builds that run and measures it).
+pub const MAX_LISTED_SKIPPED_ACCOUNTS: usize = 200;
+/// A rejected run keeps at most this much of its raw input (`rawInputOmittedBytes` says how
+/// much was cut; Step Functions accepts inputs up to 256 KiB).
+pub const MAX_RAW_INPUT_BYTES: usize = 64 * 1024;
+/// A rejected run lists at most this many reasons (`rejectReasonsOmitted` counts the others).
+pub const MAX_LISTED_REASONS: usize = 100;
+
+/// An item's size as DynamoDB counts it: every attribute name and value, in UTF-8 bytes
+/// (numbers and list/map overheads rounded up).
+pub fn item_size(item: &Item) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Ss(l) | AttributeValue::Ns(l) => l.iter().map(String::len).sum(),
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>()
+            }
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
 
 /// Seconds since the epoch.
 pub fn now_epoch() -> i64 {
@@ -81,8 +113,10 @@ pub struct RunRecord {
     pub input: RunInput,
     /// Accounts targeted after OU resolution and excludes.
     pub accounts: Vec<String>,
-    /// Accounts left out, with the reason.
+    /// Accounts left out, with the reason (at most [`MAX_LISTED_SKIPPED_ACCOUNTS`]).
     pub skipped_accounts: Vec<SkippedAccount>,
+    /// Skipped accounts not listed.
+    pub skipped_accounts_omitted: u64,
     /// Number of locations.
     pub location_count: u64,
     /// Locations running at once.
@@ -351,8 +385,8 @@ impl Store {
         HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
     }
 
-    /// Writes a new run item. Returns false when the run already exists (a retried plan).
-    pub async fn create_run(&self, run: &RunRecord) -> Result<bool> {
+    /// The run item as [`Store::create_run`] writes it.
+    pub fn run_item(&self, run: &RunRecord) -> Result<Item> {
         let mut item = Self::key(run_pk(&run.run_id), RUN_SK.into());
         item.insert("entity".into(), s("Run"));
         item.insert("runId".into(), s(&run.run_id));
@@ -360,6 +394,10 @@ impl Store {
         item.insert("input".into(), json(&run.input)?);
         item.insert("accounts".into(), json(&run.accounts)?);
         item.insert("skippedAccounts".into(), json(&run.skipped_accounts)?);
+        item.insert(
+            "skippedAccountsOmitted".into(),
+            n(run.skipped_accounts_omitted),
+        );
         item.insert("locationCount".into(), n(run.location_count));
         item.insert("locationWindow".into(), n(run.location_window));
         if let Some(t) = run.locations_tolerated {
@@ -372,6 +410,12 @@ impl Store {
         item.insert("createdAt".into(), s(iso(run.created_at)));
         item.insert("createdEpoch".into(), n(run.created_at));
         item.insert("expiresAt".into(), self.expires());
+        Ok(item)
+    }
+
+    /// Writes a new run item. Returns false when the run already exists (a retried plan).
+    pub async fn create_run(&self, run: &RunRecord) -> Result<bool> {
+        let item = self.run_item(run)?;
         let r = self
             .client
             .put_item()
@@ -387,7 +431,8 @@ impl Store {
         }
     }
 
-    /// Records a rejected run: its reasons and the raw input, nothing else.
+    /// Records a rejected run: its reasons and the raw input, nothing else (both bounded:
+    /// [`MAX_RAW_INPUT_BYTES`], [`MAX_LISTED_REASONS`]).
     pub async fn put_rejected_run(
         &self,
         run_id: &str,
@@ -396,14 +441,22 @@ impl Store {
     ) -> Result<()> {
         let mut item = Self::key(run_pk(run_id), RUN_SK.into());
         let now = now_epoch();
+        let (raw, raw_cut) = cut_text(raw_input, MAX_RAW_INPUT_BYTES);
+        let (listed, omitted) = first(reasons.to_vec(), MAX_LISTED_REASONS);
         item.insert("entity".into(), s("Run"));
         item.insert("runId".into(), s(run_id));
         item.insert("status".into(), s(RunStatus::Rejected.as_str()));
-        item.insert("rawInput".into(), s(raw_input));
+        item.insert("rawInput".into(), s(raw));
         item.insert(
             "rejectReasons".into(),
-            AttributeValue::L(reasons.iter().map(s).collect()),
+            AttributeValue::L(listed.iter().map(s).collect()),
         );
+        if raw_cut > 0 {
+            item.insert("rawInputOmittedBytes".into(), n(raw_cut));
+        }
+        if omitted > 0 {
+            item.insert("rejectReasonsOmitted".into(), n(omitted));
+        }
         item.insert("createdAt".into(), s(iso(now)));
         item.insert("finishedAt".into(), s(iso(now)));
         item.insert("expiresAt".into(), self.expires());
@@ -452,6 +505,7 @@ impl Store {
             input: get_json(&item, "input")?,
             accounts: get_json(&item, "accounts")?,
             skipped_accounts: get_json(&item, "skippedAccounts").unwrap_or_default(),
+            skipped_accounts_omitted: get_n(&item, "skippedAccountsOmitted").unwrap_or(0),
             location_count: get_n(&item, "locationCount").unwrap_or(0),
             location_window: get_n(&item, "locationWindow").unwrap_or(1),
             locations_tolerated: get_n(&item, "locationsTolerated"),

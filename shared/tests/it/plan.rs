@@ -86,7 +86,7 @@ fn throttled() -> HttpResponse {
 
 /// The organization: ou-root-aaaaaaaa holds 333333333333 (ACTIVE), 444444444444 (SUSPENDED)
 /// and the child OU ou-root-bbbbbbbb, which holds 555555555555 and 666666666666. Outside
-/// any OU: 888888888888 (PENDING_CLOSURE), 999999999999 (SUSPENDED, as the older Status
+/// any OU: 8xxxxxxxxxxx (PENDING_CLOSURE), 999999999999 (SUSPENDED, as the older Status
 /// field says); 121212121212 is not in the organization; every other ID is ACTIVE.
 fn world() -> World {
     world_with(None)
@@ -160,7 +160,7 @@ fn world_full(existing: Option<Item>, ssm_rules: Vec<Rule>) -> World {
             let account = Account::builder().id(id);
             let account = match id {
                 "444444444444" => account.state(AccountState::Suspended),
-                "888888888888" => account.state(AccountState::PendingClosure),
+                id if id.starts_with('8') => account.state(AccountState::PendingClosure),
                 "999999999999" => account.status(AccountStatus::Suspended),
                 "121212121212" => {
                     return aws_smithy_mocks::MockResponse::Error(
@@ -510,4 +510,49 @@ async fn a_run_naming_only_inactive_accounts_is_bad_input() {
         err.to_string().contains("accounts: no active account"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_long_list_of_skipped_accounts_is_cut_and_counted() {
+    // GIVEN one ACTIVE account and 250 PENDING_CLOSURE ones, named by ID
+    let w = world();
+    let mut accounts = vec!["777777777777".to_string()];
+    accounts.extend((0..250u64).map(|i| format!("{}", 800_000_000_000 + i)));
+    let input = json!({
+        "operation": "Install", "resourceGroup": "g", "accounts": accounts, "regions": ["us-east-1"]
+    });
+    // WHEN the run is planned
+    w.planner.handle(request(input)).await.unwrap();
+    // THEN the run record lists 200 of them and counts the 50 left out
+    let item = w.puts.all()[0].item().unwrap().clone();
+    let skipped: Vec<Value> =
+        serde_json::from_str(item["skippedAccounts"].as_s().unwrap()).unwrap();
+    assert_eq!(skipped.len(), 200);
+    assert_eq!(item["skippedAccountsOmitted"].as_n().unwrap(), "50");
+    // AND so does the "Patch Run Started" event
+    let detail: Value =
+        serde_json::from_str(w.events.all()[0].entries()[0].detail().unwrap()).unwrap();
+    assert_eq!(detail["skippedAccounts"].as_array().unwrap().len(), 200);
+    assert_eq!(detail["skippedAccountsOmitted"], 50);
+}
+
+#[tokio::test]
+async fn a_rejected_run_with_many_violations_keeps_a_bounded_record_and_event() {
+    // GIVEN an input with 300 bad account entries
+    let w = world();
+    let bad: Vec<String> = (0..300).map(|i| format!("bad-{i}")).collect();
+    let input = json!({"operation": "Install", "resourceGroup": "g", "accounts": bad, "regions": ["us-east-1"]});
+    // WHEN the run is planned
+    let err = w.planner.handle(request(input)).await.unwrap_err();
+    // THEN the error counts all 300 and lists the first 100
+    assert!(err.to_string().starts_with("300 invalid field(s)"), "{err}");
+    assert!(err.to_string().ends_with("and 200 more"), "{err}");
+    // AND the record lists 100 reasons and counts the rest; so does the event
+    let item = w.puts.all()[0].item().unwrap().clone();
+    assert_eq!(item["rejectReasons"].as_l().unwrap().len(), 100);
+    assert_eq!(item["rejectReasonsOmitted"].as_n().unwrap(), "200");
+    let detail: Value =
+        serde_json::from_str(w.events.all()[0].entries()[0].detail().unwrap()).unwrap();
+    assert_eq!(detail["reasons"].as_array().unwrap().len(), 100);
+    assert_eq!(detail["reasonsOmitted"], 200);
 }

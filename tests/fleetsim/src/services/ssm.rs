@@ -811,23 +811,6 @@ fn describe_instance_patch_states(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_control_patterns_match_the_model() {
-        for ok in ["1", "50", "10%", "100%", "9%"] {
-            assert!(rate_pattern_ok(ok, false), "{ok}");
-        }
-        for bad in ["0", "0%", "101%", "05", "", "x", "5%%"] {
-            assert!(!rate_pattern_ok(bad, false), "{bad}");
-        }
-        assert!(rate_pattern_ok("0", true));
-        assert!(rate_pattern_ok("0%", true));
-    }
-}
-
 /// The public parameters fleetsim holds: the Regions, and the Regions where SSM runs (the
 /// same list here). Every other path holds nothing.
 const REGION_PATHS: [&str; 2] = [
@@ -880,4 +863,21 @@ fn get_parameters_by_path(
     let mut out = json!({ "Parameters": items });
     put_token(&mut out, "GetParametersByPath", next);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_control_patterns_match_the_model() {
+        for ok in ["1", "50", "10%", "100%", "9%"] {
+            assert!(rate_pattern_ok(ok, false), "{ok}");
+        }
+        for bad in ["0", "0%", "101%", "05", "", "x", "5%%"] {
+            assert!(!rate_pattern_ok(bad, false), "{bad}");
+        }
+        assert!(rate_pattern_ok("0", true));
+        assert!(rate_pattern_ok("0%", true));
+    }
 }
