@@ -234,3 +234,19 @@ def test_organizations(sim):
     with pytest.raises(ClientError) as e:
         client(sim, "organizations", assume(sim)).list_roots()
     assert code(e) == "AccessDeniedException"
+
+
+def test_ssm_public_region_list(sim):
+    # boto3's paginator and model read fleetsim's answer as they read SSM's
+    ssm = client(sim, "ssm")
+    pages = list(ssm.get_paginator("get_parameters_by_path").paginate(
+        Path="/aws/service/global-infrastructure/regions", PaginationConfig={"PageSize": 10}))
+    params = [p for page in pages for p in page["Parameters"]]
+    codes = {p["Value"] for p in params}
+    assert len(pages) > 1 and {"us-east-1", "eu-west-1", "ap-southeast-2"} <= codes
+    assert "us-east-3" not in codes
+    assert all(p["Name"] == f"/aws/service/global-infrastructure/regions/{p['Value']}" for p in params)
+    assert all(p["Type"] == "String" and p["Version"] == 1 for p in params)
+    with pytest.raises(ClientError) as e:
+        ssm.get_parameters_by_path(Path="/aws/service/global-infrastructure/regions", MaxResults=11)
+    assert code(e) == "ValidationException"
