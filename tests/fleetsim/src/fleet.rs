@@ -169,6 +169,10 @@ pub struct AccountFile {
     /// Role names that can be assumed in this account (empty: no execution role).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Not a member of the organization (Organizations does not list it, and IAM sees no
+    /// `aws:ResourceOrgID` for its roles).
+    #[serde(default)]
+    pub outside_organization: bool,
 }
 
 fn default_status() -> String {
@@ -445,6 +449,7 @@ impl Fleet {
                     parent: None,
                     status: default_status(),
                     roles: Vec::new(),
+                    outside_organization: false,
                 },
                 &parent_ids,
             )?;
@@ -567,6 +572,7 @@ impl Fleet {
                         email: None,
                         parent: gen.parent.clone(),
                         status: default_status(),
+                        outside_organization: false,
                         roles: if gen.with_role {
                             vec![role.to_string()]
                         } else {
