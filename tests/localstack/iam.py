@@ -458,7 +458,7 @@ def _principal_matches(statement: dict, caller_arn: str) -> bool:
 def unused_grants(policies: Policies, decisions: list[dict],
                   allowlist: dict[str, str]) -> list[str]:
     """Granted actions that no allowed decision used, per role, minus the allowlist
-    (action pattern -> why AWS, not fleetpatch, uses it)."""
+    (`action pattern` or `RoleLogicalId/action pattern` -> why it is granted anyway)."""
     used: dict[str, set] = {}
     for d in decisions:
         if d.get("allowed") and d.get("role"):
@@ -466,7 +466,8 @@ def unused_grants(policies: Policies, decisions: list[dict],
     out = []
     for logical_id, role in policies.all_roles().items():
         for sid, action in role.statements_granting():
-            if any(re.fullmatch(p.replace("*", ".*"), action) for p in allowlist):
+            if any(re.fullmatch(p.split("/", 1)[-1].replace("*", ".*"), action)
+                   and ("/" not in p or p.split("/", 1)[0] == logical_id) for p in allowlist):
                 continue
             pattern = re.compile("^" + action.replace("*", ".*") + "$")
             if not any(pattern.match(a) for a in used.get(logical_id, ())):
