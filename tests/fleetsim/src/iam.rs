@@ -139,7 +139,7 @@ pub fn app_name(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-fn target_op<'a>(headers: &'a HeaderMap) -> Option<&'a str> {
+fn target_op(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
