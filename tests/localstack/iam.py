@@ -492,8 +492,6 @@ def serve(policies: Policies, port: int = 0) -> ThreadingHTTPServer:
         def do_GET(self):
             if self.path == "/health":
                 return self._answer(200, {"ok": True})
-            if self.path == "/functions":
-                return self._answer(200, {b: f["arn"] for b, f in policies.functions.items()})
             self._answer(404, {"message": "not found"})
 
         def do_POST(self):

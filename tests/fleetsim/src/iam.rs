@@ -794,6 +794,25 @@ outside_organization = true
     }
 
     #[test]
+    fn public_parameters_belong_to_no_account() {
+        let f = fleet();
+        let scope = Scope {
+            account: "111111111111",
+            region: "us-east-1",
+            fleet: &f,
+        };
+        let req = incoming(
+            "AmazonSSM.GetParametersByPath",
+            json!({"Path": "/aws/service/global-infrastructure/regions"}),
+        );
+        let (_, checks) = checks_for("ssm", &req, &scope, None);
+        assert_eq!(
+            checks[0].resource,
+            "arn:aws:ssm:us-east-1::parameter/aws/service/global-infrastructure/regions"
+        );
+    }
+
+    #[test]
     fn put_events_is_checked_per_entry_with_its_source() {
         let f = fleet();
         let scope = Scope {
