@@ -7,7 +7,8 @@ and derives the IAM action(s), resource ARN(s) and condition values the call nee
 this sidecar, once per distinct question, whether the principal's role allows it:
 
     POST /decide {"principal": P, "checks": [{"action", "resource", "context": {...}}]}
-      -> {"principal_arn", "role", "function", "results": [{"allowed", "message", "reason"}]}
+      -> {"principal_arn", "role", "function",
+          "results": [{"allowed", "message", "reason", "resource" (as deployed)}]}
 
 Principals (P):
 - {"kind": "app", "app": "fleetpatch-plan"}: a function, by the SDK app name it sends in
@@ -442,9 +443,12 @@ class Policies:
         role = who.get("role")
         return {"principal_arn": who["arn"], "role": role.logical_id if role else None,
                 "function": who.get("function"),
-                "results": [self.check(who, c["action"],
-                                       self.local_resource(c["action"], c.get("resource", "*")),
-                                       c.get("context") or {}) for c in checks]}
+                "results": [self._check_as_deployed(who, c) for c in checks]}
+
+    def _check_as_deployed(self, who: dict, c: dict) -> dict:
+        resource = self.local_resource(c["action"], c.get("resource", "*"))
+        return {**self.check(who, c["action"], resource, c.get("context") or {}),
+                "resource": resource}
 
 
 def _principal_matches(statement: dict, caller_arn: str) -> bool:

@@ -87,6 +87,8 @@ impl Check {
 struct Verdict {
     allowed: bool,
     message: String,
+    /// The resource as the templates name it (local Lambda names are the binaries').
+    resource: String,
     principal_arn: String,
     role: Option<String>,
     function: Option<String>,
@@ -110,7 +112,7 @@ pub struct Decision {
     pub operation: String,
     /// IAM action.
     pub action: String,
-    /// Resource ARN.
+    /// Resource ARN, as the templates name it.
     pub resource: String,
     /// Allowed or not.
     pub allowed: bool,
@@ -583,7 +585,9 @@ impl Iam {
                 app: app.map(str::to_string),
                 operation: operation.to_string(),
                 action: c.action.clone(),
-                resource: c.resource.clone(),
+                resource: v
+                    .map(|v| v.resource.clone())
+                    .unwrap_or_else(|| c.resource.clone()),
                 allowed,
                 message: v
                     .map(|v| v.message.clone())
@@ -628,9 +632,14 @@ impl Iam {
         }
         Ok(results
             .iter()
-            .map(|r| Verdict {
+            .zip(checks)
+            .map(|(r, c)| Verdict {
                 allowed: r["allowed"].as_bool().unwrap_or(false),
                 message: r["message"].as_str().unwrap_or_default().to_string(),
+                resource: r["resource"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| c.resource.clone()),
                 principal_arn: arn.clone(),
                 role: role.clone(),
                 function: function.clone(),
