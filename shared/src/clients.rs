@@ -253,15 +253,24 @@ impl ClientFactory for FixedClients {
 
 /// Loads the function's own AWS configuration once per cold start, with timeouts that keep a
 /// lost response from hanging a step (`AWS_ENDPOINT_URL` is honoured, as the local stack needs).
-pub async fn load_sdk_config() -> SdkConfig {
+/// `app_name` (e.g. `fleetpatch-plan`) goes into every request's user agent as
+/// `app/<name>`: CloudTrail records it, and the local stack attributes calls by it. Clients
+/// built from this config for target accounts carry it too.
+pub async fn load_sdk_config(app_name: &str) -> SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(20))
         .build();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .load()
-        .await
+    let loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
+    let loader = match aws_config::AppName::new(app_name.to_string()) {
+        Ok(name) => loader.app_name(name),
+        Err(e) => {
+            tracing::warn!(app_name, error = %e, "invalid SDK app name; calls go without one");
+            loader
+        }
+    };
+    loader.load().await
 }
 
 #[cfg(test)]

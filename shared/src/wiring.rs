@@ -20,15 +20,20 @@ pub trait Handler {
     type Request: DeserializeOwned;
     /// The answer.
     type Response: Serialize;
+    /// The SDK app name of the function (`fleetpatch-<binary>`): every AWS call it makes
+    /// carries `app/<name>` in its user agent, which CloudTrail records, and which the
+    /// local stack uses to evaluate the call against this function's role.
+    const APP_NAME: &'static str;
     /// Handles one invocation.
     fn call(&self, req: Self::Request) -> impl Future<Output = Result<Self::Response>>;
 }
 
 macro_rules! handler {
-    ($ty:ty, $req:ty, $resp:ty) => {
+    ($ty:ty, $req:ty, $resp:ty, $app:literal) => {
         impl Handler for $ty {
             type Request = $req;
             type Response = $resp;
+            const APP_NAME: &'static str = $app;
             fn call(&self, req: $req) -> impl Future<Output = Result<$resp>> {
                 self.handle(req)
             }
@@ -36,26 +41,35 @@ macro_rules! handler {
     };
 }
 
-handler!(Planner, crate::task::PlanRequest, crate::task::PlanResponse);
+handler!(
+    Planner,
+    crate::task::PlanRequest,
+    crate::task::PlanResponse,
+    "fleetpatch-plan"
+);
 handler!(
     Expander<AssumeRoleFactory>,
     crate::task::LocationTask,
-    crate::task::LocationTask
+    crate::task::LocationTask,
+    "fleetpatch-expand"
 );
 handler!(
     Dispatcher<AssumeRoleFactory>,
     crate::task::LocationTask,
-    crate::task::LocationTask
+    crate::task::LocationTask,
+    "fleetpatch-dispatch"
 );
 handler!(
     Settler,
     crate::task::LocationTask,
-    crate::settle::SettleResponse
+    crate::settle::SettleResponse,
+    "fleetpatch-settle"
 );
 handler!(
     Aggregator<AssumeRoleFactory>,
     crate::task::AggregateRequest,
-    crate::aggregate::RunSummary
+    crate::aggregate::RunSummary,
+    "fleetpatch-aggregate"
 );
 
 /// Runs a Lambda function: tracing (JSON under Lambda's LoggingConfig), configuration and
@@ -65,7 +79,7 @@ pub async fn serve<H: Handler>(
     build: impl FnOnce(Config, &SdkConfig) -> H,
 ) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let (config, sdk) = init().await?;
+    let (config, sdk) = init(H::APP_NAME).await?;
     let handler = build(config, &sdk);
     let handler = &handler;
     lambda_runtime::run(service_fn(
@@ -76,10 +90,11 @@ pub async fn serve<H: Handler>(
     .await
 }
 
-/// Configuration and the function's own AWS configuration, read once per cold start.
-pub async fn init() -> Result<(Config, SdkConfig)> {
+/// Configuration and the function's own AWS configuration (with its SDK app name), read
+/// once per cold start.
+pub async fn init(app_name: &str) -> Result<(Config, SdkConfig)> {
     let config = Config::from_env()?;
-    let sdk = load_sdk_config().await;
+    let sdk = load_sdk_config(app_name).await;
     Ok((config, sdk))
 }
 

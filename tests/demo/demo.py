@@ -151,7 +151,17 @@ def main(argv=None) -> int:
                  if execution["status"] != "SUCCEEDED" else "") + "\n", flush=True)
         print_report(state, client, run_id)
         status = (client.run_record(run_id) or {}).get("status")
-        ok = execution["status"] == "SUCCEEDED" and status in COMPLETED
+        iam = client.oracle("iam")
+        if iam.get("enabled"):
+            calls = sum(d["count"] for d in iam["decisions"])
+            print(f"\nIAM: {calls} checks against infra/template.yaml and "
+                  f"infra/target-account.yaml, {len(iam['denied'])} denied")
+            for d in iam["denied"]:
+                print(f"  DENIED {d.get('function') or d.get('app')}: {d['message']}")
+        else:
+            print("\nIAM: not evaluated (FLEETPATCH_IAM=off)")
+        ok = execution["status"] == "SUCCEEDED" and status in COMPLETED \
+            and not iam.get("denied")
         print(f"\nrun {run_id} ended {status}; "
               + ("demo OK" if ok else "demo FAILED") + f" in {time.monotonic() - t0:.0f}s")
         return 0 if ok else 1

@@ -23,6 +23,11 @@ STATE_DIR = Path(os.environ.get("FLEETPATCH_E2E_DIR", ROOT / ".local" / "e2e"))
 RUN_TIMEOUT = float(os.environ.get("FLEETPATCH_E2E_RUN_TIMEOUT", "240"))
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked run_last (checks over the whole session) run after all others."""
+    items.sort(key=lambda i: i.get_closest_marker("run_last") is not None)
+
+
 @pytest.fixture(scope="session")
 def stack():
     s = localstack.Stack(FLEET, STATE_DIR, poll_seconds=1, concurrency=8,
@@ -31,10 +36,59 @@ def stack():
         state = s.start()
     except localstack.StackError as e:
         pytest.exit(f"local stack did not start: {e}", returncode=2)
+    client = localstack.StackClient(state)
     try:
-        yield localstack.StackClient(state)
+        yield client
     finally:
+        try:  # every IAM decision of the session, for reading after a failure
+            (STATE_DIR / "iam-decisions.json").write_text(
+                json.dumps(client.oracle("iam"), indent=1))
+        except Exception:  # noqa: BLE001 - a stack that died has no log to save
+            pass
         s.stop()
+
+
+def iam_denials(client) -> dict:
+    """The oracle's denied IAM decisions: (principal, operation, action, resource) -> entry."""
+    log = client.oracle("iam")
+    return {(json.dumps(d["principal"], sort_keys=True), d["operation"], d["action"],
+             d["resource"]): d for d in log.get("denied", [])}
+
+
+def denial_text(d: dict) -> str:
+    who = d.get("function") or d.get("app") or d["principal"].get("kind")
+    return (f"{who} ({d.get('role')}): {d['action']} on {d['resource']} denied "
+            f"{d['count']}x - {d['message']}")
+
+
+# Every allowed IAM decision of the session: (role logical ID, action), for the
+# unused-grant check of test_iam.py.
+IAM_USED: set = set()
+
+
+@pytest.fixture(autouse=True)
+def iam_no_unexpected_denials(request):
+    """After every scenario: the oracle logged no IAM denial other than the ones the test
+    declares with @pytest.mark.iam_denials(action, ...). A missing grant fails the scenario
+    with the function, the action and the resource named."""
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    client = request.getfixturevalue("stack")
+    if not client.oracle("iam").get("enabled"):
+        yield
+        return
+    before = {k: d["count"] for k, d in iam_denials(client).items()}
+    yield
+    log = client.oracle("iam")
+    IAM_USED.update((d["role"], d["action"]) for d in log.get("decisions", [])
+                    if d["allowed"] and d.get("role"))
+    marker = request.node.get_closest_marker("iam_denials")
+    expected = set(marker.args) if marker else set()
+    new = [d for k, d in iam_denials(client).items()
+           if d["count"] > before.get(k, 0) and d["action"] not in expected]
+    assert not new, "IAM denied calls the scenario did not expect:\n" + "\n".join(
+        denial_text(d) for d in new)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """The fleetpatch local stack: moto + fleetsim + `cargo lambda watch`, wired together.
 
+    iam evaluator (tests/localstack/iam.py): the policies of infra/template.yaml and
+          infra/target-account.yaml; fleetsim asks it about every call (FLEETPATCH_IAM=off
+          turns evaluation off, for debugging only)
     fleetsim (one loopback port, the only endpoint anyone uses)
+      - evaluates every call against the caller's role, answers AccessDenied as AWS does
       - serves STS, SSM, Resource Groups, Organizations from a fleet file (simulated fleet)
       - forwards Lambda Invoke to `cargo lambda watch` (the real functions, debug build)
       - forwards everything else (DynamoDB, Step Functions, EventBridge, SQS) to moto
@@ -45,6 +49,13 @@ TABLE = "fleetpatch-runs"
 QUEUE = "fleetpatch-events"
 RULE = "fleetpatch-events-to-sqs"
 STATE_MACHINE = "fleetpatch-patching"
+# The SDK app name of the operator (tests, demo): always allowed, like an administrator.
+OPERATOR_APP = "fleetpatch-operator"
+
+
+def iam_enabled() -> bool:
+    """IAM evaluation is on unless FLEETPATCH_IAM=off (debugging only)."""
+    return os.environ.get("FLEETPATCH_IAM", "on").lower() not in ("off", "0", "false", "no")
 
 
 class StackError(RuntimeError):
@@ -126,13 +137,17 @@ def stop_group(pid: int, marker: str, grace: float = 10.0) -> bool:
     return True
 
 
+MARKERS = {"iam": "iam.py", "fleetsim": "fleetsim", "moto": "moto_server",
+           "cargo-lambda": "cargo-lambda"}
+
+
 class Stack:
-    """Starts and stops the three processes and creates the AWS resources."""
+    """Starts and stops the processes and creates the AWS resources."""
 
     def __init__(self, fleet: Path = DEFAULT_FLEET, state_dir: Path = DEFAULT_DIR,
                  speed: float | None = None, poll_seconds: int = 1, concurrency: int = 24,
                  reload: bool = False, build: bool = True, extra_env: dict | None = None,
-                 lambda_port: int | None = None):
+                 lambda_port: int | None = None, iam: bool | None = None):
         self.fleet = Path(fleet).resolve()
         self.state_dir = Path(state_dir)
         self.speed = speed
@@ -142,6 +157,7 @@ class Stack:
         self.build = build
         self.extra_env = extra_env or {}
         self.lambda_port = lambda_port
+        self.iam = iam_enabled() if iam is None else iam
         self.account = management_account(self.fleet)
         self.procs: dict[str, subprocess.Popen] = {}
         self.state: dict = {}
@@ -179,9 +195,23 @@ class Stack:
         moto_url = f"http://127.0.0.1:{moto_port}"
         lambda_url = f"http://127.0.0.1:{lambda_port}"
         try:
+            # 0. the IAM evaluator, reading both templates.
+            iam_url = None
+            if self.iam:
+                p = self._spawn("iam", [sys.executable, str(ROOT / "tests" / "localstack" / "iam.py"),
+                                        "--fleet", str(self.fleet), "--port", "0"])
+                iam_log = self.state_dir / "iam.log"
+
+                def iam_listening():
+                    m = re.search(r"iam evaluator listening on (\S+:\d+)", iam_log.read_text())
+                    return m and m.group(1)
+                iam_url = "http://" + wait_until("iam evaluator", iam_listening, 60, iam_log, p)
+
             # 1. fleetsim: its port is what moto and the functions call.
             argv = [str(ROOT / "target" / "debug" / "fleetsim"), "--port", "0",
                     "--fleet", str(self.fleet), "--moto-url", moto_url, "--lambda-url", lambda_url]
+            if iam_url:
+                argv += ["--iam-url", iam_url]
             if self.speed is not None:
                 argv += ["--speed", str(self.speed)]
             p = self._spawn("fleetsim", argv)
@@ -237,9 +267,9 @@ class Stack:
             self.state = {
                 "endpoint": sim_url, "fleetsim": sim_url, "moto": moto_url, "lambda": lambda_url,
                 "region": REGION, "account": self.account, "table": TABLE, "fleet": str(self.fleet),
-                "state_dir": str(self.state_dir),
-                "processes": {n: {"pid": p.pid, "marker": m} for (n, p), m in zip(
-                    self.procs.items(), ["fleetsim", "moto_server", "cargo-lambda"])},
+                "state_dir": str(self.state_dir), "iam": iam_url,
+                "processes": {n: {"pid": p.pid, "marker": MARKERS[n]}
+                              for n, p in self.procs.items()},
             }
             (self.state_dir / "stack.json").write_text(json.dumps(self.state, indent=2))
             client = StackClient(self.state)
@@ -313,7 +343,8 @@ class StackClient:
         self.account = state["account"]
         session = boto3.session.Session(aws_access_key_id="testing",
                                         aws_secret_access_key="testing", region_name=REGION)
-        cfg = Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=60)
+        cfg = Config(retries={"mode": "standard", "max_attempts": 5}, read_timeout=60,
+                     user_agent_appid=OPERATOR_APP)
 
         def c(service):
             return session.client(service, endpoint_url=self.endpoint, config=cfg)
@@ -514,6 +545,7 @@ def main(argv=None) -> int:
   state machine:         {state['state_machine_arn']}
   events queue:          {state['queue_url']}
   oracle:                {state['fleetsim']}/_fleetsim/stats
+  IAM decisions:         {state['fleetsim']}/_fleetsim/iam{'' if state.get('iam') else '  (IAM evaluation OFF: FLEETPATCH_IAM=off)'}
 stop with: python tests/localstack/stack.py down""")
     return 0
 

@@ -24,7 +24,7 @@ async fn main() -> ExitCode {
         eprintln!("usage: fleetpatch-report --table TABLE --run-id RUN_ID");
         return ExitCode::from(2);
     };
-    let sdk = load_sdk_config().await;
+    let sdk = load_sdk_config("fleetpatch-report").await;
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &table, 90);
     let run = match store.get_run(&run_id).await {
         Ok(r) => r,

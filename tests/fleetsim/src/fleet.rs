@@ -169,6 +169,10 @@ pub struct AccountFile {
     /// Role names that can be assumed in this account (empty: no execution role).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Not a member of the organization (Organizations does not list it, and IAM sees no
+    /// `aws:ResourceOrgID` for its roles).
+    #[serde(default)]
+    pub outside_organization: bool,
 }
 
 /// Account statuses Organizations reports (`Status`; `State` has the same values here).
@@ -504,6 +508,7 @@ impl Fleet {
                     parent: None,
                     status: default_status(),
                     roles: Vec::new(),
+                    outside_organization: false,
                 },
                 &parent_ids,
             )?;
@@ -632,6 +637,7 @@ impl Fleet {
                         email: None,
                         parent: gen.parent.clone(),
                         status: default_status(),
+                        outside_organization: false,
                         roles: if gen.with_role {
                             vec![role.to_string()]
                         } else {

@@ -77,6 +77,7 @@ pub fn handle(state: &AppState, method: &hyper::Method, path: &str, body: &[u8])
         ("GET", "/_fleetsim/commands") => json_response(200, &commands(state)),
         ("GET", "/_fleetsim/stats") => json_response(200, &stats(state)),
         ("GET", "/_fleetsim/instances") => json_response(200, &instances(state)),
+        ("GET", "/_fleetsim/iam") => json_response(200, &iam_log(state)),
         ("GET", "/_fleetsim/assumed") => json_response(200, &json!(lock(&state.sessions).log)),
         ("GET", "/_fleetsim/faults") => {
             json_response(200, &json!({"faults": lock(&state.faults).rules()}))
@@ -132,8 +133,20 @@ fn clock(state: &AppState) -> Value {
     json!({"now": iso8601(now), "now_ms": now, "speed": state.clock.speed()})
 }
 
+fn iam_log(state: &AppState) -> Value {
+    let Some(gate) = &state.iam else {
+        return json!({"enabled": false, "decisions": [], "denied": []});
+    };
+    let decisions = gate.decisions();
+    let denied: Vec<_> = decisions.iter().filter(|d| !d.allowed).collect();
+    json!({"enabled": true, "decisions": decisions, "denied": denied})
+}
+
 fn reset(state: &AppState, full: bool) {
     *lock(&state.stats) = Stats::default();
+    if let Some(gate) = &state.iam {
+        gate.reset();
+    }
     lock(&state.sessions).log.clear();
     let mut sim = lock(&state.sim);
     if full {

@@ -10,6 +10,7 @@ use hyper::Method;
 
 use crate::faults::{CallKey, PreDecision};
 use crate::forward::{lambda_function_name, Incoming};
+use crate::iam::{self, Iam, Principal};
 use crate::protocol::{
     self, parse_authorization, ApiError, CallContext, HttpResponse, Protocol, SigV4Scope,
 };
@@ -161,7 +162,13 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_authorization);
-    match classify(&req, scope.as_ref()) {
+    let route = classify(&req, scope.as_ref());
+    if let (Some(gate), false) = (&state.iam, route == Route::Oracle) {
+        if let Some(denied) = authorize(&state, gate, &route, &req, scope.as_ref()).await {
+            return Ok(denied);
+        }
+    }
+    match route {
         Route::Oracle => Ok(crate::oracle::handle(
             &state,
             &req.method,
@@ -225,4 +232,50 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
             Ok(resp)
         }
     }
+}
+
+/// Attributes the request to a principal, derives its IAM checks and asks the gate.
+/// Returns the service's AccessDenied answer when any check is denied.
+async fn authorize(
+    state: &AppState,
+    gate: &Iam,
+    route: &Route,
+    req: &Incoming,
+    scope: Option<&SigV4Scope>,
+) -> Option<HttpResponse> {
+    let access_key = scope.map(|s| s.access_key.as_str());
+    let app = iam::app_name(&req.headers);
+    let session = access_key.and_then(|k| lock(&state.sessions).get(k).cloned());
+    let principal = match (&session, access_key, &app) {
+        (Some(s), _, _) => Principal::AssumedRole {
+            account: s.account.clone(),
+            role: s.role.clone(),
+            session: s.session_name.clone(),
+        },
+        (None, Some(iam::STEP_FUNCTIONS_ACCESS_KEY), _) => Principal::StepFunctions,
+        (None, _, Some(a)) => Principal::App { app: a.clone() },
+        _ => Principal::Anonymous,
+    };
+    let account = session
+        .as_ref()
+        .map(|s| s.account.clone())
+        .unwrap_or_else(|| state.fleet.management_account.clone());
+    let region = scope.map(|s| s.region.as_str()).unwrap_or("us-east-1");
+    let (service, function) = match route {
+        Route::Lambda(f) => ("lambda", Some(f.as_str())),
+        _ => (
+            scope.map(|s| s.service.as_str()).unwrap_or("unsigned"),
+            None,
+        ),
+    };
+    let where_ = iam::Scope {
+        account: &account,
+        region,
+        fleet: &state.fleet,
+    };
+    let (operation, checks) = iam::checks_for(service, req, &where_, function);
+    let message = gate
+        .authorize(&principal, app.as_deref(), &operation, checks)
+        .await?;
+    Some(iam::denied_response(service, &message))
 }

@@ -41,6 +41,8 @@ pub struct Options {
     pub pending_seconds: Option<u64>,
     /// Extra faults active from the start.
     pub faults: Vec<FaultRule>,
+    /// IAM evaluator sidecar URL: every call is then evaluated and denied as AWS would.
+    pub iam_url: Option<String>,
 }
 
 impl Options {
@@ -55,6 +57,7 @@ impl Options {
             invocation_visibility_ms: None,
             pending_seconds: None,
             faults: Vec::new(),
+            iam_url: None,
         }
     }
 }
@@ -133,6 +136,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         faults: Mutex::new(Faults::new(faults, settings.fault_seed.unwrap_or(1))),
         stats: Mutex::new(Stats::default()),
         forwarder: Forwarder::new(opts.moto_url, opts.lambda_url),
+        iam: opts.iam_url.map(crate::iam::Iam::new),
         fleet: opts.fleet,
     });
     let listener = TcpListener::bind(("127.0.0.1", opts.port))

@@ -7,6 +7,7 @@ use crate::clock::SimClock;
 use crate::faults::Faults;
 use crate::fleet::Fleet;
 use crate::forward::Forwarder;
+use crate::iam::Iam;
 use crate::oracle::Stats;
 use crate::services::sts::Sessions;
 use crate::sim::{Sim, SimConfig};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub stats: Mutex<Stats>,
     /// Upstream forwarding.
     pub forwarder: Forwarder,
+    /// IAM evaluation of every call (None: not enforced).
+    pub iam: Option<Iam>,
 }
 
 /// Locks a mutex, recovering the data if a previous holder panicked.

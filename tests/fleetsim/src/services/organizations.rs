@@ -140,11 +140,9 @@ fn accounts_under<'a>(
     org: &'a OrgFile,
     parent: &'a str,
 ) -> impl Iterator<Item = &'a AccountFile> + 'a {
-    state
-        .fleet
-        .accounts
-        .values()
-        .filter(move |a| a.parent.as_deref().unwrap_or(&org.root_id) == parent)
+    state.fleet.accounts.values().filter(move |a| {
+        !a.outside_organization && a.parent.as_deref().unwrap_or(&org.root_id) == parent
+    })
 }
 
 fn account_json(state: &AppState, org: &OrgFile, a: &AccountFile) -> Value {
