@@ -1,0 +1,75 @@
+"""Issue 7, section 3: SendCommand faults after the command exists (HTTP 500, 503), and
+ListCommandInvocations throttled in the middle of dispatch rounds. The oracle (fleetsim) is
+trusted over the code: it records every command each instance really received. Every
+scenario also checks, through `execute`, that the run's counters equal its instance items."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from conftest import base_input, describe, execute
+
+US = "us-east-1"
+
+
+def commands_per_instance(run, account):
+    """How many commands each of the account's instances received (oracle)."""
+    return {i: v["commands_received"] for i, v in run.oracle_instances.items()
+            if v["account"] == account}
+
+
+def assert_one_command_each_and_all_recorded(run, account, n):
+    loc = f"{account}/{US}"
+    assert run.execution["status"] == "SUCCEEDED", describe(run)
+    # exactly one command per instance (oracle), and every one of this run's
+    per = commands_per_instance(run, account)
+    assert len(per) == n, per
+    assert set(per.values()) == {1}, f"commands per instance: {per}"
+    assert sorted(run.sent_instance_ids(loc)) == sorted(per), run.commands
+    # every instance recorded with what SSM says, the location Succeeded
+    states = Counter(v["state"] for v in run.instances(loc).values())
+    assert states == {"Succeeded": n}, (states, describe(run))
+    for i, rec in run.instances(loc).items():
+        assert rec.get("commandId") == run.oracle_instances[i]["last_command_id"], (i, rec)
+    assert run.locations[loc]["outcome"] == "Succeeded", describe(run)
+    assert run.summary["instanceStates"] == {"Succeeded": n}, run.summary
+
+
+def _send_error_after_effect(stack, name, account, group, status, code):
+    # GIVEN the account's first SendCommand takes effect, then answers `status` `code`
+    stack.faults([{"kind": "error_after", "operation": "SendCommand", "account": account,
+                   "count": 1, "status": status, "code": code}])
+    # WHEN an Install runs over its 4 instances (window 2: at least two batches)
+    run = execute(stack, name, base_input(resourceGroup=group, accounts=[account]))
+    # THEN the fault fired, and still no instance got a second command; all are recorded
+    assert run.stats["calls"]["ssm:SendCommand"]["injected_errors"] >= 1, run.stats["calls"]
+    assert_one_command_each_and_all_recorded(run, account, 4)
+    return run
+
+
+def test_send_command_500_after_the_command_exists_is_not_sent_again(stack):
+    _send_error_after_effect(stack, "cf500", "430000000001", "e2e-cf500",
+                             500, "InternalServerError")
+
+
+def test_send_command_503_after_the_command_exists_is_not_sent_again(stack):
+    _send_error_after_effect(stack, "cf503", "430000000002", "e2e-cf503",
+                             503, "ServiceUnavailable")
+
+
+def test_list_command_invocations_throttled_mid_round_loses_no_count(stack):
+    # GIVEN 8 instances of different durations, a window of 3 (several commands in flight
+    # at once), and the account's ListCommandInvocations limited to one call every 2 s: a
+    # round's first command is read, the next ones are throttled (past the SDK's retries),
+    # so rounds fail part-way after recording some instances
+    acct = "430000000003"
+    stack.faults([{"kind": "throttle", "service": "ssm", "operation": "ListCommandInvocations",
+                   "account": acct, "rate": 0.5, "burst": 1}])
+    # WHEN an Install runs
+    run = execute(stack, "cflist", base_input(resourceGroup="e2e-cflist", accounts=[acct],
+                                              targetConcurrency="3"))
+    # THEN the throttles happened, the run completed with one command per instance, every
+    # instance recorded, and (checked in execute) the counters equal the instance items
+    assert run.stats["calls"]["ssm:ListCommandInvocations"]["throttled"] > 0, run.stats["calls"]
+    assert_one_command_each_and_all_recorded(run, acct, 8)
+    assert run.record["instancesDone"] == 8 and run.record["instancesSent"] == 8, run.record
