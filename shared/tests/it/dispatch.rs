@@ -720,3 +720,72 @@ async fn every_terminal_status_is_read_from_list_command_invocations() {
     assert!(out.done);
     assert_eq!(out.outcome, Some(LocationOutcome::CompletedWithErrors));
 }
+
+#[tokio::test]
+async fn an_instance_someone_else_recorded_is_neither_recorded_again_nor_counted() {
+    // GIVEN 3 instances in flight on one command, all succeeded; another invocation has
+    // already recorded the second one (its condition fails in the first transaction)
+    let all = ids(3);
+    let items: Vec<Item> = all
+        .iter()
+        .map(|id| instance_item(id, "InFlight", Some("cmd-1")))
+        .collect();
+    let (_db, _seen, rules) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let tried: Captured<TransactWriteItemsInput> = Captured::default();
+    let t = tried.clone();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_compute_response(move |req| {
+            t.push(req.clone());
+            if t.all().len() == 1 {
+                let reason = |code: &str| CancellationReason::builder().code(code).build();
+                aws_smithy_mocks::MockResponse::Error(
+                    TransactWriteItemsError::TransactionCanceledException(
+                        TransactionCanceledException::builder()
+                            .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed, None, None]")
+                            .cancellation_reasons(reason("None"))
+                            .cancellation_reasons(reason("ConditionalCheckFailed"))
+                            .cancellation_reasons(reason("None"))
+                            .cancellation_reasons(reason("None"))
+                            .build(),
+                    ),
+                )
+            } else {
+                aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+            }
+        });
+    let mut with_conflict = vec![transact];
+    with_conflict.extend(rules);
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &with_conflict);
+    let ids2 = all.clone();
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            let mut b = ListCommandInvocationsOutput::builder();
+            for id in &ids2 {
+                b = b.command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(id.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the retried transaction records only the first and third, and counts 2
+    let attempts = tried.all();
+    assert_eq!(attempts.len(), 2, "one cancelled, one retried");
+    let retried = Captured::default();
+    retried.push(attempts[1].clone());
+    let mut moved = transact_moved_to(&retried, "Succeeded");
+    moved.sort();
+    assert_eq!(moved, vec![all[0].clone(), all[2].clone()]);
+    assert_eq!(counted(&Captured::default(), &retried, ":d"), 2);
+}
