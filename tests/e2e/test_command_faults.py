@@ -73,3 +73,61 @@ def test_list_command_invocations_throttled_mid_round_loses_no_count(stack):
     assert run.stats["calls"]["ssm:ListCommandInvocations"]["throttled"] > 0, run.stats["calls"]
     assert_one_command_each_and_all_recorded(run, acct, 8)
     assert run.record["instancesDone"] == 8 and run.record["instancesSent"] == 8, run.record
+
+
+def test_a_claim_left_by_a_failed_location_is_resolved_by_aggregate(stack):
+    # GIVEN the account's first SendCommand takes effect but its answer is lost, and the
+    # next round's ListCommands (the recovery) is refused, so the location ends Error with
+    # its batch still Claimed
+    acct = "430000000004"
+    loc = f"{acct}/{US}"
+    stack.faults([
+        {"kind": "drop", "operation": "SendCommand", "account": acct, "count": 1},
+        {"kind": "error", "operation": "ListCommands", "account": acct, "count": 1,
+         "status": 400, "code": "InvalidFilterKey"},
+    ])
+    # WHEN an Install runs over its 2 instances (window 100%: one batch)
+    run = execute(stack, "cfclaim", base_input(resourceGroup="e2e-cfclaim", accounts=[acct],
+                                               targetConcurrency="100%"))
+    assert run.stats["calls"]["ssm:SendCommand"]["dropped"] == 1, run.stats["calls"]
+    assert run.stats["calls"]["ssm:ListCommands"]["injected_errors"] == 1, run.stats["calls"]
+    assert run.locations[loc]["outcome"] == "Error", describe(run)
+    # THEN aggregate found the batch's command and adopted it: each instance records the
+    # command it really received (oracle), exactly one each, and nothing is left Claimed
+    per = commands_per_instance(run, acct)
+    assert set(per.values()) == {1}, per
+    inst = run.instances(loc)
+    for i, rec in inst.items():
+        assert rec["state"] != "Claimed", (i, rec)
+        assert rec.get("commandId") == run.oracle_instances[i]["last_command_id"], (i, rec)
+    assert "Claimed" not in run.summary["instanceStates"], run.summary["instanceStates"]
+    assert "Claimed" not in run.locations[loc].get("counts", {}), run.locations[loc]
+    assert run.record["instancesSent"] == 2, run.record
+
+
+def test_an_80_character_run_id_recovers_each_batch_as_itself(stack):
+    # GIVEN an execution name of 80 characters (the most Step Functions allows), two
+    # batches of one instance each (window 1), and both SendCommand answers lost
+    acct = "430000000005"
+    loc = f"{acct}/{US}"
+    stack.faults([{"kind": "drop", "operation": "SendCommand", "account": acct, "count": 2}])
+    name = "cflong-" + "x" * 60   # e2e-<name>-<8 hex> = 80 characters
+    # WHEN an Install runs
+    run = execute(stack, name, base_input(resourceGroup="e2e-cflong", accounts=[acct],
+                                          targetConcurrency="1"), timeout=150)
+    assert len(run.run_id) == 80, run.run_id
+    assert run.stats["calls"]["ssm:SendCommand"]["dropped"] == 2, run.stats["calls"]
+    # THEN each batch's Comment fits in 100 characters and is its own, each batch recovered
+    # its own command, and the run completed with one command per instance
+    sent = [c for c in stack.oracle("commands") if c["account"] == acct]
+    comments = [c["comment"] for c in sent]
+    assert len(comments) == 2 and len(set(comments)) == 2, comments
+    assert all(len(c) <= 100 for c in comments), comments
+    assert run.execution["status"] == "SUCCEEDED", describe(run)
+    per = commands_per_instance(run, acct)
+    assert set(per.values()) == {1}, per
+    inst = run.instances(loc)
+    for i, rec in inst.items():
+        assert rec["state"] == "Succeeded", (i, rec)
+        assert rec.get("commandId") == run.oracle_instances[i]["last_command_id"], (i, rec)
+    assert run.locations[loc]["outcome"] == "Succeeded", describe(run)
