@@ -5,7 +5,9 @@
 
 use crate::clients::{AssumeError, ClientFactory};
 use crate::config::Config;
-use crate::dispatch::follow_commands;
+use crate::dispatch::{
+    follow_commands, mark_not_started, resolve_claim, set_state, ClaimResolution,
+};
 use crate::error::Result;
 use crate::events;
 use crate::expand::count_states;
@@ -13,7 +15,7 @@ use crate::fleet;
 use crate::model::{cut_text, first};
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
 use crate::store::{
-    Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store,
+    BatchState, Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store,
     MAX_LISTED_SKIPPED_ACCOUNTS,
 };
 use crate::task::AggregateRequest;
@@ -288,7 +290,7 @@ impl<F: ClientFactory> Aggregator<F> {
         if sent == 0 && live == 0 {
             return Ok(Finished::default());
         }
-        let (mut instances, _) = self.store.list_location_items(run_id, &loc).await?;
+        let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
         let clients = match self
             .factory
             .clients(&loc, &run.input.execution_role_name, run_id)
@@ -298,18 +300,23 @@ impl<F: ClientFactory> Aggregator<F> {
             Err(AssumeError::AccessDenied { .. }) => return Ok(Finished::default()),
             Err(AssumeError::Other(e)) => return Err(e),
         };
-        let mut counts = None;
         if instances.iter().any(|i| !i.state.is_terminal()) {
-            self.record_last_states(run_id, &loc, &clients.ssm, &mut instances)
+            self.record_last_states(run_id, &loc, &clients.ssm, &mut instances, &batches)
                 .await?;
-            let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
-            let c = count_states(&states);
+        }
+        // The stored counts are a snapshot of a dispatch round (settle may have moved
+        // instances since): the summary reports what the instance items say.
+        let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
+        let c = count_states(&states);
+        let counts = if c != l.counts {
             let errors = states.iter().filter(|s| s.counts_as_error()).count() as u64;
             self.store
                 .set_location_progress(run_id, &loc, &c, errors, l.stopping)
                 .await?;
-            counts = Some(c);
-        }
+            Some(c)
+        } else {
+            None
+        };
         let ids: Vec<String> = instances
             .iter()
             .filter(|i| i.state.was_sent())
@@ -338,31 +345,59 @@ impl<F: ClientFactory> Aggregator<F> {
         })
     }
 
-    /// Records what SSM last said of instances still in flight, and turns Pending ones into
-    /// NotStarted: nothing more will be sent in this run.
+    /// Records what SSM last said of instances still in flight, and ends the rest: a batch
+    /// left Claimed (its send never recorded) adopts its own command if SSM has it, else
+    /// its instances end NotStarted; Pending ones end NotStarted. Nothing more will be sent
+    /// in this run.
     async fn record_last_states(
         &self,
         run_id: &str,
         loc: &Location,
         ssm: &aws_sdk_ssm::Client,
         instances: &mut [InstanceRecord],
+        batches: &[crate::store::BatchRecord],
     ) -> Result<()> {
-        let finished = follow_commands(&self.store, run_id, loc, ssm, instances).await?;
-        self.store.add_run_progress(run_id, 0, finished).await?;
-        for inst in instances
-            .iter_mut()
-            .filter(|i| i.state == InstanceState::Pending)
-        {
-            let mut r = InstanceRecord::new(&inst.instance_id, InstanceState::NotStarted);
-            r.status_details = Some("the location ended before it started".into());
-            if self
-                .store
-                .update_instance(run_id, loc, &r, InstanceState::Pending)
-                .await?
-            {
-                inst.state = InstanceState::NotStarted;
+        let mut raced = false;
+        for b in batches.iter().filter(|b| b.state == BatchState::Claimed) {
+            let to = InstanceState::NotStarted;
+            match resolve_claim(&self.store, run_id, loc, ssm, b, Some(to)).await? {
+                ClaimResolution::Adopted(cmd) => set_state(
+                    instances,
+                    &b.instance_ids,
+                    InstanceState::InFlight,
+                    Some(&cmd),
+                ),
+                ClaimResolution::Released => set_state(instances, &b.instance_ids, to, None),
+                ClaimResolution::Waiting | ClaimResolution::Raced => raced = true,
             }
         }
+        if raced {
+            // Someone else resolved a claim first: read back what they recorded.
+            let (fresh, _) = self.store.list_location_items(run_id, loc).await?;
+            for f in fresh {
+                if let Some(inst) = instances
+                    .iter_mut()
+                    .find(|i| i.instance_id == f.instance_id)
+                {
+                    *inst = f;
+                }
+            }
+        }
+        follow_commands(&self.store, run_id, loc, ssm, instances).await?;
+        let pending: Vec<String> = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Pending)
+            .map(|i| i.instance_id.clone())
+            .collect();
+        mark_not_started(
+            &self.store,
+            run_id,
+            loc,
+            instances,
+            &pending,
+            "the location ended before it started",
+        )
+        .await?;
         Ok(())
     }
 }

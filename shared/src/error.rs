@@ -2,6 +2,7 @@
 //! Functions' Retry and Catch match on (`Transient` is retried with backoff; everything else
 //! is caught per location, and `InvalidInput` fails the execution at planning).
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use lambda_runtime::Diagnostic;
@@ -116,14 +117,17 @@ where
     }
 }
 
-/// Whether the SDK error proves the request was refused before it took effect (a modelled
-/// error answer), as opposed to a timeout or a lost connection where the request may have
-/// been carried out.
-pub fn refused_before_effect<E, R>(err: &SdkError<E, R>) -> bool {
-    matches!(
-        err,
-        SdkError::ServiceError(_) | SdkError::ConstructionFailure(_)
-    )
+/// Whether the SDK error proves the request was refused before it took effect: an answer
+/// with a 4xx status (a throttle, a validation error, an unknown instance), or a request that
+/// was never built. A 5xx answer (InternalServerError, ServiceUnavailable), a timeout or a
+/// lost connection proves nothing: the service may have carried the request out before it
+/// failed to answer, so the caller must treat the effect as unknown.
+pub fn refused_before_effect<E>(err: &SdkError<E, HttpResponse>) -> bool {
+    match err {
+        SdkError::ConstructionFailure(_) => true,
+        SdkError::ServiceError(se) => se.raw().status().is_client_error(),
+        _ => false,
+    }
 }
 
 fn describe_chain(err: &dyn std::error::Error) -> String {

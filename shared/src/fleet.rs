@@ -156,8 +156,9 @@ pub struct CommandSpec {
 pub enum SendOutcome {
     /// SSM accepted the command.
     Sent(String),
-    /// SSM answered with a refusal: nothing was sent. `invalid_instances` is true when the
-    /// refusal was InvalidInstanceId (some ID is no longer managed).
+    /// SSM answered with a refusal that proves nothing was sent (a 4xx: throttling,
+    /// validation). `invalid_instances` is true when the refusal was InvalidInstanceId (some
+    /// ID is no longer managed).
     Refused {
         /// Error code and message.
         reason: String,
@@ -166,7 +167,8 @@ pub enum SendOutcome {
         /// Whether it was a throttle.
         throttled: bool,
     },
-    /// No answer (timeout, lost connection): the command may or may not exist.
+    /// No answer (timeout, lost connection), or an answer that does not prove the call had
+    /// no effect (a 5xx): the command may or may not exist.
     Unknown(String),
 }
 
@@ -236,13 +238,23 @@ pub async fn send_command(
     }
 }
 
-/// Finds a command by its Comment among recent AWS-RunPatchBaseline commands
-/// (ListCommands filters by document and time, not by comment).
-pub async fn find_command_by_comment(
+/// A command found by its Comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundCommand {
+    /// The command ID.
+    pub command_id: String,
+    /// The instance IDs the command was sent to.
+    pub instance_ids: Vec<String>,
+}
+
+/// Finds the commands whose Comment is exactly `comment` among recent AWS-RunPatchBaseline
+/// commands (ListCommands filters by document and time, not by comment), with the instance
+/// IDs each was sent to: the caller decides which, if any, is its own.
+pub async fn find_commands_by_comment(
     client: &aws_sdk_ssm::Client,
     comment: &str,
     invoked_after_epoch: i64,
-) -> Result<Option<String>> {
+) -> Result<Vec<FoundCommand>> {
     let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map_err(|e| Error::Record(e.to_string()))?;
@@ -261,15 +273,22 @@ pub async fn find_command_by_comment(
         );
     }
     let mut pages = req.into_paginator().send();
+    let mut found = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| from_sdk("ssm:ListCommands", e))?;
         for c in page.commands.unwrap_or_default() {
-            if c.comment.as_deref() == Some(comment) {
-                return Ok(c.command_id);
+            if c.comment.as_deref() != Some(comment) {
+                continue;
+            }
+            if let Some(command_id) = c.command_id {
+                found.push(FoundCommand {
+                    command_id,
+                    instance_ids: c.instance_ids.unwrap_or_default(),
+                });
             }
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// One invocation's status as SSM reports it.

@@ -2,10 +2,11 @@
 //! count it on the run atomically, and when failed locations pass `locationErrorThreshold`
 //! move the run to Stopping, so that every location not yet started is skipped.
 
+use crate::dispatch::mark_not_started;
 use crate::error::Result;
 use crate::model::{InstanceState, LocationOutcome, RunStatus};
 use crate::ratecontrol::threshold_passed;
-use crate::store::{InstanceRecord, Store};
+use crate::store::Store;
 use crate::task::LocationTask;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -52,17 +53,21 @@ impl Settler {
         let (outcome, reason) = outcome_of(&task);
         if outcome == LocationOutcome::Error {
             // Nothing more will be sent here: pending instances will never start.
-            let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
-            for i in instances
+            let (mut instances, _) = self.store.list_location_items(run_id, &loc).await?;
+            let pending: Vec<String> = instances
                 .iter()
                 .filter(|i| i.state == InstanceState::Pending)
-            {
-                let mut r = InstanceRecord::new(&i.instance_id, InstanceState::NotStarted);
-                r.status_details = Some("the location ended with an error".into());
-                self.store
-                    .update_instance(run_id, &loc, &r, InstanceState::Pending)
-                    .await?;
-            }
+                .map(|i| i.instance_id.clone())
+                .collect();
+            mark_not_started(
+                &self.store,
+                run_id,
+                &loc,
+                &mut instances,
+                &pending,
+                "the location ended with an error",
+            )
+            .await?;
         }
         let settled = self
             .store

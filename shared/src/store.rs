@@ -225,6 +225,19 @@ impl InstanceRecord {
     }
 }
 
+/// One instance's move as a handler decided it: `record` holds the new state and SSM's
+/// status; it is written only if the instance is still in `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceMove {
+    /// The instance's new record (state, SSM status and details).
+    pub record: InstanceRecord,
+    /// The state it must still be in.
+    pub from: InstanceState,
+}
+
+/// TransactWriteItems takes at most 100 items.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
 /// State of a SendCommand batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchState {
@@ -365,6 +378,30 @@ fn transaction_condition_failed(
         }
         _ => false,
     }
+}
+
+/// Which items of a cancelled transaction failed their condition, when the service says
+/// (one flag per item, in order); None when it does not say, or names none.
+fn failed_conditions(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> Option<Vec<bool>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    let E::TransactionCanceledException(c) = e else {
+        return None;
+    };
+    let flags: Vec<bool> = c
+        .cancellation_reasons()
+        .iter()
+        .map(|r| r.code() == Some("ConditionalCheckFailed"))
+        .collect();
+    flags.iter().any(|f| *f).then_some(flags)
+}
+
+/// How a transaction ended, short of an error.
+enum Transacted {
+    Done,
+    /// Cancelled by failed conditions: per-item flags when the service named them.
+    ConditionsFailed(Option<Vec<bool>>),
 }
 
 impl Store {
@@ -822,6 +859,40 @@ impl Store {
             .build())
     }
 
+    async fn transact_detailed(&self, items: Vec<TransactWriteItem>) -> Result<Transacted> {
+        let r = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(Transacted::Done),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(transaction_condition_failed) =>
+            {
+                Ok(Transacted::ConditionsFailed(
+                    e.as_service_error().and_then(failed_conditions),
+                ))
+            }
+            Err(e) => Err(from_sdk("dynamodb:TransactWriteItems", e)),
+        }
+    }
+
+    /// The run item's instance counters, as one transaction item (atomic ADD).
+    fn run_counters(&self, run_id: &str, sent: u64, done: u64) -> Result<TransactWriteItem> {
+        let u = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+            .update_expression("ADD instancesSent :s, instancesDone :d")
+            .expression_attribute_values(":s", n(sent))
+            .expression_attribute_values(":d", n(done))
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().update(u).build())
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool> {
         let r = self
             .client
@@ -911,7 +982,8 @@ impl Store {
             .build())
     }
 
-    /// Records that a claimed batch was sent as `command_id`: its instances become InFlight.
+    /// Records that a claimed batch was sent as `command_id`: its instances become InFlight,
+    /// and the run's `instancesSent` counts them, in the same transaction.
     pub async fn mark_batch_sent(
         &self,
         run_id: &str,
@@ -942,16 +1014,14 @@ impl Store {
                 ],
             )?);
         }
-        let ok = self.transact(ops).await?;
-        if ok {
-            self.add_run_progress(run_id, batch.instance_ids.len() as u64, 0)
-                .await?;
-        }
-        Ok(ok)
+        ops.push(self.run_counters(run_id, batch.instance_ids.len() as u64, 0)?);
+        self.transact(ops).await
     }
 
-    /// Gives a batch's instances back (the send was refused): they become Pending again,
-    /// except those listed in `final_states`, which take that state (e.g. now Unmanaged).
+    /// Gives a batch's instances back (the send was refused, or no command was ever made):
+    /// they become Pending again, except those listed in `final_states`, which take that state
+    /// (e.g. now Unmanaged, or NotStarted when the location has ended); the run's
+    /// `instancesDone` counts those final ones in the same transaction.
     pub async fn release_batch(
         &self,
         run_id: &str,
@@ -986,11 +1056,20 @@ impl Store {
                 ],
             )?);
         }
+        let ended = batch
+            .instance_ids
+            .iter()
+            .filter(|id| final_states.get(*id).is_some_and(|st| st.is_terminal()))
+            .count() as u64;
+        if ended > 0 {
+            ops.push(self.run_counters(run_id, 0, ended)?);
+        }
         self.transact(ops).await
     }
 
-    /// Moves one instance from `from` to `to`, recording SSM's status. Returns false when
-    /// the instance was no longer in `from` (someone else recorded it).
+    /// Moves one instance from `from` to `to`, recording SSM's status (and counting it on the
+    /// run, see [`Store::record_instances`]). Returns false when the instance was no longer in
+    /// `from` (someone else recorded it).
     pub async fn update_instance(
         &self,
         run_id: &str,
@@ -998,9 +1077,23 @@ impl Store {
         rec: &InstanceRecord,
         from: InstanceState,
     ) -> Result<bool> {
+        let moves = [InstanceMove {
+            record: rec.clone(),
+            from,
+        }];
+        Ok(!self.record_instances(run_id, l, &moves).await?.is_empty())
+    }
+
+    fn instance_move(
+        &self,
+        run_id: &str,
+        l: &Location,
+        m: &InstanceMove,
+    ) -> Result<TransactWriteItem> {
+        let rec = &m.record;
         let mut values = vec![
             (":to", s(rec.state.as_str())),
-            (":from", s(from.as_str())),
+            (":from", s(m.from.as_str())),
             (":now", s(iso(now_epoch()))),
         ];
         let mut set = String::from("SET #st = :to, updatedAt = :now");
@@ -1015,44 +1108,67 @@ impl Store {
         if rec.state.is_terminal() {
             set.push_str(", endedAt = :now");
         }
-        let op = self.instance_update(run_id, l, &rec.instance_id, &set, "#st = :from", values)?;
-        let Some(u) = op.update else {
-            return Ok(false);
-        };
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(u.key))
-            .update_expression(u.update_expression)
-            .set_condition_expression(u.condition_expression)
-            .set_expression_attribute_names(u.expression_attribute_names)
-            .set_expression_attribute_values(u.expression_attribute_values)
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
-            Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
-        }
+        self.instance_update(run_id, l, &rec.instance_id, &set, "#st = :from", values)
     }
 
-    /// Adds to the run's instance progress counters (atomic ADD).
-    pub async fn add_run_progress(&self, run_id: &str, sent: u64, done: u64) -> Result<()> {
-        if sent == 0 && done == 0 {
-            return Ok(());
+    /// Records instance moves, each conditional on the instance still being in its `from`
+    /// state, and adds the ones that reach a final state to the run's `instancesDone` in the
+    /// same transaction (at most 99 moves a transaction): the counter can never disagree with
+    /// the instance items, whatever fails or is retried. Moves whose condition failed
+    /// (another invocation recorded them first) are left out and not counted. Returns the IDs
+    /// of the instances recorded.
+    pub async fn record_instances(
+        &self,
+        run_id: &str,
+        l: &Location,
+        moves: &[InstanceMove],
+    ) -> Result<Vec<String>> {
+        let mut recorded = Vec::new();
+        let mut queue: std::collections::VecDeque<Vec<&InstanceMove>> = moves
+            .chunks(MAX_TRANSACTION_ITEMS - 1)
+            .map(|c| c.iter().collect())
+            .collect();
+        while let Some(group) = queue.pop_front() {
+            if group.is_empty() {
+                continue;
+            }
+            let ended = group
+                .iter()
+                .filter(|m| m.record.state.is_terminal() && !m.from.is_terminal())
+                .count() as u64;
+            let mut ops = group
+                .iter()
+                .map(|m| self.instance_move(run_id, l, m))
+                .collect::<Result<Vec<_>>>()?;
+            if ended > 0 {
+                ops.push(self.run_counters(run_id, 0, ended)?);
+            }
+            match self.transact_detailed(ops).await? {
+                Transacted::Done => {
+                    recorded.extend(group.iter().map(|m| m.record.instance_id.clone()));
+                }
+                Transacted::ConditionsFailed(Some(flags)) => {
+                    // Retry without the moves someone else already made.
+                    let left: Vec<&InstanceMove> = group
+                        .iter()
+                        .zip(flags.iter().chain(std::iter::repeat(&false)))
+                        .filter(|(_, failed)| !**failed)
+                        .map(|(m, _)| *m)
+                        .collect();
+                    if left.len() < group.len() {
+                        queue.push_back(left);
+                    } else if group.len() > 1 {
+                        queue.extend(group.into_iter().map(|m| vec![m]));
+                    }
+                }
+                Transacted::ConditionsFailed(None) if group.len() > 1 => {
+                    // The service did not say which: one at a time.
+                    queue.extend(group.into_iter().map(|m| vec![m]));
+                }
+                Transacted::ConditionsFailed(None) => {}
+            }
         }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
-            .update_expression("ADD instancesSent :s, instancesDone :d")
-            .expression_attribute_values(":s", n(sent))
-            .expression_attribute_values(":d", n(done))
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
-        Ok(())
+        Ok(recorded)
     }
 
     /// Writes a location's progress: counts per state, counted errors, stopping flag.

@@ -152,14 +152,35 @@ class Run:
 
 
 def execute(client, name: str, run_input: dict, timeout: float = RUN_TIMEOUT) -> Run:
+    """Runs one execution and reads everything back. Every scenario goes through here, so
+    every scenario also checks that the run's counters agree with its instance items."""
     run_id = f"e2e-{name}-{uuid.uuid4().hex[:8]}"
     execution = client.run(run_input, timeout=timeout, name=run_id)
     events = client.run_events(run_id, wait=15)
     commands = [c for c in client.oracle("commands") if run_id in (c.get("comment") or "")]
-    return Run(run_id=run_id, execution=execution, record=client.run_record(run_id) or {},
-               summary=client.summary(run_id), locations=client.locations(run_id),
-               events=events, commands=commands, stats=client.oracle("stats"),
-               oracle_instances={i["instance_id"]: i for i in _instances(client)}, client=client)
+    run = Run(run_id=run_id, execution=execution, record=client.run_record(run_id) or {},
+              summary=client.summary(run_id), locations=client.locations(run_id),
+              events=events, commands=commands, stats=client.oracle("stats"),
+              oracle_instances={i["instance_id"]: i for i in _instances(client)}, client=client)
+    assert_counters_match_items(run)
+    return run
+
+
+LIVE_STATES = {"Pending", "Claimed", "InFlight"}
+
+
+def assert_counters_match_items(run: Run):
+    """The run item's counters equal what its instance items say, at the end of every run,
+    faults or not: `instancesSent` = items with a command, `instancesDone` = items that were
+    online at expansion (dispatch took them on) and are now in a final state."""
+    items = [i for loc in run.locations for i in run.instances(loc).values()]
+    sent = sum(1 for i in items if i.get("commandId"))
+    done = sum(1 for i in items
+               if i.get("pingStatus") == "Online" and i.get("state") not in LIVE_STATES)
+    counters = (run.record.get("instancesSent", 0), run.record.get("instancesDone", 0))
+    assert counters == (sent, done), (
+        f"run {run.run_id}: counters (instancesSent, instancesDone) = {counters}, "
+        f"instance items say {(sent, done)}")
 
 
 def _instances(client):

@@ -5,12 +5,16 @@ use crate::util::*;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsInput, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_ssm::operation::describe_instance_patch_states::DescribeInstancePatchStatesOutput;
 use aws_sdk_ssm::operation::list_command_invocations::ListCommandInvocationsOutput;
+use aws_sdk_ssm::operation::list_commands::ListCommandsOutput;
 use aws_sdk_ssm::types::{
-    CommandInvocation, CommandInvocationStatus, InstancePatchState, PatchOperationType,
+    Command, CommandInvocation, CommandInvocationStatus, InstancePatchState, PatchOperationType,
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use fleetpatch::aggregate::{Aggregator, RunSummary};
@@ -40,12 +44,26 @@ fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
 }
 
 /// The table as aggregate sees it: one run item in `run_status`, the given location items,
-/// and the same instance items for every location. Captures every UpdateItem.
+/// and the same instance items (and batch items) for every location. Captures every
+/// UpdateItem and TransactWriteItems.
 fn table(
     run_status: &'static str,
     locations: Vec<Item>,
     instances: Vec<Item>,
 ) -> (Vec<Rule>, Captured<UpdateItemInput>) {
+    let (rules, updates, _) = table_tx(run_status, locations, instances);
+    (rules, updates)
+}
+
+fn table_tx(
+    run_status: &'static str,
+    locations: Vec<Item>,
+    instances: Vec<Item>,
+) -> (
+    Vec<Rule>,
+    Captured<UpdateItemInput>,
+    Captured<TransactWriteItemsInput>,
+) {
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_output(move || {
         GetItemOutput::builder()
             .set_item(Some(run_item(run_status, json!({}), Some(0))))
@@ -69,7 +87,14 @@ fn table(
         u.push(req.clone());
         UpdateItemOutput::builder().build()
     });
-    (vec![get, query, update], updates)
+    let transacts: Captured<TransactWriteItemsInput> = Captured::default();
+    let t = transacts.clone();
+    let transact =
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_output(move |req| {
+            t.push(req.clone());
+            TransactWriteItemsOutput::builder().build()
+        });
+    (vec![get, query, update, transact], updates, transacts)
 }
 
 #[tokio::test]
@@ -232,7 +257,7 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         "Error",
         &[("InFlight", 2), ("Pending", 1)],
     )];
-    let (rules, updates) = table("Running", locations, instances);
+    let (rules, updates, transacts) = table_tx("Running", locations, instances);
     let first = all[0].clone();
     let list =
         mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
@@ -271,10 +296,151 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         .unwrap();
     // THEN the finished instance is recorded Succeeded, the pending one NotStarted, and the
     // summary counts what is now known
-    assert_eq!(moved_to(&updates, "Succeeded"), vec![all[0].clone()]);
-    assert_eq!(moved_to(&updates, "NotStarted"), vec![all[2].clone()]);
+    let moved = |st: &str| {
+        let mut v = moved_to(&updates, st);
+        v.extend(transact_moved_to(&transacts, st));
+        v
+    };
+    assert_eq!(moved("Succeeded"), vec![all[0].clone()]);
+    assert_eq!(moved("NotStarted"), vec![all[2].clone()]);
+    // and the run counts the two that ended
+    assert_eq!(counted(&updates, &transacts, ":d"), 2);
     assert_eq!(summary.instance_states.get("Succeeded"), Some(&1));
     assert_eq!(summary.instance_states.get("InFlight"), Some(&1));
     assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
     assert_eq!(summary.status, RunStatus::CompletedWithErrors);
+}
+
+/// Aggregates a run whose one location ended Error with a batch of 2 left Claimed (its send
+/// never recorded) and 1 instance Pending; `listed` is what ListCommands answers.
+async fn aggregate_with_a_claimed_batch(
+    listed: Vec<Command>,
+) -> (
+    RunSummary,
+    Captured<UpdateItemInput>,
+    Captured<TransactWriteItemsInput>,
+) {
+    let all = ids(3);
+    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::store::now_epoch();
+    let mut instances = vec![
+        instance_item(&all[0], "Claimed", None),
+        instance_item(&all[1], "Claimed", None),
+        instance_item(&all[2], "Pending", None),
+    ];
+    instances.push(claimed_batch_item(1, &all[..2], &comment, now - 30));
+    let locations = vec![done_location(
+        ACCOUNT,
+        "Error",
+        &[("Claimed", 2), ("Pending", 1)],
+    )];
+    let (rules, updates, transacts) = table_tx("Running", locations, instances);
+    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |_| {
+        ListCommandsOutput::builder()
+            .set_commands(Some(listed.clone()))
+            .build()
+    });
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let patch = mock!(aws_sdk_ssm::Client::describe_instance_patch_states)
+        .then_output(|| DescribeInstancePatchStatesOutput::builder().build());
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let agg = Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
+        factory: fixed(
+            mock_client!(
+                aws_sdk_ssm,
+                RuleMode::MatchAny,
+                [&list_cmds, &list_inv, &patch]
+            ),
+            mock_client!(
+                aws_sdk_resourcegroups,
+                RuleMode::MatchAny,
+                Vec::<&Rule>::new()
+            ),
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    let summary = agg
+        .handle(AggregateRequest { run_id: RUN.into() })
+        .await
+        .unwrap();
+    (summary, updates, transacts)
+}
+
+#[tokio::test]
+async fn a_claimed_batch_left_by_a_failed_location_adopts_its_command() {
+    // GIVEN the batch's command exists in SSM (sent to exactly its 2 instances)
+    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let cmd = Command::builder()
+        .command_id("cmd-found")
+        .comment(comment)
+        .set_instance_ids(Some(ids(2)))
+        .build();
+    // WHEN the run is aggregated
+    let (summary, updates, transacts) = aggregate_with_a_claimed_batch(vec![cmd]).await;
+    // THEN the batch is recorded as sent with that command (its instances InFlight, counted
+    // as sent), the pending one NotStarted, and the summary reports no Claimed instance
+    let sent = transacts.all().into_iter().find(|t| {
+        t.transact_items().iter().any(|i| {
+            i.update
+                .as_ref()
+                .is_some_and(|u| sk_of(Some(&u.key)) == "BATCH#000001")
+        })
+    });
+    assert!(sent.is_some(), "the batch was not recorded as sent");
+    assert_eq!(
+        transact_moved_to(&transacts, "InFlight").len(),
+        0,
+        "InFlight is set by the sent-record, not a move"
+    );
+    assert_eq!(counted(&updates, &transacts, ":s"), 2);
+    assert_eq!(
+        summary.instance_states.get("Claimed"),
+        None,
+        "{:?}",
+        summary.instance_states
+    );
+    assert_eq!(summary.instance_states.get("InFlight"), Some(&2));
+    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_claimed_batch_left_by_a_failed_location_without_a_command_ends_not_started() {
+    // GIVEN no command carries the batch's Comment (one with another Comment exists)
+    let other = Command::builder()
+        .command_id("cmd-other")
+        .comment("someone else's")
+        .set_instance_ids(Some(ids(2)))
+        .build();
+    // WHEN the run is aggregated
+    let (summary, updates, transacts) = aggregate_with_a_claimed_batch(vec![other]).await;
+    // THEN the batch is released with its 2 instances NotStarted (counted as done), as is
+    // the pending one, and the summary reports no Claimed instance
+    let mut not_started = transact_moved_to(&transacts, "NotStarted");
+    not_started.extend(moved_to(&updates, "NotStarted"));
+    not_started.sort();
+    assert_eq!(not_started, ids(3), "the batch's two and the pending one");
+    let released = transacts.all().into_iter().any(|t| {
+        t.transact_items().iter().any(|i| {
+            i.update.as_ref().is_some_and(|u| {
+                sk_of(Some(&u.key)) == "BATCH#000001"
+                    && u.expression_attribute_values
+                        .as_ref()
+                        .and_then(|v| v.get(":rel"))
+                        .is_some()
+            })
+        })
+    });
+    assert!(released, "the batch was not released");
+    assert_eq!(counted(&updates, &transacts, ":d"), 3);
+    assert_eq!(
+        summary.instance_states.get("Claimed"),
+        None,
+        "{:?}",
+        summary.instance_states
+    );
+    assert_eq!(summary.instance_states.get("NotStarted"), Some(&3));
 }

@@ -5,7 +5,7 @@ use crate::util::*;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::{
-    TransactWriteItemsError, TransactWriteItemsOutput,
+    TransactWriteItemsError, TransactWriteItemsInput, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_dynamodb::types::error::TransactionCanceledException;
@@ -31,13 +31,24 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 struct Seen {
     transacts: Captured<Vec<String>>,
+    inputs: Captured<TransactWriteItemsInput>,
     updates: Captured<UpdateItemInput>,
 }
 
 impl Seen {
-    /// Instance IDs moved to `state` by conditional single-item updates.
+    /// Instance IDs moved to `state` by conditional writes (single or in a transaction).
     fn moved_to(&self, state: &str) -> Vec<String> {
-        moved_to(&self.updates, state)
+        let mut ids = moved_to(&self.updates, state);
+        ids.extend(transact_moved_to(&self.inputs, state));
+        ids
+    }
+
+    /// What the writes added to the run's `instancesDone` / `instancesSent`.
+    fn counted_done(&self) -> u64 {
+        counted(&self.updates, &self.inputs, ":d")
+    }
+    fn counted_sent(&self) -> u64 {
+        counted(&self.updates, &self.inputs, ":s")
     }
 }
 
@@ -81,7 +92,9 @@ fn dynamo(
         }
     });
     let transacts = seen.transacts.clone();
+    let inputs = seen.inputs.clone();
     let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
+        inputs.push(req.clone());
         // Record which sort keys each transaction touched.
         let keys = req
             .transact_items()
@@ -374,6 +387,7 @@ async fn an_unrecorded_send_is_recovered_by_its_comment() {
                 Command::builder()
                     .command_id("cmd-lost")
                     .comment(c2.clone())
+                    .set_instance_ids(Some(ids(3)))
                     .build(),
             )
             .build()
@@ -389,12 +403,197 @@ async fn an_unrecorded_send_is_recovered_by_its_comment() {
     );
     // WHEN dispatch runs
     dispatcher(db, ssm).handle(task()).await.unwrap();
-    // THEN the command was found and recorded as the batch's; nothing was sent again
+    // THEN the command was found and recorded as the batch's (batch, its 3 instances, and
+    // the run's instancesSent in one transaction); nothing was sent again
     assert_eq!(send.num_calls(), 0);
     let t = seen.transacts.all();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0][0], "BATCH#000001");
-    assert_eq!(t[0].len(), 4);
+    assert_eq!(t[0].len(), 5);
+    assert_eq!(seen.counted_sent(), 3);
+}
+
+#[tokio::test]
+async fn a_command_with_the_batch_comment_but_other_instances_is_not_adopted() {
+    // GIVEN a batch of 3 claimed 10 s ago, and SSM listing a command with the batch's
+    // Comment that was sent to other instances
+    let batch_ids = ids(3);
+    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::store::now_epoch();
+    let mut items: Vec<Item> = batch_ids
+        .iter()
+        .map(|i| instance_item(i, "Claimed", None))
+        .collect();
+    items.push(claimed_batch_item(1, &batch_ids, &comment, now - 10));
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let c2 = comment.clone();
+    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |_| {
+        ListCommandsOutput::builder()
+            .commands(
+                Command::builder()
+                    .command_id("cmd-not-ours")
+                    .comment(c2.clone())
+                    .instance_ids(ids(5)[4].clone())
+                    .instance_ids(ids(3)[0].clone())
+                    .build(),
+            )
+            .build()
+    });
+    let send = mock!(aws_sdk_ssm::Client::send_command)
+        .then_output(|| SendCommandOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the batch is not recorded as sent with that command, nothing is sent, and the
+    // claim waits (its instances hold their slot) until the grace period ends
+    assert!(
+        seen.transacts.all().is_empty(),
+        "{:?}",
+        seen.transacts.all()
+    );
+    assert_eq!(send.num_calls(), 0);
+    assert!(!out.done);
+}
+
+/// A SendCommand answer with an HTTP status and an awsJson error body.
+fn send_answering(status: u16, code: &str) -> Rule {
+    let body = format!(r#"{{"__type":"{code}","message":"injected"}}"#);
+    mock!(aws_sdk_ssm::Client::send_command)
+        .sequence()
+        .http_status(status, Some(body))
+        .repeatedly()
+        .build()
+}
+
+async fn one_round_with_send_answering(status: u16, code: &str) -> (Seen, Rule, LocationTask) {
+    let items: Vec<Item> = ids(3)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let send = send_answering(status, code);
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    let out = dispatcher(db, ssm)
+        .handle(task())
+        .await
+        .expect("a 5xx from SendCommand is not the location's error");
+    (seen, send, out)
+}
+
+#[tokio::test]
+async fn a_send_command_answered_500_keeps_its_claim() {
+    // GIVEN 3 pending instances and SendCommand answering HTTP 500 InternalServerError
+    // (which does not prove the command was not made)
+    // WHEN dispatch runs
+    let (seen, send, out) = one_round_with_send_answering(500, "InternalServerError").await;
+    // THEN the command was tried once, the batch stays Claimed (no release, nothing back to
+    // Pending), so the next round looks for it by its Comment instead of sending again
+    assert_eq!(send.num_calls(), 1);
+    let t = seen.transacts.all();
+    assert_eq!(t.len(), 1, "only the claim: {t:?}");
+    assert!(seen.moved_to("Pending").is_empty());
+    assert!(!out.done);
+}
+
+#[tokio::test]
+async fn a_send_command_answered_503_keeps_its_claim() {
+    // GIVEN SendCommand answering HTTP 503 ServiceUnavailable
+    let (seen, send, out) = one_round_with_send_answering(503, "ServiceUnavailable").await;
+    // THEN as with a 500: one attempt, the claim kept
+    assert_eq!(send.num_calls(), 1);
+    assert_eq!(seen.transacts.all().len(), 1);
+    assert!(seen.moved_to("Pending").is_empty());
+    assert!(!out.done);
+}
+
+#[tokio::test]
+async fn a_send_command_refused_with_a_4xx_is_released() {
+    // GIVEN SendCommand answering HTTP 400 InvalidParameters (proof that nothing was made)
+    let items: Vec<Item> = ids(3)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let send = send_answering(400, "InvalidParameters");
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the claim was released (instances back to Pending) and the location fails
+    assert!(out.is_err());
+    assert_eq!(seen.moved_to("Pending").len(), 3);
+}
+
+#[tokio::test]
+async fn a_round_that_fails_part_way_has_counted_every_instance_it_recorded() {
+    // GIVEN 4 instances in flight on two commands; the first command's two instances
+    // have succeeded, and listing the second command's invocations is throttled
+    let all = ids(4);
+    let items: Vec<Item> = all
+        .iter()
+        .enumerate()
+        .map(|(i, id)| instance_item(id, "InFlight", Some(if i < 2 { "cmd-a" } else { "cmd-b" })))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let done = all[..2].to_vec();
+    // (commands are followed in ID order: cmd-a, then cmd-b)
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .sequence()
+        .output(move || {
+            let mut b = ListCommandInvocationsOutput::builder();
+            for id in &done {
+                b = b.command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(id.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                );
+            }
+            b.build()
+        })
+        .error(|| {
+            ListCommandInvocationsError::generic(
+                ErrorMetadata::builder()
+                    .code("ThrottlingException")
+                    .message("Rate exceeded")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs (and fails part-way, to be retried)
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the round failed as transient, the two finished instances are recorded, and the
+    // run's instancesDone counts exactly them
+    assert!(
+        matches!(out, Err(fleetpatch::error::Error::Transient { .. })),
+        "{out:?}"
+    );
+    let mut recorded = seen.moved_to("Succeeded");
+    recorded.sort();
+    assert_eq!(recorded, all[..2].to_vec());
+    assert_eq!(seen.counted_done(), 2);
 }
 
 #[tokio::test]
@@ -520,4 +719,73 @@ async fn every_terminal_status_is_read_from_list_command_invocations() {
     }
     assert!(out.done);
     assert_eq!(out.outcome, Some(LocationOutcome::CompletedWithErrors));
+}
+
+#[tokio::test]
+async fn an_instance_someone_else_recorded_is_neither_recorded_again_nor_counted() {
+    // GIVEN 3 instances in flight on one command, all succeeded; another invocation has
+    // already recorded the second one (its condition fails in the first transaction)
+    let all = ids(3);
+    let items: Vec<Item> = all
+        .iter()
+        .map(|id| instance_item(id, "InFlight", Some("cmd-1")))
+        .collect();
+    let (_db, _seen, rules) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(3, None),
+        items,
+        false,
+    );
+    let tried: Captured<TransactWriteItemsInput> = Captured::default();
+    let t = tried.clone();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_compute_response(move |req| {
+            t.push(req.clone());
+            if t.all().len() == 1 {
+                let reason = |code: &str| CancellationReason::builder().code(code).build();
+                aws_smithy_mocks::MockResponse::Error(
+                    TransactWriteItemsError::TransactionCanceledException(
+                        TransactionCanceledException::builder()
+                            .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed, None, None]")
+                            .cancellation_reasons(reason("None"))
+                            .cancellation_reasons(reason("ConditionalCheckFailed"))
+                            .cancellation_reasons(reason("None"))
+                            .cancellation_reasons(reason("None"))
+                            .build(),
+                    ),
+                )
+            } else {
+                aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+            }
+        });
+    let mut with_conflict = vec![transact];
+    with_conflict.extend(rules);
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &with_conflict);
+    let ids2 = all.clone();
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            let mut b = ListCommandInvocationsOutput::builder();
+            for id in &ids2 {
+                b = b.command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(id.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the retried transaction records only the first and third, and counts 2
+    let attempts = tried.all();
+    assert_eq!(attempts.len(), 2, "one cancelled, one retried");
+    let retried = Captured::default();
+    retried.push(attempts[1].clone());
+    let mut moved = transact_moved_to(&retried, "Succeeded");
+    moved.sort();
+    assert_eq!(moved, vec![all[0].clone(), all[2].clone()]);
+    assert_eq!(counted(&Captured::default(), &retried, ":d"), 2);
 }

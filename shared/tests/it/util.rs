@@ -161,3 +161,74 @@ pub fn moved_to(
         .map(|u| sk_of(u.key()).trim_start_matches("INST#").to_string())
         .collect()
 }
+
+/// Instance IDs moved to `state` by the captured transactions' conditional updates.
+pub fn transact_moved_to(
+    transacts: &Captured<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput,
+    >,
+    state: &str,
+) -> Vec<String> {
+    transacts
+        .all()
+        .iter()
+        .flat_map(|t| t.transact_items().to_vec())
+        .filter_map(|t| t.update)
+        .filter(|u| {
+            u.expression_attribute_values
+                .as_ref()
+                .and_then(|v| v.get(":to"))
+                .and_then(|v| v.as_s().ok())
+                .is_some_and(|v| v == state)
+        })
+        .map(|u| sk_of(Some(&u.key)).trim_start_matches("INST#").to_string())
+        .collect()
+}
+
+/// What the captured transactions added to the run's counter `counter` (`:s` for
+/// instancesSent, `:d` for instancesDone), and what single updates added.
+pub fn counted(
+    updates: &Captured<aws_sdk_dynamodb::operation::update_item::UpdateItemInput>,
+    transacts: &Captured<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput,
+    >,
+    value: &str,
+) -> u64 {
+    let add = |key: Option<&HashMap<String, AttributeValue>>,
+               expr: Option<&str>,
+               values: Option<&HashMap<String, AttributeValue>>| {
+        if sk_of(key) != "RUN" || !expr.unwrap_or_default().contains("instancesDone") {
+            return 0;
+        }
+        values
+            .and_then(|v| v.get(value))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let single: u64 = updates
+        .all()
+        .iter()
+        .map(|u| {
+            add(
+                u.key(),
+                u.update_expression(),
+                u.expression_attribute_values(),
+            )
+        })
+        .sum();
+    let in_tx: u64 = transacts
+        .all()
+        .iter()
+        .flat_map(|t| t.transact_items().to_vec())
+        .filter_map(|t| t.update)
+        .map(|u| {
+            add(
+                Some(&u.key),
+                Some(&u.update_expression),
+                u.expression_attribute_values.as_ref(),
+            )
+        })
+        .sum();
+    single + in_tx
+}

@@ -1,5 +1,6 @@
-//! Fault injection: throttling (token bucket, fraction, next N calls), injected errors, and
-//! dropped responses (the call takes effect but the connection closes without an answer).
+//! Fault injection: throttling (token bucket, fraction, next N calls), injected errors,
+//! errors after the effect (the call takes effect, then answers an error such as HTTP 500),
+//! and dropped responses (the call takes effect but the connection closes without an answer).
 //! Rules match on service, operation, account and Region; unset fields match anything.
 
 use std::collections::HashMap;
@@ -19,6 +20,9 @@ pub enum FaultKind {
     Error,
     /// Perform the call, then close the connection without a response.
     Drop,
+    /// Perform the call, then answer an error (`status`, `code`, `message`) instead of its
+    /// result: what a 500 or 503 after the service acted looks like to the caller.
+    ErrorAfter,
 }
 
 /// One fault rule. Exactly how it triggers: `rate`/`burst` (token bucket per
@@ -182,7 +186,9 @@ impl Faults {
     pub fn before(&mut self, key: &CallKey<'_>) -> PreDecision {
         for i in 0..self.rules.len() {
             let kind = self.rules[i].kind;
-            if kind == FaultKind::Drop || !self.rules[i].matches(key) {
+            if matches!(kind, FaultKind::Drop | FaultKind::ErrorAfter)
+                || !self.rules[i].matches(key)
+            {
                 continue;
             }
             if self.fires(i, key) {
@@ -200,6 +206,27 @@ impl Faults {
             }
         }
         PreDecision::Proceed
+    }
+
+    /// The error to answer, instead of the result, for a call that was just handled
+    /// (`error_after` rules): (status, code, message); code None = service default.
+    pub fn error_after(&mut self, key: &CallKey<'_>) -> Option<(u16, Option<String>, String)> {
+        for i in 0..self.rules.len() {
+            if self.rules[i].kind == FaultKind::ErrorAfter
+                && self.rules[i].matches(key)
+                && self.fires(i, key)
+            {
+                let r = &self.rules[i];
+                return Some((
+                    r.status.unwrap_or(500),
+                    r.code.clone(),
+                    r.message.clone().unwrap_or_else(|| {
+                        "Injected by fleetsim after the call took effect".into()
+                    }),
+                ));
+            }
+        }
+        None
     }
 
     /// Whether the response of a call that was just handled must be dropped.
@@ -280,6 +307,25 @@ mod tests {
         r.count = Some(2);
         let mut f = Faults::new(vec![r], 1);
         assert!(!f.drop_response(&other));
+    }
+
+    #[test]
+    fn error_after_fires_after_the_call_and_never_before_it() {
+        // GIVEN a rule answering the next SendCommand with a 503 after it took effect
+        let mut r = rule(FaultKind::ErrorAfter);
+        r.count = Some(1);
+        r.status = Some(503);
+        r.code = Some("ServiceUnavailable".into());
+        let mut f = Faults::new(vec![r], 1);
+        // THEN the call is not stopped before it is handled
+        assert_eq!(f.before(&key()), PreDecision::Proceed);
+        // and its answer is replaced, once
+        let e = f
+            .error_after(&key())
+            .expect("the first call is answered with an error");
+        assert_eq!((e.0, e.1.as_deref()), (503, Some("ServiceUnavailable")));
+        assert_eq!(f.error_after(&key()), None);
+        assert!(!f.drop_response(&key()));
     }
 
     #[test]

@@ -229,6 +229,15 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
                 lock(&state.stats).op(service, &op).dropped += 1;
                 return Err(Dropped);
             }
+            let after = lock(&state.faults).error_after(&key);
+            if let Some((status, code, message)) = after {
+                lock(&state.stats).op(service, &op).injected_errors += 1;
+                let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
+                return Ok(protocol::error(
+                    protocol,
+                    &ApiError::with_status(status, &code, message),
+                ));
+            }
             Ok(resp)
         }
     }

@@ -141,3 +141,40 @@ async fn injected_errors_and_dropped_responses() {
     );
     sim.run.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_after_answers_500_or_503_once_the_command_exists() {
+    // GIVEN the next SendCommand answers HTTP 500 after taking effect, the one after 503
+    let sim = Sim::start().await;
+    let key = sim.assume(A).await;
+    sim.oracle_post(
+        "faults",
+        json!({"faults": [
+            {"kind": "error_after", "operation": "SendCommand", "count": 1},
+            {"kind": "error_after", "operation": "SendCommand", "count": 1, "status": 503,
+             "code": "ServiceUnavailable"}
+        ]}),
+    )
+    .await;
+    // WHEN two SendCommands are made
+    let first = sim.ssm(&key, "SendCommand", scan()).await;
+    let second = sim.ssm(&key, "SendCommand", scan()).await;
+    // THEN they answer the errors, yet both commands exist (oracle and ListCommands)
+    assert_eq!(
+        (first.status, first.error_type().as_str()),
+        (500, "InternalServerError")
+    );
+    assert_eq!(
+        (second.status, second.error_type().as_str()),
+        (503, "ServiceUnavailable")
+    );
+    let cmds = sim.oracle("commands").await;
+    assert_eq!(cmds.as_array().map(Vec::len), Some(2), "{cmds}");
+    let listed = sim.ssm(&key, "ListCommands", json!({})).await;
+    assert_eq!(listed.status, 200);
+    let stats = sim.oracle("stats").await;
+    assert_eq!(stats["calls"]["ssm:SendCommand"]["injected_errors"], 2);
+    // and the third is answered normally
+    assert_eq!(sim.ssm(&key, "SendCommand", scan()).await.status, 200);
+    sim.run.shutdown().await;
+}
