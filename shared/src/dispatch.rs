@@ -357,11 +357,12 @@ impl<F: ClientFactory> Dispatcher<F> {
         {
             Ok(c) => c,
             Err(AssumeError::AccessDenied { role_arn, message }) => {
+                let (code, message) = code_and_message(&message);
                 return Err(Error::Aws {
                     operation: "sts:AssumeRole".into(),
-                    code: "AccessDenied".into(),
+                    code,
                     message: format!("{role_arn} refused during dispatch: {message}"),
-                })
+                });
             }
             Err(AssumeError::Other(e)) => return Err(e),
         };
@@ -466,10 +467,11 @@ impl<F: ClientFactory> Dispatcher<F> {
                             .unwrap_or(InstanceState::Pending);
                     }
                     if !(throttled || invalid_instances && !finals.is_empty()) {
+                        let (code, message) = code_and_message(&reason);
                         return Err(Error::Aws {
                             operation: "ssm:SendCommand".into(),
-                            code: reason.split(':').next().unwrap_or("Unknown").to_string(),
-                            message: reason,
+                            code,
+                            message,
                         });
                     }
                     break;
@@ -509,6 +511,17 @@ impl<F: ClientFactory> Dispatcher<F> {
             return Ok(task.finished(outcome, reason));
         }
         Ok(task.again(self.config.poll_seconds))
+    }
+}
+
+/// Splits a `code: message` reason (as `SendOutcome::Refused` and `AssumeError::AccessDenied`
+/// carry it) so that the [`Error::Aws`] built from it names the code once.
+fn code_and_message(reason: &str) -> (String, String) {
+    match reason.split_once(": ") {
+        Some((code, message)) if !code.is_empty() && !code.contains(char::is_whitespace) => {
+            (code.to_string(), message.to_string())
+        }
+        _ => ("Unknown".to_string(), reason.to_string()),
     }
 }
 

@@ -1,15 +1,21 @@
-"""The delayed-start state machine of infra/template.yaml (offsets other than 0, 7 and 14
-days after Patch Tuesday) can never start the same month's run twice: the patching run's
-execution name is derived from the schedule's scheduled time, so a second start of that
-month is ExecutionAlreadyExists, which ends the delayed start quietly instead of retrying."""
+"""The monthly schedule of infra/template.yaml can never start the same month's run twice,
+whatever PatchTuesdayOffsetDays is: the schedule always starts the small delayed-start state
+machine (waitSeconds 0 for offsets 0, 7 and 14), which names the patching run after the
+schedule's scheduled time, so a second start of that month is ExecutionAlreadyExists, which
+ends the delayed start quietly instead of retrying. (EventBridge Scheduler delivers at least
+once, and its Step Functions target cannot name the execution.)"""
 
 import json
 import pathlib
 import re
+import sys
 
+import pytest
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "localstack"))
+import iam  # noqa: E402  (the local stack's reader of the templates)
 # Step Functions execution names: 1-80 characters, none of whitespace, brackets, wildcards,
 # " # % \ ^ | ~ ` $ & , ; : / or control characters.
 EXECUTION_NAME = re.compile(r'^[^\s<>{}\[\]?*"#%\\^|~`$&,;:/\x00-\x1f\x7f]{1,80}$')
@@ -78,9 +84,7 @@ def start_run_state():
 
 def schedule_input_for_delayed_start():
     target_input = TEMPLATE["Resources"]["MonthlySchedule"]["Properties"]["Target"]["Input"]
-    condition, delayed, _direct = target_input["If"]
-    assert condition == "NeedsDelayedStart"
-    template, _values = delayed["Sub"]
+    template, _values = target_input["Sub"]
     return template
 
 
@@ -115,3 +119,50 @@ def test_a_second_start_of_the_month_ends_quietly_without_retrying():
     assert catch, start_run
     assert definition["States"][catch[0]["Next"]]["Type"] == "Succeed"
     json.dumps(definition)  # the definition stays plain JSON data
+
+
+def deployed(offset: int) -> iam.Resolver:
+    """The template as CloudFormation resolves it with PatchTuesdayOffsetDays=offset."""
+    template = iam.load_template(ROOT / "infra/template.yaml")
+    params = {"PatchTuesdayOffsetDays": str(offset), "RunAccounts": ["123456789012"],
+              "RunRegions": ["us-east-1"], "RunExcludeAccounts": [""]}
+    return iam.Resolver(template, params, "123456789012")
+
+
+def exists(stack: iam.Resolver, logical_id: str) -> bool:
+    condition = stack.resource(logical_id).get("Condition")
+    return condition is None or stack.condition(condition)
+
+
+@pytest.mark.parametrize("offset,wait_days", [(0, 0), (7, 0), (14, 0), (3, 3), (21, 7)])
+def test_every_schedule_starts_the_run_under_the_scheduled_days_name(offset, wait_days):
+    # GIVEN the stack deployed with PatchTuesdayOffsetDays=offset
+    stack = deployed(offset)
+    # WHEN the schedule fires (its target and input as deployed)
+    target = stack.resolve(stack.resource("MonthlySchedule")["Properties"]["Target"])
+    namer = "DelayedStartStateMachine"
+    # THEN it starts the naming state machine, never the patching one directly ...
+    assert exists(stack, namer), f"offset {offset}: no naming state machine is deployed"
+    assert target["Arn"] == stack.ref(namer), \
+        f"offset {offset}: the schedule starts {target['Arn']} directly, unnamed"
+    # ... with the scheduled time, the days to wait and the run input ...
+    payload = json.loads(target["Input"])
+    assert payload["scheduledTime"] == "<aws.scheduler.scheduled-time>"
+    assert payload["waitSeconds"] == wait_days * 86400
+    assert payload["run"]["accounts"] == ["123456789012"]
+    # ... which starts the patching state machine under the scheduled day's name
+    machine = stack.resource(namer)["Properties"]
+    assert stack.resolve(machine["DefinitionSubstitutions"]["PatchingStateMachineArn"]) \
+        == stack.ref("PatchingStateMachine")
+    start_run = machine["Definition"]["States"]["StartRun"]["Parameters"]
+    name = intrinsic(start_run["Name.$"], {"scheduledTime": "2026-11-10T09:00:00Z"})
+    assert name == "scheduled-2026-11-10"
+    # AND the scheduler may start only that machine, and that machine only the patching run
+    scheduler = [s for s in stack.resolve(stack.resource("SchedulerRole")["Properties"]
+                                          ["Policies"])[0]["PolicyDocument"]["Statement"]
+                 if "states:StartExecution" in s["Action"]]
+    assert [s["Resource"] for s in scheduler] == [target["Arn"]]
+    namer_role = stack.resolve(stack.resource("DelayedStartRole")["Properties"]["Policies"])
+    starts = [s["Resource"] for p in namer_role for s in p["PolicyDocument"]["Statement"]
+              if "states:StartExecution" in s["Action"]]
+    assert starts == [stack.ref("PatchingStateMachine")]

@@ -789,3 +789,69 @@ async fn an_instance_someone_else_recorded_is_neither_recorded_again_nor_counted
     assert_eq!(moved, vec![all[0].clone(), all[2].clone()]);
     assert_eq!(counted(&Captured::default(), &retried, ":d"), 2);
 }
+
+/// How many times `code` appears in `message`, as a whole word.
+fn times_named(message: &str, code: &str) -> usize {
+    message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| *w == code)
+        .count()
+}
+
+#[tokio::test]
+async fn a_refused_send_names_the_error_code_once() {
+    // GIVEN 10 pending instances and SendCommand refused by IAM
+    let items: Vec<Item> = ids(10)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(10, None),
+        items,
+        false,
+    );
+    let denied = "User: arn:aws:sts::111111111111:assumed-role/Exec/run-0001 is not authorized to perform: ssm:SendCommand";
+    let send = mock!(aws_sdk_ssm::Client::send_command).then_error(move || {
+        SendCommandError::generic(
+            ErrorMetadata::builder()
+                .code("AccessDeniedException")
+                .message(denied)
+                .build(),
+        )
+    });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let err = dispatcher(db, ssm).handle(task()).await.unwrap_err();
+    // THEN the location's error names the operation, the code once and IAM's message
+    let message = err.to_string();
+    assert_eq!(err.error_type(), "AwsError");
+    assert_eq!(
+        message,
+        format!("ssm:SendCommand failed: AccessDeniedException: {denied}")
+    );
+}
+
+#[tokio::test]
+async fn a_refused_execution_role_names_the_error_code_once() {
+    // GIVEN a location whose execution role cannot be assumed during dispatch
+    let (db, _seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(10, None),
+        Vec::new(),
+        false,
+    );
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, Vec::<&Rule>::new());
+    let mut d = dispatcher(db, ssm);
+    d.factory.denied.insert(ACCOUNT.into());
+    // WHEN dispatch runs
+    let err = d.handle(task()).await.unwrap_err();
+    // THEN the error names the role, STS's code once and its message
+    let message = err.to_string();
+    assert_eq!(times_named(&message, "AccessDenied"), 1, "{message}");
+    assert!(message.contains(":role/"), "{message}");
+    assert!(
+        message.contains("not authorized to perform sts:AssumeRole"),
+        "{message}"
+    );
+}
