@@ -10,7 +10,7 @@ use fleetsim::Options;
 
 const USAGE: &str = "usage: fleetsim --fleet FILE [--port N] [--moto-url URL] [--lambda-url URL]
                 [--speed X] [--invocation-visibility-ms N] [--pending-seconds N]
-                [--fault JSON]...
+                [--fault JSON]... [--lambda-timeout NAME=SECONDS]...
 
   --fleet FILE                 fleet file (TOML), required
   --port N                     port on 127.0.0.1 (default 4566; 0 = any free port)
@@ -19,7 +19,9 @@ const USAGE: &str = "usage: fleetsim --fleet FILE [--port N] [--moto-url URL] [-
   --speed X                    simulated seconds per real second (default 60)
   --invocation-visibility-ms N InvocationDoesNotExist window after SendCommand (default 1500)
   --pending-seconds N          simulated seconds an invocation stays Pending (default 2)
-  --fault JSON                 a fault rule, e.g. '{\"kind\":\"throttle\",\"operation\":\"SendCommand\",\"rate\":5}'";
+  --fault JSON                 a fault rule, e.g. '{\"kind\":\"throttle\",\"operation\":\"SendCommand\",\"rate\":5}'
+  --lambda-timeout NAME=SECS   a function's Timeout (the template's); past it Invoke answers
+                               Sandbox.Timedout while the invocation runs on";
 
 fn parse() -> Result<(PathBuf, Options), String> {
     let mut args = std::env::args().skip(1);
@@ -31,6 +33,7 @@ fn parse() -> Result<(PathBuf, Options), String> {
     let mut visibility = None;
     let mut pending = None;
     let mut faults = Vec::new();
+    let mut lambda_timeouts = std::collections::BTreeMap::new();
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -60,6 +63,16 @@ fn parse() -> Result<(PathBuf, Options), String> {
                     .map_err(|e| format!("--fault: {e}"))?;
                 faults.push(rule);
             }
+            "--lambda-timeout" => {
+                let v = value("--lambda-timeout")?;
+                let (name, secs) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--lambda-timeout: expected NAME=SECONDS, got {v}"))?;
+                let secs: f64 = secs
+                    .parse()
+                    .map_err(|e| format!("--lambda-timeout {name}: {e}"))?;
+                lambda_timeouts.insert(name.to_string(), secs);
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -74,6 +87,7 @@ fn parse() -> Result<(PathBuf, Options), String> {
     opts.invocation_visibility_ms = visibility;
     opts.pending_seconds = pending;
     opts.faults = faults;
+    opts.lambda_timeouts = lambda_timeouts;
     Ok((path, opts))
 }
 

@@ -41,6 +41,8 @@ pub struct Options {
     pub pending_seconds: Option<u64>,
     /// Extra faults active from the start.
     pub faults: Vec<FaultRule>,
+    /// Lambda functions' timeouts in seconds (the template's `Timeout`), by function name.
+    pub lambda_timeouts: std::collections::BTreeMap<String, f64>,
 }
 
 impl Options {
@@ -55,6 +57,7 @@ impl Options {
             invocation_visibility_ms: None,
             pending_seconds: None,
             faults: Vec::new(),
+            lambda_timeouts: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -132,7 +135,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         sessions: Mutex::new(Sessions::default()),
         faults: Mutex::new(Faults::new(faults, settings.fault_seed.unwrap_or(1))),
         stats: Mutex::new(Stats::default()),
-        forwarder: Forwarder::new(opts.moto_url, opts.lambda_url),
+        forwarder: Forwarder::new(opts.moto_url, opts.lambda_url)
+            .with_lambda_timeouts(opts.lambda_timeouts),
         fleet: opts.fleet,
     });
     let listener = TcpListener::bind(("127.0.0.1", opts.port))
