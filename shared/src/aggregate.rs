@@ -319,8 +319,7 @@ impl<F: ClientFactory> Aggregator<F> {
         ssm: &aws_sdk_ssm::Client,
         instances: &mut [InstanceRecord],
     ) -> Result<()> {
-        let finished = follow_commands(&self.store, run_id, loc, ssm, instances).await?;
-        self.store.add_run_progress(run_id, 0, finished).await?;
+        follow_commands(&self.store, run_id, loc, ssm, instances).await?;
         for inst in instances
             .iter_mut()
             .filter(|i| i.state == InstanceState::Pending)

@@ -209,7 +209,6 @@ impl<F: ClientFactory> Dispatcher<F> {
         let ssm = &clients.ssm;
         let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
         let now = now_epoch();
-        let mut finished_now = 0u64;
 
         // 1. Recover batches claimed but not recorded as sent.
         for b in batches.iter().filter(|b| b.state == BatchState::Claimed) {
@@ -251,7 +250,10 @@ impl<F: ClientFactory> Dispatcher<F> {
         }
 
         // 2. Follow the commands in flight.
-        finished_now += follow_commands(&self.store, run_id, &loc, ssm, &mut instances).await?;
+        let finished = follow_commands(&self.store, run_id, &loc, ssm, &mut instances).await?;
+        if finished > 0 {
+            info!(run_id, location = %loc, finished, "instances finished");
+        }
 
         // 3. Decide, then 4. claim and send.
         let round = plan_round(&instances, record.window, record.tolerated);
@@ -263,7 +265,6 @@ impl<F: ClientFactory> Dispatcher<F> {
                 .update_instance(run_id, &loc, &r, InstanceState::Pending)
                 .await?
             {
-                finished_now += 1;
                 set_state(
                     &mut instances,
                     std::slice::from_ref(id),
@@ -363,7 +364,6 @@ impl<F: ClientFactory> Dispatcher<F> {
                 after.stopping || round.stopping,
             )
             .await?;
-        self.store.add_run_progress(run_id, 0, finished_now).await?;
         let all_final = instances.iter().all(|i| i.state.is_terminal());
         if all_final {
             let outcome = location_outcome_from_instances(states, round.stopping || after.stopping);

@@ -333,6 +333,49 @@ fn transaction_condition_failed(
     }
 }
 
+/// Cancellation reasons that mean "try again": another transaction holds one of the items,
+/// or the table's throughput was exceeded. Retried like throttling, never an error.
+const RETRYABLE_CANCELLATIONS: [&str; 3] = [
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
+
+/// Attempts of a transaction cancelled for a retryable reason, before the handler fails
+/// with `Transient` (and the state machine retries the whole step).
+const TRANSACT_ATTEMPTS: u32 = 4;
+
+/// A transaction cancelled only for reasons worth retrying (no failed condition).
+fn transaction_retryable(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => {
+            !transaction_condition_failed(e)
+                && (c.cancellation_reasons().iter().any(|r| {
+                    r.code()
+                        .is_some_and(|code| RETRYABLE_CANCELLATIONS.contains(&code))
+                }) || RETRYABLE_CANCELLATIONS
+                    .iter()
+                    .any(|code| c.message().unwrap_or_default().contains(code)))
+        }
+        E::TransactionInProgressException(_) => true,
+        _ => false,
+    }
+}
+
+/// Exponential backoff with jitter before transaction attempt `attempt + 1`: 25-50 ms,
+/// 50-100 ms, 100-200 ms.
+fn transact_backoff(attempt: u32) -> Duration {
+    let base = 25u64 << attempt.saturating_sub(1).min(6);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_millis(base + nanos % (base + 1))
+}
+
 impl Store {
     /// A store over `table`, writing records that expire after `ttl_days`.
     pub fn new(client: Client, table: &str, ttl_days: u64) -> Self {
@@ -768,23 +811,59 @@ impl Store {
             .build())
     }
 
+    /// Runs a transaction. Ok(false): a condition failed (someone else got there first).
+    /// Cancelled by a conflict with another transaction or by throttling, it is retried a
+    /// few times with backoff, then reported `Transient`: never a failure of the location.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool> {
-        let r = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(transaction_condition_failed) =>
-            {
-                Ok(false)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(transaction_condition_failed) =>
+                {
+                    return Ok(false)
+                }
+                Err(e) if e.as_service_error().is_some_and(transaction_retryable) => {
+                    if attempt >= TRANSACT_ATTEMPTS {
+                        let why = e
+                            .as_service_error()
+                            .map(|se| se.to_string())
+                            .unwrap_or_default();
+                        return Err(Error::Transient {
+                            operation: "dynamodb:TransactWriteItems".into(),
+                            message: format!("cancelled {attempt} times: {why}"),
+                        });
+                    }
+                    tokio::time::sleep(transact_backoff(attempt)).await;
+                }
+                Err(e) => return Err(from_sdk("dynamodb:TransactWriteItems", e)),
             }
-            Err(e) => Err(from_sdk("dynamodb:TransactWriteItems", e)),
         }
+    }
+
+    /// Adds `by` to one of the run item's counters, as one item of a transaction: a count
+    /// always travels with the records it counts.
+    fn run_counter(&self, run_id: &str, counter: &str, by: u64) -> Result<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+                    .update_expression(format!("ADD {counter} :by"))
+                    .expression_attribute_values(":by", n(by))
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .build())
     }
 
     /// Claims `batch.instance_ids` (all Pending) for a new batch, atomically. Returns false
@@ -857,7 +936,8 @@ impl Store {
             .build())
     }
 
-    /// Records that a claimed batch was sent as `command_id`: its instances become InFlight.
+    /// Records that a claimed batch was sent as `command_id`: its instances become InFlight,
+    /// and the run's `instancesSent` counts them, in one transaction.
     pub async fn mark_batch_sent(
         &self,
         run_id: &str,
@@ -888,16 +968,13 @@ impl Store {
                 ],
             )?);
         }
-        let ok = self.transact(ops).await?;
-        if ok {
-            self.add_run_progress(run_id, batch.instance_ids.len() as u64, 0)
-                .await?;
-        }
-        Ok(ok)
+        ops.push(self.run_counter(run_id, "instancesSent", batch.instance_ids.len() as u64)?);
+        self.transact(ops).await
     }
 
     /// Gives a batch's instances back (the send was refused): they become Pending again,
-    /// except those listed in `final_states`, which take that state (e.g. now Unmanaged).
+    /// except those listed in `final_states`, which take that state (e.g. now Unmanaged) and
+    /// are counted in the run's `instancesDone` in the same transaction.
     pub async fn release_batch(
         &self,
         run_id: &str,
@@ -913,16 +990,23 @@ impl Store {
             "SET #st = :rel, reason = :why",
             vec![(":rel", s("Released")), (":why", s(reason))],
         )?];
+        let mut finished = 0u64;
         for id in &batch.instance_ids {
             let target = final_states
                 .get(id)
                 .copied()
                 .unwrap_or(InstanceState::Pending);
+            let set = if target.is_terminal() {
+                finished += 1;
+                "SET #st = :to, updatedAt = :now, endedAt = :now REMOVE #batch"
+            } else {
+                "SET #st = :to, updatedAt = :now REMOVE #batch"
+            };
             ops.push(self.instance_update(
                 run_id,
                 l,
                 id,
-                "SET #st = :to, updatedAt = :now REMOVE #batch",
+                set,
                 "#st = :claimed AND #batch = :seq",
                 vec![
                     (":to", s(target.as_str())),
@@ -932,11 +1016,15 @@ impl Store {
                 ],
             )?);
         }
+        if finished > 0 {
+            ops.push(self.run_counter(run_id, "instancesDone", finished)?);
+        }
         self.transact(ops).await
     }
 
     /// Moves one instance from `from` to `to`, recording SSM's status. Returns false when
-    /// the instance was no longer in `from` (someone else recorded it).
+    /// the instance was no longer in `from` (someone else recorded it). A move into a final
+    /// state also counts the instance in the run's `instancesDone`, in one transaction.
     pub async fn update_instance(
         &self,
         run_id: &str,
@@ -962,6 +1050,11 @@ impl Store {
             set.push_str(", endedAt = :now");
         }
         let op = self.instance_update(run_id, l, &rec.instance_id, &set, "#st = :from", values)?;
+        if rec.state.is_terminal() && !from.is_terminal() {
+            // The instance is done: count it on the run in the same transaction.
+            let count = self.run_counter(run_id, "instancesDone", 1)?;
+            return self.transact(vec![op, count]).await;
+        }
         let Some(u) = op.update else {
             return Ok(false);
         };
@@ -981,24 +1074,6 @@ impl Store {
             Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
             Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
         }
-    }
-
-    /// Adds to the run's instance progress counters (atomic ADD).
-    pub async fn add_run_progress(&self, run_id: &str, sent: u64, done: u64) -> Result<()> {
-        if sent == 0 && done == 0 {
-            return Ok(());
-        }
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
-            .update_expression("ADD instancesSent :s, instancesDone :d")
-            .expression_attribute_values(":s", n(sent))
-            .expression_attribute_values(":d", n(done))
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
-        Ok(())
     }
 
     /// Writes a location's progress: counts per state, counted errors, stopping flag.

@@ -5,6 +5,7 @@ use crate::util::*;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_ssm::operation::describe_instance_patch_states::DescribeInstancePatchStatesOutput;
@@ -69,7 +70,27 @@ fn table(
         u.push(req.clone());
         UpdateItemOutput::builder().build()
     });
-    (vec![get, query, update], updates)
+    // A transaction's updates count as updates (moved_to reads them).
+    let u = updates.clone();
+    let transact =
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_output(move |req| {
+            for t in req
+                .transact_items()
+                .iter()
+                .filter_map(|t| t.update.as_ref())
+            {
+                u.push(
+                    UpdateItemInput::builder()
+                        .set_key(Some(t.key.clone()))
+                        .update_expression(t.update_expression.clone())
+                        .set_expression_attribute_values(t.expression_attribute_values.clone())
+                        .build()
+                        .unwrap(),
+                );
+            }
+            TransactWriteItemsOutput::builder().build()
+        });
+    (vec![get, query, update, transact], updates)
 }
 
 #[tokio::test]

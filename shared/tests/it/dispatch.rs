@@ -5,7 +5,7 @@ use crate::util::*;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::{
-    TransactWriteItemsError, TransactWriteItemsOutput,
+    TransactWriteItemsError, TransactWriteItemsInput, TransactWriteItemsOutput,
 };
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_dynamodb::types::error::TransactionCanceledException;
@@ -31,14 +31,55 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 struct Seen {
     transacts: Captured<Vec<String>>,
+    transact_inputs: Captured<TransactWriteItemsInput>,
     updates: Captured<UpdateItemInput>,
 }
 
 impl Seen {
-    /// Instance IDs moved to `state` by conditional single-item updates.
+    /// Instance IDs moved to `state` by conditional updates (single-item or transactional).
     fn moved_to(&self, state: &str) -> Vec<String> {
         moved_to(&self.updates, state)
     }
+
+    /// What the writes that took effect (single-item or transactional) added to the run
+    /// item's `counter`.
+    fn run_counter(&self, counter: &str) -> u64 {
+        self.updates
+            .all()
+            .into_iter()
+            .filter(|u| sk_of(u.key()) == "RUN")
+            .map(|u| {
+                added(
+                    u.update_expression().unwrap_or_default(),
+                    u.expression_attribute_values(),
+                    counter,
+                )
+            })
+            .sum()
+    }
+}
+
+/// What an `ADD a :x, b :y` expression adds to `counter`.
+fn added(
+    expr: &str,
+    values: Option<&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    counter: &str,
+) -> u64 {
+    let Some(add) = expr.split("ADD ").nth(1) else {
+        return 0;
+    };
+    add.split(',')
+        .filter_map(|part| {
+            let mut w = part.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some(name), Some(placeholder)) if name == counter => values
+                    .and_then(|v| v.get(placeholder))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u64>().ok()),
+                _ => None,
+            }
+        })
+        .sum()
 }
 
 /// A DynamoDB mock holding one run, one location and the given location items.
@@ -49,7 +90,25 @@ fn dynamo(
     items: Vec<Item>,
     claims_fail: bool,
 ) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
+    dynamo_with(
+        run,
+        loc,
+        items,
+        claims_fail.then_some(("ConditionalCheckFailed", usize::MAX)),
+    )
+}
+
+/// Like [`dynamo`], with the first `cancel.1` transactions cancelled for reason `cancel.0`
+/// (`ConditionalCheckFailed`, `TransactionConflict`, ...). Only transactions that were not
+/// cancelled are captured as updates.
+fn dynamo_with(
+    run: Item,
+    loc: Item,
+    items: Vec<Item>,
+    cancel: Option<(&'static str, usize)>,
+) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
     let seen = Seen::default();
+    let cancelled = Arc::new(AtomicU64::new(0));
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
         let item = if sk_of(req.key()) == "RUN" {
             run.clone()
@@ -81,6 +140,8 @@ fn dynamo(
         }
     });
     let transacts = seen.transacts.clone();
+    let inputs = seen.transact_inputs.clone();
+    let tx_updates = seen.updates.clone();
     let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
         // Record which sort keys each transaction touched.
         let keys = req
@@ -93,15 +154,31 @@ fn dynamo(
             })
             .collect();
         transacts.push(keys);
-        if claims_fail {
-            aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
-                TransactionCanceledException::builder()
-                    .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]")
-                    .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
-                    .build(),
-            ))
-        } else {
-            aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+        match cancel {
+            Some((reason, times)) if (cancelled.fetch_add(1, Ordering::SeqCst) as usize) < times => {
+                aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
+                    TransactionCanceledException::builder()
+                        .message(format!("Transaction cancelled, please refer cancellation reasons for specific reasons [None, {reason}]"))
+                        .cancellation_reasons(CancellationReason::builder().code("None").build())
+                        .cancellation_reasons(CancellationReason::builder().code(reason).build())
+                        .build(),
+                ))
+            }
+            _ => {
+                inputs.push(req.clone());
+                // A transaction's updates count as updates (moved_to reads them).
+                for u in req.transact_items().iter().filter_map(|t| t.update.as_ref()) {
+                    tx_updates.push(
+                        UpdateItemInput::builder()
+                            .set_key(Some(u.key.clone()))
+                            .update_expression(u.update_expression.clone())
+                            .set_expression_attribute_values(u.expression_attribute_values.clone())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+            }
         }
     });
     let rules = vec![get, query, update, transact];
@@ -389,12 +466,14 @@ async fn an_unrecorded_send_is_recovered_by_its_comment() {
     );
     // WHEN dispatch runs
     dispatcher(db, ssm).handle(task()).await.unwrap();
-    // THEN the command was found and recorded as the batch's; nothing was sent again
+    // THEN the command was found and recorded as the batch's, its 3 instances counted as
+    // sent in the same transaction; nothing was sent again
     assert_eq!(send.num_calls(), 0);
     let t = seen.transacts.all();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0][0], "BATCH#000001");
-    assert_eq!(t[0].len(), 4);
+    assert_eq!(t[0].len(), 5);
+    assert_eq!(seen.run_counter("instancesSent"), 3);
 }
 
 #[tokio::test]
@@ -520,4 +599,135 @@ async fn every_terminal_status_is_read_from_list_command_invocations() {
     }
     assert!(out.done);
     assert_eq!(out.outcome, Some(LocationOutcome::CompletedWithErrors));
+}
+
+#[tokio::test]
+async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
+    // GIVEN 4 pending instances, and a claim that collides once with another writer's
+    // transaction (DynamoDB cancels it with TransactionConflict)
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo_with(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        Some(("TransactionConflict", 1)),
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the conflict was retried like a throttle: the batch went out, once
+    let out = out.expect("a transaction conflict is not an error");
+    assert!(!out.done);
+    assert_eq!(sent.all(), vec![ids(4)]);
+}
+
+#[tokio::test]
+async fn a_lasting_transaction_conflict_is_transient_and_sends_nothing() {
+    // GIVEN every transaction collides with another writer's
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo_with(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        Some(("TransactionConflict", usize::MAX)),
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let err = dispatcher(db, ssm).handle(task()).await.unwrap_err();
+    // THEN it fails as Transient (the state machine retries it; the location is not an
+    // Error), and nothing was sent
+    assert_eq!(err.error_type(), "Transient", "{err}");
+    assert!(sent.all().is_empty());
+}
+
+#[tokio::test]
+async fn instances_are_counted_on_the_run_by_the_write_that_moves_them() {
+    // GIVEN 2 instances whose command finished (one succeeded, one failed) and 3 pending
+    let all = ids(5);
+    let mut items = vec![
+        instance_item(&all[0], "InFlight", Some("cmd-old")),
+        instance_item(&all[1], "InFlight", Some("cmd-old")),
+    ];
+    items.extend(all[2..].iter().map(|i| instance_item(i, "Pending", None)));
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(5, None),
+        items,
+        false,
+    );
+    let (ok, bad) = (all[0].clone(), all[1].clone());
+    let list =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            ListCommandInvocationsOutput::builder()
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(ok.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                )
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(bad.clone())
+                        .status(CommandInvocationStatus::Failed)
+                        .status_details("Failed")
+                        .build(),
+                )
+                .build()
+        });
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send, &list]);
+    // WHEN dispatch runs
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the run counts 3 sent and 2 done, and each count travelled in the same
+    // transaction as the records it counts: no separate counter write can be lost or repeated
+    assert_eq!(sent.all().concat().len(), 3);
+    assert_eq!(seen.run_counter("instancesSent"), 3);
+    assert_eq!(seen.run_counter("instancesDone"), 2);
+    let separate: Vec<_> = seen
+        .updates
+        .all()
+        .into_iter()
+        .filter(|u| sk_of(u.key()) == "RUN" && u.table_name().is_some())
+        .collect();
+    assert!(
+        separate.is_empty(),
+        "run counters written apart from the records: {separate:?}"
+    );
+    for t in seen.transact_inputs.all() {
+        let keys: Vec<String> = t
+            .transact_items()
+            .iter()
+            .map(|i| match (&i.put, &i.update) {
+                (Some(p), _) => sk_of(Some(&p.item)),
+                (_, Some(u)) => sk_of(Some(&u.key)),
+                _ => String::new(),
+            })
+            .collect();
+        let moves_to_done_or_sent = t
+            .transact_items()
+            .iter()
+            .filter_map(|i| i.update.as_ref())
+            .any(|u| {
+                u.expression_attribute_values
+                    .as_ref()
+                    .and_then(|v| v.get(":inflight").or_else(|| v.get(":to")))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|s| s != "Pending" && s != "Claimed")
+            });
+        if moves_to_done_or_sent {
+            assert!(keys.contains(&"RUN".to_string()), "{keys:?}");
+        }
+    }
 }
