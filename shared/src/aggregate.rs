@@ -11,7 +11,9 @@ use crate::events;
 use crate::expand::count_states;
 use crate::fleet;
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
-use crate::store::{Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store};
+use crate::store::{
+    now_epoch_ms, Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store,
+};
 use crate::task::AggregateRequest;
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -260,6 +262,7 @@ impl<F: ClientFactory> Aggregator<F> {
         if sent == 0 && live == 0 {
             return Ok(Finished::default());
         }
+        let read_from_ms = now_epoch_ms();
         let (mut instances, _) = self.store.list_location_items(run_id, &loc).await?;
         let clients = match self
             .factory
@@ -270,18 +273,24 @@ impl<F: ClientFactory> Aggregator<F> {
             Err(AssumeError::AccessDenied { .. }) => return Ok(Finished::default()),
             Err(AssumeError::Other(e)) => return Err(e),
         };
-        let mut counts = None;
         if instances.iter().any(|i| !i.state.is_terminal()) {
             self.record_last_states(run_id, &loc, &clients.ssm, &mut instances)
                 .await?;
             let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
-            let c = count_states(&states);
             let errors = states.iter().filter(|s| s.counts_as_error()).count() as u64;
             self.store
-                .set_location_progress(run_id, &loc, &c, errors, l.stopping)
+                .set_location_progress(
+                    run_id,
+                    &loc,
+                    &count_states(&states),
+                    errors,
+                    l.stopping,
+                    read_from_ms,
+                )
                 .await?;
-            counts = Some(c);
         }
+        // The summary counts what the instance items say now.
+        let counts = Some(count_states(instances.iter().map(|i| &i.state)));
         let ids: Vec<String> = instances
             .iter()
             .filter(|i| i.state.was_sent())

@@ -16,7 +16,9 @@ use crate::expand::count_states;
 use crate::fleet::{self, CommandSpec, SendOutcome, SEND_CHUNK};
 use crate::model::{location_outcome_from_instances, InstanceState, Location, LocationOutcome};
 use crate::ratecontrol::threshold_passed;
-use crate::store::{now_epoch, BatchRecord, BatchState, InstanceRecord, Phase, RunRecord, Store};
+use crate::store::{
+    now_epoch, now_epoch_ms, BatchRecord, BatchState, InstanceRecord, Phase, RunRecord, Store,
+};
 use crate::task::LocationTask;
 use std::collections::{BTreeSet, HashMap};
 use tracing::{info, warn};
@@ -207,6 +209,8 @@ impl<F: ClientFactory> Dispatcher<F> {
             Err(AssumeError::Other(e)) => return Err(e),
         };
         let ssm = &clients.ssm;
+        // Taken before the read: a later-started round's progress is never overwritten by ours.
+        let read_from_ms = now_epoch_ms();
         let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
         let now = now_epoch();
 
@@ -362,6 +366,7 @@ impl<F: ClientFactory> Dispatcher<F> {
                 &count_states(&states),
                 after.errors,
                 after.stopping || round.stopping,
+                read_from_ms,
             )
             .await?;
         let all_final = instances.iter().all(|i| i.state.is_terminal());

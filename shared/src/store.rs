@@ -25,6 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Milliseconds since the epoch.
+pub fn now_epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Seconds since the epoch.
 pub fn now_epoch() -> i64 {
     SystemTime::now()
@@ -1076,7 +1084,11 @@ impl Store {
         }
     }
 
-    /// Writes a location's progress: counts per state, counted errors, stopping flag.
+    /// Writes a location's progress: counts per state, counted errors, stopping flag, as
+    /// seen by a round that read the instance items after `read_from_ms` (epoch ms, taken
+    /// before the read). The write is refused when a round that started later already wrote:
+    /// an older round (a timed-out invocation still running beside its retry) never
+    /// overwrites a fresher view. Returns false when refused.
     pub async fn set_location_progress(
         &self,
         run_id: &str,
@@ -1084,20 +1096,29 @@ impl Store {
         counts: &BTreeMap<String, u64>,
         errors: u64,
         stopping: bool,
-    ) -> Result<()> {
-        self.client
+        read_from_ms: i64,
+    ) -> Result<bool> {
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(run_pk(run_id), location_sk(l))))
-            .update_expression("SET counts = :c, errors = :e, stopping = :s, updatedAt = :now")
+            .update_expression(
+                "SET counts = :c, errors = :e, stopping = :s, progressFrom = :from, updatedAt = :now",
+            )
+            .condition_expression("attribute_not_exists(progressFrom) OR progressFrom < :from")
             .expression_attribute_values(":c", counts_attr(counts))
             .expression_attribute_values(":e", n(errors))
             .expression_attribute_values(":s", AttributeValue::Bool(stopping))
+            .expression_attribute_values(":from", n(read_from_ms))
             .expression_attribute_values(":now", s(iso(now_epoch())))
             .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
-        Ok(())
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
+        }
     }
 
     /// Records a location's outcome once, and counts it on the run in the same transaction

@@ -731,3 +731,63 @@ async fn instances_are_counted_on_the_run_by_the_write_that_moves_them() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_round_overtaken_by_a_later_round_does_not_overwrite_its_progress() {
+    // GIVEN a location whose progress a later-started round has already written (the
+    // conditional write of this round's counts is refused), e.g. an invocation that timed out
+    // and kept running beside its retry
+    let items: Vec<Item> = ids(2)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (_db, _seen, rules) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(2, None),
+        items,
+        false,
+    );
+    let tried: Captured<UpdateItemInput> = Captured::default();
+    let t = tried.clone();
+    let refuse = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| {
+            req.update_expression()
+                .is_some_and(|e| e.contains("counts"))
+        })
+        .then_compute_response(move |req| {
+            t.push(req.clone());
+            aws_smithy_mocks::MockResponse::Error(
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+                        .message("The conditional request failed")
+                        .build(),
+                ),
+            )
+        });
+    let mut all_rules = vec![refuse];
+    all_rules.extend(rules);
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &all_rules);
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    let before = fleetpatch::store::now_epoch_ms();
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the round answers normally; its write was conditional on being the newer view
+    assert!(out.is_ok(), "{out:?}");
+    let w = tried.all();
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        w[0].condition_expression(),
+        Some("attribute_not_exists(progressFrom) OR progressFrom < :from")
+    );
+    let from: i64 = w[0].expression_attribute_values().unwrap()[":from"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        from >= before,
+        "the round's start, taken before it read the items"
+    );
+}
