@@ -654,7 +654,9 @@ impl Store {
         Ok(items.iter().map(Self::location_from_item).collect())
     }
 
-    /// Records what expansion found and moves the location to Dispatching.
+    /// Records what expansion found and moves the location to Dispatching, once: a later
+    /// expansion of the same location (a retry, or a timed-out one finishing late) changes
+    /// nothing.
     pub async fn set_expanded(
         &self,
         run_id: &str,
@@ -669,10 +671,10 @@ impl Store {
             .update_expression(
                 "SET phase = :ph, targeted = :t, dispatchable = :d, #w = :w, errors = :z, stopping = :f, counts = :c, startedAt = :now",
             )
-            .condition_expression("phase <> :done")
+            .condition_expression("attribute_not_exists(phase) OR phase = :pending")
             .expression_attribute_names("#w", "window")
             .expression_attribute_values(":ph", s(Phase::Dispatching.as_str()))
-            .expression_attribute_values(":done", s(Phase::Done.as_str()))
+            .expression_attribute_values(":pending", s(Phase::Pending.as_str()))
             .expression_attribute_values(":t", n(found.targeted))
             .expression_attribute_values(":d", n(found.dispatchable))
             .expression_attribute_values(":w", n(found.window))
@@ -710,18 +712,60 @@ impl Store {
         item
     }
 
-    /// Writes the instances found by expansion (overwrites: expansion runs before dispatch).
+    /// Writes the instances found by expansion, only those not recorded yet: an expansion
+    /// that timed out and finishes late (beside its retry, whose dispatch may already have
+    /// claimed and sent them) never puts an instance back to Pending.
     pub async fn put_instances(
         &self,
         run_id: &str,
         l: &Location,
         instances: &[InstanceRecord],
     ) -> Result<()> {
-        let items = instances
+        let items: Vec<Item> = instances
             .iter()
             .map(|r| self.instance_item(run_id, l, r))
             .collect();
-        self.batch_put(items).await
+        self.put_new(items).await
+    }
+
+    /// Writes the items that do not exist yet and leaves existing ones as they are: up to
+    /// 100 conditional Puts per transaction; a chunk in which some item exists already is
+    /// written item by item.
+    async fn put_new(&self, items: Vec<Item>) -> Result<()> {
+        const NEW: &str = "attribute_not_exists(PK)";
+        for chunk in items.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|i| {
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(i.clone()))
+                        .condition_expression(NEW)
+                        .build()
+                        .map(|p| TransactWriteItem::builder().put(p).build())
+                        .map_err(build_err)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if self.transact(ops).await? {
+                continue;
+            }
+            for item in chunk {
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression(NEW)
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if e.as_service_error().is_some_and(put_condition_failed) => {}
+                    Err(e) => return Err(from_sdk("dynamodb:PutItem", e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every instance and batch of a location.

@@ -105,6 +105,32 @@ def test_dispatch_timing_out_after_send_command_overlaps_its_retry(template_time
     assert_records_agree(run)
 
 
+def test_expand_timing_out_never_undoes_what_its_retry_started(template_timeouts):
+    stack = template_timeouts
+    # GIVEN expand's timeout shortened to 3 s, and the first DescribeInstanceInformation of
+    # this account answering only after 8 s: the first expand is still running when its
+    # retry has recorded the instances and dispatch has sent them their command (which runs
+    # for 10 s)
+    acct = "420000000008"
+    delay_s = 8
+    stack.lambda_timeouts({"expand": 3})
+    stack.faults([{"kind": "delay", "service": "ssm", "operation": "DescribeInstanceInformation",
+                   "account": acct, "delay_ms": delay_s * 1000, "count": 1}])
+    # WHEN an Install runs
+    run = execute(stack, "expand-overlap", base_input(resourceGroup="e2e-expand-overlap",
+                                                      accounts=[acct],
+                                                      targetConcurrency="100%"))
+    stats = stack.oracle("stats")
+    # THEN the timeout happened and was retried
+    assert stats["lambda_timed_out"].get("expand", 0) >= 1, stats["lambda_timed_out"]
+    assert stats["calls"]["ssm:DescribeInstanceInformation"]["delayed"] == 1, stats["calls"]
+    # AND the late expansion did not put sent instances back to Pending: no second command
+    ids = oracle_ids(run, acct)
+    assert_single_commands(run, ids)
+    assert_all_succeeded(run, [acct])
+    assert_records_agree(run)
+
+
 # -- section 3: Lambda TooManyRequestsException at invoke -------------------------------------
 def test_lambda_too_many_requests_at_invoke_is_retried(stack):
     # GIVEN Lambda refuses the first 3 invocations of dispatch and the first of settle with
