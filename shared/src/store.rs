@@ -15,9 +15,7 @@
 use crate::error::{from_sdk, Error, Result};
 use crate::input::RunInput;
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -512,48 +510,9 @@ impl Store {
         })
     }
 
-    /// Writes items with BatchWriteItem, 25 at a time, retrying unprocessed items.
-    async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|i| {
-                    PutRequest::builder()
-                        .set_item(Some(i.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(build_err)
-                })
-                .collect::<Result<_>>()?;
-            let mut attempt = 0u32;
-            while !requests.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests.clone())
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("dynamodb:BatchWriteItem", e))?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(Error::Transient {
-                            operation: "dynamodb:BatchWriteItem".into(),
-                            message: format!("{} items still unprocessed", requests.len()),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one Pending item per location of a new run.
+    /// Writes one Pending item per location of a new run, only for locations not recorded
+    /// yet: a plan that timed out and finishes late (beside its retry, whose Map may already
+    /// be running) never resets a location.
     pub async fn put_locations(&self, run_id: &str, locations: &[Location]) -> Result<()> {
         let items = locations
             .iter()
@@ -567,7 +526,7 @@ impl Store {
                 item
             })
             .collect();
-        self.batch_put(items).await
+        self.put_new(items).await
     }
 
     fn location_from_item(item: &Item) -> LocationRecord {

@@ -9,6 +9,7 @@ equal its instance items."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 
@@ -129,6 +130,35 @@ def test_expand_timing_out_never_undoes_what_its_retry_started(template_timeouts
     assert_single_commands(run, ids)
     assert_all_succeeded(run, [acct])
     assert_records_agree(run)
+
+
+def test_plan_timing_out_never_resets_a_running_location(template_timeouts):
+    stack = template_timeouts
+    # GIVEN plan's timeout shortened to 3 s, and the first ListAccountsForParent answering
+    # only after 8 s: the first plan is still running when its retry has planned the run and
+    # the location is dispatching, 2 instances at a time, each running 10 s
+    acct, ou = "420000000009", "ou-e2e0-plan0042"
+    delay_s = 8
+    stack.lambda_timeouts({"plan": 3})
+    stack.faults([{"kind": "delay", "service": "organizations",
+                   "operation": "ListAccountsForParent", "delay_ms": delay_s * 1000,
+                   "count": 1}])
+    # WHEN an Install runs over the OU
+    run = execute(stack, "plan-overlap", base_input(resourceGroup="e2e-plan-overlap",
+                                                    accounts=[ou], targetConcurrency="50%"),
+                  timeout=120)
+    stats = stack.oracle("stats")
+    # THEN the timeout happened and was retried
+    assert stats["lambda_timed_out"].get("plan", 0) >= 1, stats["lambda_timed_out"]
+    assert stats["calls"]["organizations:ListAccountsForParent"]["delayed"] == 1
+    # AND the late plan reset nothing: the location went on and every instance ran once
+    assert_all_succeeded(run, [acct])
+    assert_single_commands(run, oracle_ids(run, acct))
+    assert_records_agree(run)
+    # AND the run was announced once, with the run's own baseline snapshot
+    started = [e for e in run.events if e["detail-type"] == "Patch Run Started"]
+    assert len(started) == 1, started
+    assert started[0]["detail"]["snapshotId"] == json.loads(run.record["input"])["snapshotId"]
 
 
 # -- section 3: Lambda TooManyRequestsException at invoke -------------------------------------

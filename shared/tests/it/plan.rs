@@ -2,9 +2,9 @@
 //! "run started" event, and rejection of bad input with nothing dispatched.
 
 use crate::util::*;
-use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemInput, PutItemOutput};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_organizations::operation::list_accounts_for_parent::{
     ListAccountsForParentError, ListAccountsForParentOutput,
@@ -45,8 +45,8 @@ fn world_with(existing: Option<Item>) -> World {
         p.push(req.clone());
         PutItemOutput::builder().build()
     });
-    let batch = mock!(aws_sdk_dynamodb::Client::batch_write_item)
-        .then_output(|| BatchWriteItemOutput::builder().build());
+    let batch = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
     let ev = mock!(aws_sdk_eventbridge::Client::put_events).then_compute_output(move |req| {
         e.push(req.clone());
         PutEventsOutput::builder().failed_entry_count(0).build()
@@ -259,4 +259,49 @@ async fn a_retried_plan_answers_from_the_first_attempts_record() {
     assert_eq!(resp.locations, vec![LOC.to_string()]);
     assert!(w.puts.all().is_empty(), "no new run item");
     assert_eq!(w.rules[2].num_calls(), 1, "locations written again");
+}
+
+#[tokio::test]
+async fn a_plan_overtaken_by_its_own_retry_answers_from_the_retrys_record_and_announces_nothing() {
+    // GIVEN a plan that timed out and is still running: when it reads, the run does not
+    // exist; by the time it writes the run, its retry has recorded it (and announced it)
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .sequence()
+        .output(|| GetItemOutput::builder().build())
+        .output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(run_item("Running", json!({}), Some(0))))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+            aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder().build(),
+        )
+    });
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let planner = Planner {
+        config: Config::for_tests(),
+        store: store(mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&get, &put, &tx]
+        )),
+        orgs: mock_client!(
+            aws_sdk_organizations,
+            RuleMode::MatchAny,
+            Vec::<&Rule>::new()
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    let input = run_input(json!({"regions": [REGION, "eu-west-1"]}));
+    // WHEN it goes on
+    let resp = planner.handle(request(input)).await.unwrap();
+    // THEN it answers with the recorded run's locations, and sends no second "started" event
+    assert_eq!(resp.locations, vec![LOC.to_string()]);
+    assert_eq!(ev.num_calls(), 0);
 }
