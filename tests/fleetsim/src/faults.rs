@@ -83,6 +83,13 @@ pub struct FaultRule {
     pub body_contains: Option<String>,
 }
 
+/// Whether `body` contains `pattern`, ignoring ASCII whitespace in both (SDKs differ:
+/// botocore writes `"S": "RUN"`, the Rust SDK `"S":"RUN"`).
+pub fn body_contains(body: &[u8], pattern: &str) -> bool {
+    let squeeze = |s: &str| -> String { s.chars().filter(|c| !c.is_ascii_whitespace()).collect() };
+    squeeze(&String::from_utf8_lossy(body)).contains(&squeeze(pattern))
+}
+
 /// What a forwarded call (Lambda Invoke, DynamoDB) carries beyond its [`CallKey`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CallDetail<'a> {
@@ -162,7 +169,7 @@ impl FaultRule {
         };
         let body_ok = match (&self.body_contains, d.body) {
             (None, _) => true,
-            (Some(p), Some(b)) => String::from_utf8_lossy(b).contains(p.as_str()),
+            (Some(p), Some(b)) => body_contains(b, p),
             (Some(_), None) => false,
         };
         ok(&self.service, k.service)

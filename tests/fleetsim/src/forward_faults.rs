@@ -119,7 +119,9 @@ fn cancellation_reasons(body: &[u8], pattern: Option<&str>) -> Vec<Value> {
         .ok()
         .and_then(|v| v.get("TransactItems").and_then(Value::as_array).cloned())
         .unwrap_or_default();
-    let hit = |item: &Value| pattern.is_none_or(|p| item.to_string().contains(p));
+    let hit = |item: &Value| {
+        pattern.is_none_or(|p| crate::faults::body_contains(item.to_string().as_bytes(), p))
+    };
     let any_hit = items.iter().any(hit);
     let conflict =
         json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item."});
