@@ -221,7 +221,15 @@ impl<F: ClientFactory> Aggregator<F> {
             .collect();
         let status = final_status(run.status == RunStatus::Stopping, &outcomes);
         let summary = summarize(run_id, status, &run, &locations);
-        self.store.finish_run(run_id, status, &summary).await?;
+        let first = self.store.finish_run(run_id, status, &summary).await?;
+        if !first && self.store.completed_event_sent(run_id).await? {
+            // Another attempt (a retry beside this timed-out one) finished and announced it.
+            info!(
+                run_id,
+                "run already finished and announced by another attempt"
+            );
+            return Ok(summary);
+        }
         events::put_event(
             &self.events,
             &self.config.event_bus,
@@ -229,6 +237,7 @@ impl<F: ClientFactory> Aggregator<F> {
             &summary,
         )
         .await?;
+        self.store.mark_completed_event_sent(run_id).await?;
         info!(
             run_id,
             status = status.as_str(),

@@ -1233,21 +1233,57 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the run's final status and summary.
+    /// Writes the run's final status and summary, once. Returns false when another attempt
+    /// of aggregate (a retry, or a timed-out one finishing late) already finished the run:
+    /// its summary stands.
     pub async fn finish_run<T: Serialize>(
         &self,
         run_id: &str,
         status: RunStatus,
         summary: &T,
-    ) -> Result<()> {
-        self.client
+    ) -> Result<bool> {
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
             .update_expression("SET #st = :st, summary = :sum, finishedAt = :now")
+            .condition_expression("attribute_not_exists(finishedAt)")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":sum", json(summary)?)
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
+        }
+    }
+
+    /// Whether the "Patch Run Completed" event of the run was sent (`completedEventAt`).
+    pub async fn completed_event_sent(&self, run_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+            .projection_expression("completedEventAt")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
+        Ok(out.item.is_some_and(|i| i.contains_key("completedEventAt")))
+    }
+
+    /// Records that the "Patch Run Completed" event was sent.
+    pub async fn mark_completed_event_sent(&self, run_id: &str) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+            .update_expression("SET completedEventAt = :now")
             .expression_attribute_values(":now", s(iso(now_epoch())))
             .send()
             .await

@@ -161,6 +161,34 @@ def test_plan_timing_out_never_resets_a_running_location(template_timeouts):
     assert started[0]["detail"]["snapshotId"] == json.loads(run.record["input"])["snapshotId"]
 
 
+def test_aggregate_timing_out_announces_the_run_once(template_timeouts):
+    stack = template_timeouts
+    # GIVEN aggregate's timeout shortened to 3 s, and the first DescribeInstancePatchStates of
+    # this account answering only after 8 s: the first aggregation is still running when its
+    # retry has finished the run
+    acct = "420000000010"
+    delay_s = 8
+    stack.lambda_timeouts({"aggregate": 3})
+    stack.faults([{"kind": "delay", "service": "ssm", "operation": "DescribeInstancePatchStates",
+                   "account": acct, "delay_ms": delay_s * 1000, "count": 1}])
+    started = time.monotonic()
+    # WHEN an Install runs
+    run = execute(stack, "aggregate-overlap", base_input(resourceGroup="e2e-aggregate-overlap",
+                                                         accounts=[acct]))
+    # (let the first aggregation reach its end)
+    time.sleep(max(0.0, delay_s + 4 - (time.monotonic() - started)))
+    stats = stack.oracle("stats")
+    # THEN the timeout happened and was retried
+    assert stats["lambda_timed_out"].get("aggregate", 0) >= 1, stats["lambda_timed_out"]
+    assert_all_succeeded(run, [acct])
+    # AND the run was announced complete once, and its record says what the event said
+    events = stack.run_events(run.run_id, wait=2)
+    done = [e for e in events if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1, [e["detail"].get("status") for e in done]
+    assert stack.run_record(run.run_id)["status"] == done[0]["detail"]["status"] == "Succeeded"
+    assert_records_agree(run)
+
+
 # -- section 3: Lambda TooManyRequestsException at invoke -------------------------------------
 def test_lambda_too_many_requests_at_invoke_is_retried(stack):
     # GIVEN Lambda refuses the first 3 invocations of dispatch and the first of settle with
