@@ -15,8 +15,8 @@ use crate::fleet;
 use crate::model::{cut_text, first};
 use crate::model::{InstanceState, Location, LocationOutcome, RunStatus};
 use crate::store::{
-    BatchState, Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount, Store,
-    MAX_LISTED_SKIPPED_ACCOUNTS,
+    now_epoch_ms, BatchState, Compliance, InstanceRecord, LocationRecord, Phase, SkippedAccount,
+    Store, MAX_LISTED_SKIPPED_ACCOUNTS,
 };
 use crate::task::AggregateRequest;
 use futures::stream::{self, StreamExt};
@@ -249,7 +249,15 @@ impl<F: ClientFactory> Aggregator<F> {
             .collect();
         let status = final_status(run.status == RunStatus::Stopping, &outcomes);
         let summary = summarize(run_id, status, &run, &locations);
-        self.store.finish_run(run_id, status, &summary).await?;
+        let first = self.store.finish_run(run_id, status, &summary).await?;
+        if !first && self.store.completed_event_sent(run_id).await? {
+            // Another attempt (a retry beside this timed-out one) finished and announced it.
+            info!(
+                run_id,
+                "run already finished and announced by another attempt"
+            );
+            return Ok(summary);
+        }
         events::put_event(
             &self.events,
             &self.config.event_bus,
@@ -257,6 +265,7 @@ impl<F: ClientFactory> Aggregator<F> {
             &summary,
         )
         .await?;
+        self.store.mark_completed_event_sent(run_id).await?;
         info!(
             run_id,
             status = status.as_str(),
@@ -290,6 +299,7 @@ impl<F: ClientFactory> Aggregator<F> {
         if sent == 0 && live == 0 {
             return Ok(Finished::default());
         }
+        let read_from_ms = now_epoch_ms();
         let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
         let clients = match self
             .factory
@@ -311,7 +321,14 @@ impl<F: ClientFactory> Aggregator<F> {
         let counts = if c != l.counts {
             let errors = states.iter().filter(|s| s.counts_as_error()).count() as u64;
             self.store
-                .set_location_progress(run_id, &loc, &c, errors, l.stopping)
+                .set_location_progress(
+                    run_id,
+                    &loc,
+                    &count_states(&states),
+                    errors,
+                    l.stopping,
+                    read_from_ms,
+                )
                 .await?;
             Some(c)
         } else {

@@ -19,7 +19,8 @@ use crate::fleet::{self, CommandSpec, FoundCommand, SendOutcome, SEND_CHUNK};
 use crate::model::{location_outcome_from_instances, InstanceState, Location, LocationOutcome};
 use crate::ratecontrol::threshold_passed;
 use crate::store::{
-    now_epoch, BatchRecord, BatchState, InstanceMove, InstanceRecord, Phase, RunRecord, Store,
+    now_epoch, now_epoch_ms, BatchRecord, BatchState, InstanceMove, InstanceRecord, Phase,
+    RunRecord, Store,
 };
 use crate::task::LocationTask;
 use sha2::{Digest, Sha256};
@@ -367,6 +368,8 @@ impl<F: ClientFactory> Dispatcher<F> {
             Err(AssumeError::Other(e)) => return Err(e),
         };
         let ssm = &clients.ssm;
+        // Taken before the read: a later-started round's progress is never overwritten by ours.
+        let read_from_ms = now_epoch_ms();
         let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
         let now = now_epoch();
 
@@ -496,6 +499,7 @@ impl<F: ClientFactory> Dispatcher<F> {
                 &count_states(&states),
                 after.errors,
                 after.stopping || round.stopping,
+                read_from_ms,
             )
             .await?;
         let all_final = instances.iter().all(|i| i.state.is_terminal());

@@ -166,6 +166,46 @@ mod tests {
     }
 
     #[test]
+    fn every_lambda_task_retries_timeouts_throttles_and_transient_errors() {
+        // What Step Functions sees when Lambda times a function out, when Lambda refuses an
+        // invoke with 429, and what our functions raise for throttles and conflicts.
+        fn tasks<'a>(
+            states: &'a serde_json::Value,
+            out: &mut Vec<(&'a str, &'a serde_json::Value)>,
+        ) {
+            for (name, st) in states.as_object().into_iter().flatten() {
+                if st["Type"] == "Task" {
+                    out.push((name, st));
+                }
+                if let Some(inner) = st.get("ItemProcessor").and_then(|p| p.get("States")) {
+                    tasks(inner, out);
+                }
+            }
+        }
+        let asl: serde_json::Value =
+            serde_json::from_str(include_str!("../../statemachine/patching.asl.json")).unwrap();
+        let mut found = Vec::new();
+        tasks(&asl["States"], &mut found);
+        assert_eq!(found.len(), 5, "plan, expand, dispatch, settle, aggregate");
+        for (name, st) in found {
+            let retried: Vec<&str> = st["Retry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|r| r["ErrorEquals"].as_array().into_iter().flatten())
+                .filter_map(|e| e.as_str())
+                .collect();
+            for must in [
+                "Sandbox.Timedout",
+                "Lambda.TooManyRequestsException",
+                "Transient",
+            ] {
+                assert!(retried.contains(&must), "{name} does not retry {must}");
+            }
+        }
+    }
+
+    #[test]
     fn throttling_codes_are_transient() {
         assert!(is_transient_code("ThrottlingException"));
         assert!(is_transient_code("ProvisionedThroughputExceededException"));

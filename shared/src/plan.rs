@@ -69,8 +69,8 @@ impl Planner {
         };
         // A retried plan finds its own record: answer from it, so the snapshot and the
         // locations stay those of the first attempt. The first attempt may have stopped
-        // before writing the locations: write them again (the Map has not started yet, so
-        // nothing has moved them past Pending).
+        // before writing the locations: write those not recorded yet (a location already
+        // written is never reset, even if the Map has started).
         if let Ok(existing) = self.store.get_run(&run_id).await {
             info!(run_id, "run already planned; answering from its record");
             let locs = locations(&existing.accounts, &existing.input.regions);
@@ -126,7 +126,18 @@ impl Planner {
             locations_failed: 0,
             created_at: now_epoch(),
         };
-        self.store.create_run(&record).await?;
+        if !self.store.create_run(&record).await? {
+            // Another attempt of this plan (a retry that overlapped this one, which timed
+            // out) recorded the run first: its record, locations and event stand.
+            let existing = self.store.get_run(&run_id).await?;
+            info!(
+                run_id,
+                "run planned meanwhile by another attempt; answering from its record"
+            );
+            let locs = locations(&existing.accounts, &existing.input.regions);
+            self.store.put_locations(&run_id, &locs).await?;
+            return Ok(response(&run_id, &existing.input, &locs));
+        }
         self.store.put_locations(&run_id, &locs).await?;
         info!(
             run_id,

@@ -15,9 +15,7 @@
 use crate::error::{from_sdk, Error, Result};
 use crate::input::RunInput;
 use crate::model::{cut_text, first, InstanceState, Location, LocationOutcome, RunStatus};
-use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, PutRequest, ReturnValue, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -55,6 +53,14 @@ pub fn item_size(item: &Item) -> usize {
         }
     }
     item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// Milliseconds since the epoch.
+pub fn now_epoch_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch.
@@ -404,6 +410,49 @@ enum Transacted {
     ConditionsFailed(Option<Vec<bool>>),
 }
 
+/// Cancellation reasons that mean "try again": another transaction holds one of the items,
+/// or the table's throughput was exceeded. Retried like throttling, never an error.
+const RETRYABLE_CANCELLATIONS: [&str; 3] = [
+    "TransactionConflict",
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
+
+/// Attempts of a transaction cancelled for a retryable reason, before the handler fails
+/// with `Transient` (and the state machine retries the whole step).
+const TRANSACT_ATTEMPTS: u32 = 4;
+
+/// A transaction cancelled only for reasons worth retrying (no failed condition).
+fn transaction_retryable(
+    e: &aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError,
+) -> bool {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e {
+        E::TransactionCanceledException(c) => {
+            !transaction_condition_failed(e)
+                && (c.cancellation_reasons().iter().any(|r| {
+                    r.code()
+                        .is_some_and(|code| RETRYABLE_CANCELLATIONS.contains(&code))
+                }) || RETRYABLE_CANCELLATIONS
+                    .iter()
+                    .any(|code| c.message().unwrap_or_default().contains(code)))
+        }
+        E::TransactionInProgressException(_) => true,
+        _ => false,
+    }
+}
+
+/// Exponential backoff with jitter before transaction attempt `attempt + 1`: 25-50 ms,
+/// 50-100 ms, 100-200 ms.
+fn transact_backoff(attempt: u32) -> Duration {
+    let base = 25u64 << attempt.saturating_sub(1).min(6);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    Duration::from_millis(base + nanos % (base + 1))
+}
+
 impl Store {
     /// A store over `table`, writing records that expire after `ttl_days`.
     pub fn new(client: Client, table: &str, ttl_days: u64) -> Self {
@@ -552,48 +601,9 @@ impl Store {
         })
     }
 
-    /// Writes items with BatchWriteItem, 25 at a time, retrying unprocessed items.
-    async fn batch_put(&self, items: Vec<Item>) -> Result<()> {
-        for chunk in items.chunks(25) {
-            let mut requests: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|i| {
-                    PutRequest::builder()
-                        .set_item(Some(i.clone()))
-                        .build()
-                        .map(|p| WriteRequest::builder().put_request(p).build())
-                        .map_err(build_err)
-                })
-                .collect::<Result<_>>()?;
-            let mut attempt = 0u32;
-            while !requests.is_empty() {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, requests.clone())
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("dynamodb:BatchWriteItem", e))?;
-                requests = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if !requests.is_empty() {
-                    attempt += 1;
-                    if attempt > 8 {
-                        return Err(Error::Transient {
-                            operation: "dynamodb:BatchWriteItem".into(),
-                            message: format!("{} items still unprocessed", requests.len()),
-                        });
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one Pending item per location of a new run.
+    /// Writes one Pending item per location of a new run, only for locations not recorded
+    /// yet: a plan that timed out and finishes late (beside its retry, whose Map may already
+    /// be running) never resets a location.
     pub async fn put_locations(&self, run_id: &str, locations: &[Location]) -> Result<()> {
         let items = locations
             .iter()
@@ -607,7 +617,7 @@ impl Store {
                 item
             })
             .collect();
-        self.batch_put(items).await
+        self.put_new(items).await
     }
 
     fn location_from_item(item: &Item) -> LocationRecord {
@@ -694,7 +704,9 @@ impl Store {
         Ok(items.iter().map(Self::location_from_item).collect())
     }
 
-    /// Records what expansion found and moves the location to Dispatching.
+    /// Records what expansion found and moves the location to Dispatching, once: a later
+    /// expansion of the same location (a retry, or a timed-out one finishing late) changes
+    /// nothing.
     pub async fn set_expanded(
         &self,
         run_id: &str,
@@ -709,10 +721,10 @@ impl Store {
             .update_expression(
                 "SET phase = :ph, targeted = :t, dispatchable = :d, #w = :w, errors = :z, stopping = :f, counts = :c, startedAt = :now",
             )
-            .condition_expression("phase <> :done")
+            .condition_expression("attribute_not_exists(phase) OR phase = :pending")
             .expression_attribute_names("#w", "window")
             .expression_attribute_values(":ph", s(Phase::Dispatching.as_str()))
-            .expression_attribute_values(":done", s(Phase::Done.as_str()))
+            .expression_attribute_values(":pending", s(Phase::Pending.as_str()))
             .expression_attribute_values(":t", n(found.targeted))
             .expression_attribute_values(":d", n(found.dispatchable))
             .expression_attribute_values(":w", n(found.window))
@@ -750,18 +762,60 @@ impl Store {
         item
     }
 
-    /// Writes the instances found by expansion (overwrites: expansion runs before dispatch).
+    /// Writes the instances found by expansion, only those not recorded yet: an expansion
+    /// that timed out and finishes late (beside its retry, whose dispatch may already have
+    /// claimed and sent them) never puts an instance back to Pending.
     pub async fn put_instances(
         &self,
         run_id: &str,
         l: &Location,
         instances: &[InstanceRecord],
     ) -> Result<()> {
-        let items = instances
+        let items: Vec<Item> = instances
             .iter()
             .map(|r| self.instance_item(run_id, l, r))
             .collect();
-        self.batch_put(items).await
+        self.put_new(items).await
+    }
+
+    /// Writes the items that do not exist yet and leaves existing ones as they are: up to
+    /// 100 conditional Puts per transaction; a chunk in which some item exists already is
+    /// written item by item.
+    async fn put_new(&self, items: Vec<Item>) -> Result<()> {
+        const NEW: &str = "attribute_not_exists(PK)";
+        for chunk in items.chunks(100) {
+            let ops = chunk
+                .iter()
+                .map(|i| {
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(i.clone()))
+                        .condition_expression(NEW)
+                        .build()
+                        .map(|p| TransactWriteItem::builder().put(p).build())
+                        .map_err(build_err)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if self.transact(ops).await? {
+                continue;
+            }
+            for item in chunk {
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(item.clone()))
+                    .condition_expression(NEW)
+                    .send()
+                    .await;
+                match r {
+                    Ok(_) => {}
+                    Err(e) if e.as_service_error().is_some_and(put_condition_failed) => {}
+                    Err(e) => return Err(from_sdk("dynamodb:PutItem", e)),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every instance and batch of a location.
@@ -859,24 +913,45 @@ impl Store {
             .build())
     }
 
+    /// Runs a transaction. Cancelled by a conflict with another transaction or by
+    /// throttling, it is retried a few times with backoff, then reported `Transient`: never a
+    /// failure of the location. Cancelled by failed conditions (someone else got there
+    /// first), it answers which items failed when the service says.
     async fn transact_detailed(&self, items: Vec<TransactWriteItem>) -> Result<Transacted> {
-        let r = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(Transacted::Done),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(transaction_condition_failed) =>
-            {
-                Ok(Transacted::ConditionsFailed(
-                    e.as_service_error().and_then(failed_conditions),
-                ))
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(Transacted::Done),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(transaction_condition_failed) =>
+                {
+                    return Ok(Transacted::ConditionsFailed(
+                        e.as_service_error().and_then(failed_conditions),
+                    ))
+                }
+                Err(e) if e.as_service_error().is_some_and(transaction_retryable) => {
+                    if attempt >= TRANSACT_ATTEMPTS {
+                        let why = e
+                            .as_service_error()
+                            .map(|se| se.to_string())
+                            .unwrap_or_default();
+                        return Err(Error::Transient {
+                            operation: "dynamodb:TransactWriteItems".into(),
+                            message: format!("cancelled {attempt} times: {why}"),
+                        });
+                    }
+                    tokio::time::sleep(transact_backoff(attempt)).await;
+                }
+                Err(e) => return Err(from_sdk("dynamodb:TransactWriteItems", e)),
             }
-            Err(e) => Err(from_sdk("dynamodb:TransactWriteItems", e)),
         }
     }
 
@@ -893,23 +968,13 @@ impl Store {
         Ok(TransactWriteItem::builder().update(u).build())
     }
 
+    /// Runs a transaction (retried as [`Store::transact_detailed`] says). Ok(false): a
+    /// condition failed (someone else got there first).
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<bool> {
-        let r = self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(transaction_condition_failed) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(from_sdk("dynamodb:TransactWriteItems", e)),
-        }
+        Ok(matches!(
+            self.transact_detailed(items).await?,
+            Transacted::Done
+        ))
     }
 
     /// Claims `batch.instance_ids` (all Pending) for a new batch, atomically. Returns false
@@ -1042,11 +1107,16 @@ impl Store {
                 .get(id)
                 .copied()
                 .unwrap_or(InstanceState::Pending);
+            let set = if target.is_terminal() {
+                "SET #st = :to, updatedAt = :now, endedAt = :now REMOVE #batch"
+            } else {
+                "SET #st = :to, updatedAt = :now REMOVE #batch"
+            };
             ops.push(self.instance_update(
                 run_id,
                 l,
                 id,
-                "SET #st = :to, updatedAt = :now REMOVE #batch",
+                set,
                 "#st = :claimed AND #batch = :seq",
                 vec![
                     (":to", s(target.as_str())),
@@ -1171,7 +1241,11 @@ impl Store {
         Ok(recorded)
     }
 
-    /// Writes a location's progress: counts per state, counted errors, stopping flag.
+    /// Writes a location's progress: counts per state, counted errors, stopping flag, as
+    /// seen by a round that read the instance items after `read_from_ms` (epoch ms, taken
+    /// before the read). The write is refused when a round that started later already wrote:
+    /// an older round (a timed-out invocation still running beside its retry) never
+    /// overwrites a fresher view. Returns false when refused.
     pub async fn set_location_progress(
         &self,
         run_id: &str,
@@ -1179,20 +1253,29 @@ impl Store {
         counts: &BTreeMap<String, u64>,
         errors: u64,
         stopping: bool,
-    ) -> Result<()> {
-        self.client
+        read_from_ms: i64,
+    ) -> Result<bool> {
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(run_pk(run_id), location_sk(l))))
-            .update_expression("SET counts = :c, errors = :e, stopping = :s, updatedAt = :now")
+            .update_expression(
+                "SET counts = :c, errors = :e, stopping = :s, progressFrom = :from, updatedAt = :now",
+            )
+            .condition_expression("attribute_not_exists(progressFrom) OR progressFrom < :from")
             .expression_attribute_values(":c", counts_attr(counts))
             .expression_attribute_values(":e", n(errors))
             .expression_attribute_values(":s", AttributeValue::Bool(stopping))
+            .expression_attribute_values(":from", n(read_from_ms))
             .expression_attribute_values(":now", s(iso(now_epoch())))
             .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
-        Ok(())
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
+        }
     }
 
     /// Records a location's outcome once, and counts it on the run in the same transaction
@@ -1304,21 +1387,57 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the run's final status and summary.
+    /// Writes the run's final status and summary, once. Returns false when another attempt
+    /// of aggregate (a retry, or a timed-out one finishing late) already finished the run:
+    /// its summary stands.
     pub async fn finish_run<T: Serialize>(
         &self,
         run_id: &str,
         status: RunStatus,
         summary: &T,
-    ) -> Result<()> {
-        self.client
+    ) -> Result<bool> {
+        let r = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
             .update_expression("SET #st = :st, summary = :sum, finishedAt = :now")
+            .condition_expression("attribute_not_exists(finishedAt)")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":sum", json(summary)?)
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(update_condition_failed) => Ok(false),
+            Err(e) => Err(from_sdk("dynamodb:UpdateItem", e)),
+        }
+    }
+
+    /// Whether the "Patch Run Completed" event of the run was sent (`completedEventAt`).
+    pub async fn completed_event_sent(&self, run_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+            .projection_expression("completedEventAt")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
+        Ok(out.item.is_some_and(|i| i.contains_key("completedEventAt")))
+    }
+
+    /// Records that the "Patch Run Completed" event was sent.
+    pub async fn mark_completed_event_sent(&self, run_id: &str) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(run_pk(run_id), RUN_SK.into())))
+            .update_expression("SET completedEventAt = :now")
             .expression_attribute_values(":now", s(iso(now_epoch())))
             .send()
             .await

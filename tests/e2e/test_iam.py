@@ -50,10 +50,9 @@ def without(path: Path, tmp: Path, pattern: str, replacement: str) -> Path:
     return out
 
 
-def plan_without_batch_write(tmp: Path) -> Path:
+def plan_without_put_item(tmp: Path) -> Path:
     return without(iam.TEMPLATE, tmp,
-                   r"(Action: \[dynamodb:GetItem, dynamodb:PutItem), "
-                   r"dynamodb:BatchWriteItem\]", r"\1]")
+                   r"(Action: \[dynamodb:GetItem), dynamodb:PutItem\]", r"\1]")
 
 
 def target_without_send_command(tmp: Path) -> Path:
@@ -67,7 +66,7 @@ def test_the_templates_allow_what_fleetpatch_calls():
     p = iam.Policies(fleet())
     # WHEN the calls of one ordinary run are decided
     plan = p.decide({"kind": "app", "app": "fleetpatch-plan"}, [
-        {"action": "dynamodb:BatchWriteItem", "resource": TABLE_ARN},
+        {"action": "dynamodb:PutItem", "resource": TABLE_ARN},
         {"action": "events:PutEvents", "context": {"events:source": "fleetpatch"},
          "resource": f"arn:aws:events:us-east-1:{MGMT}:event-bus/default"}])
     dispatch = p.decide({"kind": "app", "app": "fleetpatch-dispatch"}, [
@@ -83,20 +82,20 @@ def test_the_templates_allow_what_fleetpatch_calls():
         assert all(r["allowed"] for r in d["results"]), d
 
 
-def test_plan_role_without_batch_write_item_denies_plan(tmp_path):
-    # GIVEN infra/template.yaml with plan's dynamodb:BatchWriteItem removed
-    p = iam.Policies(fleet(), template=plan_without_batch_write(tmp_path))
-    # WHEN plan writes the run's locations
+def test_plan_role_without_put_item_denies_plan(tmp_path):
+    # GIVEN infra/template.yaml with plan's dynamodb:PutItem removed
+    p = iam.Policies(fleet(), template=plan_without_put_item(tmp_path))
+    # WHEN plan records the run
     d = p.decide({"kind": "app", "app": "fleetpatch-plan"},
-                 [{"action": "dynamodb:BatchWriteItem", "resource": TABLE_ARN}])
+                 [{"action": "dynamodb:PutItem", "resource": TABLE_ARN}])
     # THEN it is denied, and the denial names the function's role, the action and the table
     r = d["results"][0]
     assert not r["allowed"]
     assert d["function"] == "PlanFunction" and d["role"] == "PlanRole"
     assert r["message"] == (
         f"User: arn:aws:sts::{MGMT}:assumed-role/fleetpatch-plan-us-east-1/fleetpatch-plan "
-        f"is not authorized to perform: dynamodb:BatchWriteItem on resource: {TABLE_ARN} "
-        "because no identity-based policy allows the dynamodb:BatchWriteItem action")
+        f"is not authorized to perform: dynamodb:PutItem on resource: {TABLE_ARN} "
+        "because no identity-based policy allows the dynamodb:PutItem action")
 
 
 def test_target_role_without_send_command_denies_dispatch(tmp_path):
@@ -164,7 +163,7 @@ def _wait_line(proc, pattern: str, timeout: float = 60) -> str:
 
 @pytest.fixture
 def gate(tmp_path):
-    """fleetsim in front of the evaluator, with plan's BatchWriteItem and the target
+    """fleetsim in front of the evaluator, with plan's PutItem and the target
     role's SendCommand removed from copies of the templates (no moto: allowed forwarded
     calls answer 501, denied ones never leave fleetsim)."""
     binary = ROOT / "target" / "debug" / "fleetsim"
@@ -174,7 +173,7 @@ def gate(tmp_path):
     try:
         ev = subprocess.Popen([sys.executable, str(ROOT / "tests/localstack/iam.py"),
                                "--fleet", str(FLEET), "--port", "0",
-                               "--template", str(plan_without_batch_write(tmp_path)),
+                               "--template", str(plan_without_put_item(tmp_path)),
                                "--target-template", str(target_without_send_command(tmp_path))],
                               stdout=subprocess.PIPE, text=True)
         procs.append(ev)
@@ -206,14 +205,13 @@ def denied(call) -> tuple[str, int, str]:
 
 
 def test_a_removed_permission_is_refused_as_the_service_refuses(gate):
-    # WHEN plan writes locations with the permission removed
-    code, status, msg = denied(lambda: client(gate, "dynamodb", "fleetpatch-plan").batch_write_item(
-        RequestItems={"fleetpatch-runs": [{"PutRequest": {"Item": {"PK": {"S": "x"},
-                                                                    "SK": {"S": "y"}}}}]}))
+    # WHEN plan records a run with the permission removed
+    code, status, msg = denied(lambda: client(gate, "dynamodb", "fleetpatch-plan").put_item(
+        TableName="fleetpatch-runs", Item={"PK": {"S": "x"}, "SK": {"S": "y"}}))
     # THEN DynamoDB's AccessDeniedException, naming plan's role, the action and the table
     assert (code, status) == ("AccessDeniedException", 400)
     assert "assumed-role/fleetpatch-plan-us-east-1/fleetpatch-plan" in msg
-    assert f"dynamodb:BatchWriteItem on resource: {TABLE_ARN}" in msg
+    assert f"dynamodb:PutItem on resource: {TABLE_ARN}" in msg
 
     # WHEN dispatch assumes the execution role and sends a command without ssm:SendCommand
     sts = client(gate, "sts", "fleetpatch-dispatch")

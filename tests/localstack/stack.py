@@ -62,6 +62,34 @@ class StackError(RuntimeError):
     """The stack could not be started (the message names the log to read)."""
 
 
+def function_timeouts(template: Path = ROOT / "infra" / "template.yaml") -> dict[str, int]:
+    """Each function's `Timeout` in infra/template.yaml (the single source), keyed by the
+    binary name cargo lambda serves (`Metadata.BuildProperties.Binary`); a function without
+    its own Timeout takes `Globals.Function.Timeout`, else Lambda's default of 3 s."""
+    import yaml
+
+    class CfnLoader(yaml.SafeLoader):
+        pass
+
+    def intrinsic(loader, suffix, node):  # !Sub, !Ref, !GetAtt, ...: kept as plain data
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)
+    CfnLoader.add_multi_constructor("!", intrinsic)
+    doc = yaml.load(template.read_text(), Loader=CfnLoader)
+    default = ((doc.get("Globals") or {}).get("Function") or {}).get("Timeout", 3)
+    out = {}
+    for res in (doc.get("Resources") or {}).values():
+        if res.get("Type") != "AWS::Serverless::Function":
+            continue
+        binary = ((res.get("Metadata") or {}).get("BuildProperties") or {}).get("Binary")
+        if binary:
+            out[binary] = int((res.get("Properties") or {}).get("Timeout", default))
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -214,6 +242,8 @@ class Stack:
                 argv += ["--iam-url", iam_url]
             if self.speed is not None:
                 argv += ["--speed", str(self.speed)]
+            for fn, seconds in function_timeouts().items():
+                argv += ["--lambda-timeout", f"{fn}={seconds}"]
             p = self._spawn("fleetsim", argv)
             log = self.state_dir / "fleetsim.log"
 
@@ -479,6 +509,11 @@ class StackClient:
 
     def faults(self, faults: list[dict]):
         return self.oracle("faults", {"faults": faults, "append": False})
+
+    def lambda_timeouts(self, overrides: dict | None = None):
+        """Overrides functions' timeouts (seconds) at run time; no argument restores the
+        template's."""
+        return self.oracle("lambda-timeouts", {"overrides": overrides or {}})
 
 
 def _plain(v):

@@ -444,3 +444,51 @@ async fn a_claimed_batch_left_by_a_failed_location_without_a_command_ends_not_st
     );
     assert_eq!(summary.instance_states.get("NotStarted"), Some(&3));
 }
+
+#[tokio::test]
+async fn a_run_finished_and_announced_by_another_attempt_is_not_announced_again() {
+    // GIVEN a run that another attempt of aggregate (the retry of this timed-out one) has
+    // already finished and announced
+    let locations = vec![done_location(ACCOUNT, "AccessDenied", &[])];
+    let (rules, _updates) = table("Running", locations, Vec::new());
+    let refused = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| {
+            req.update_expression()
+                .is_some_and(|e| e.contains("finishedAt"))
+        })
+        .then_error(|| {
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder().build(),
+            )
+        });
+    let announced = mock!(aws_sdk_dynamodb::Client::get_item)
+        .match_requests(|req| req.projection_expression() == Some("completedEventAt"))
+        .then_output(|| {
+            GetItemOutput::builder()
+                .item("completedEventAt", s("2026-11-30T12:00:00Z"))
+                .build()
+        });
+    let mut all = vec![refused, announced];
+    all.extend(rules);
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let agg = Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &all)),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, Vec::<&Rule>::new()),
+            mock_client!(
+                aws_sdk_resourcegroups,
+                RuleMode::MatchAny,
+                Vec::<&Rule>::new()
+            ),
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    // WHEN this attempt finishes late
+    agg.handle(AggregateRequest { run_id: RUN.into() })
+        .await
+        .unwrap();
+    // THEN it sends no second "Patch Run Completed" event
+    assert_eq!(ev.num_calls(), 0);
+}

@@ -855,3 +855,223 @@ async fn a_refused_execution_role_names_the_error_code_once() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_lasting_transaction_conflict_is_transient_and_sends_nothing() {
+    // GIVEN every transaction collides with another writer's
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo_with(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        Some(("TransactionConflict", usize::MAX)),
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let err = dispatcher(db, ssm).handle(task()).await.unwrap_err();
+    // THEN it fails as Transient (the state machine retries it; the location is not an
+    // Error), and nothing was sent
+    assert_eq!(err.error_type(), "Transient", "{err}");
+    assert!(sent.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_round_overtaken_by_a_later_round_does_not_overwrite_its_progress() {
+    // GIVEN a location whose progress a later-started round has already written (the
+    // conditional write of this round's counts is refused), e.g. an invocation that timed out
+    // and kept running beside its retry
+    let items: Vec<Item> = ids(2)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (_db, _seen, rules) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(2, None),
+        items,
+        false,
+    );
+    let tried: Captured<UpdateItemInput> = Captured::default();
+    let t = tried.clone();
+    let refuse = mock!(aws_sdk_dynamodb::Client::update_item)
+        .match_requests(|req| {
+            req.update_expression()
+                .is_some_and(|e| e.contains("counts"))
+        })
+        .then_compute_response(move |req| {
+            t.push(req.clone());
+            aws_smithy_mocks::MockResponse::Error(
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(
+                    aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder()
+                        .message("The conditional request failed")
+                        .build(),
+                ),
+            )
+        });
+    let mut all_rules = vec![refuse];
+    all_rules.extend(rules);
+    let db = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &all_rules);
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    let before = fleetpatch::store::now_epoch_ms();
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the round answers normally; its write was conditional on being the newer view
+    assert!(out.is_ok(), "{out:?}");
+    let w = tried.all();
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        w[0].condition_expression(),
+        Some("attribute_not_exists(progressFrom) OR progressFrom < :from")
+    );
+    let from: i64 = w[0].expression_attribute_values().unwrap()[":from"]
+        .as_n()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        from >= before,
+        "the round's start, taken before it read the items"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
+    // GIVEN 4 pending instances, and a claim that collides once with another writer's
+    // transaction (DynamoDB cancels it with TransactionConflict)
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, _seen, _r) = dynamo_with(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        Some(("TransactionConflict", 1)),
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await;
+    // THEN the conflict was retried like a throttle: the batch went out, once
+    let out = out.expect("a transaction conflict is not an error");
+    assert!(!out.done);
+    assert_eq!(sent.all(), vec![ids(4)]);
+}
+
+/// What an `ADD a :x, b :y` expression adds to `counter`.
+fn added(
+    expr: &str,
+    values: Option<&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    counter: &str,
+) -> u64 {
+    let Some(add) = expr.split("ADD ").nth(1) else {
+        return 0;
+    };
+    add.split(',')
+        .filter_map(|part| {
+            let mut w = part.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some(name), Some(placeholder)) if name == counter => values
+                    .and_then(|v| v.get(placeholder))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse::<u64>().ok()),
+                _ => None,
+            }
+        })
+        .sum()
+}
+
+/// Like [`dynamo`], with the first `cancel.1` transactions cancelled for reason `cancel.0`
+/// (`ConditionalCheckFailed`, `TransactionConflict`, ...). Only transactions that were not
+/// cancelled are captured as updates.
+fn dynamo_with(
+    run: Item,
+    loc: Item,
+    items: Vec<Item>,
+    cancel: Option<(&'static str, usize)>,
+) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
+    let seen = Seen::default();
+    let cancelled = Arc::new(AtomicU64::new(0));
+    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
+        let item = if sk_of(req.key()) == "RUN" {
+            run.clone()
+        } else {
+            loc.clone()
+        };
+        GetItemOutput::builder().set_item(Some(item)).build()
+    });
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
+        QueryOutput::builder()
+            .set_items(Some(items.clone()))
+            .build()
+    });
+    let seq = Arc::new(AtomicU64::new(0));
+    let updates = seen.updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        updates.push(req.clone());
+        if req
+            .update_expression()
+            .unwrap_or_default()
+            .contains("nextBatch")
+        {
+            let next = seq.fetch_add(1, Ordering::SeqCst) + 1;
+            UpdateItemOutput::builder()
+                .attributes("nextBatch", n(next))
+                .build()
+        } else {
+            UpdateItemOutput::builder().build()
+        }
+    });
+    let transacts = seen.transacts.clone();
+    let inputs = seen.inputs.clone();
+    let tx_updates = seen.updates.clone();
+    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
+        // Record which sort keys each transaction touched.
+        let keys = req
+            .transact_items()
+            .iter()
+            .map(|t| match (&t.put, &t.update) {
+                (Some(p), _) => sk_of(Some(&p.item)),
+                (_, Some(u)) => sk_of(Some(&u.key)),
+                _ => String::new(),
+            })
+            .collect();
+        transacts.push(keys);
+        match cancel {
+            Some((reason, times)) if (cancelled.fetch_add(1, Ordering::SeqCst) as usize) < times => {
+                aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
+                    TransactionCanceledException::builder()
+                        .message(format!("Transaction cancelled, please refer cancellation reasons for specific reasons [None, {reason}]"))
+                        .cancellation_reasons(CancellationReason::builder().code("None").build())
+                        .cancellation_reasons(CancellationReason::builder().code(reason).build())
+                        .build(),
+                ))
+            }
+            _ => {
+                inputs.push(req.clone());
+                // A transaction's updates count as updates (moved_to reads them).
+                for u in req.transact_items().iter().filter_map(|t| t.update.as_ref()) {
+                    tx_updates.push(
+                        UpdateItemInput::builder()
+                            .set_key(Some(u.key.clone()))
+                            .update_expression(u.update_expression.clone())
+                            .set_expression_attribute_values(u.expression_attribute_values.clone())
+                            .build()
+                            .unwrap(),
+                    );
+                }
+                aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+            }
+        }
+    });
+    let rules = vec![get, query, update, transact];
+    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
+    (client, seen, rules)
+}

@@ -2,9 +2,16 @@
 //! stopping run.
 
 use crate::util::*;
-use aws_sdk_dynamodb::operation::batch_write_item::{BatchWriteItemInput, BatchWriteItemOutput};
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
+use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::types::error::{
+    ConditionalCheckFailedException, TransactionCanceledException,
+};
+use aws_sdk_dynamodb::types::CancellationReason;
 use aws_sdk_resourcegroups::operation::list_group_resources::{
     ListGroupResourcesError, ListGroupResourcesOutput,
 };
@@ -22,9 +29,22 @@ use fleetpatch::model::LocationOutcome;
 use fleetpatch::task::LocationTask;
 use serde_json::json;
 
+/// A written instance item and the condition it was written under.
+type Written = (Item, Option<String>);
+
 fn dynamo(
     run_status: &'static str,
-    written: Captured<BatchWriteItemInput>,
+    written: Captured<Written>,
+) -> (aws_sdk_dynamodb::Client, Vec<Rule>) {
+    dynamo_with(run_status, written, Vec::new())
+}
+
+/// Like [`dynamo`], with the instances in `existing` already recorded: a transaction that
+/// puts one of them is cancelled, a conditional PutItem of one of them fails.
+fn dynamo_with(
+    run_status: &'static str,
+    written: Captured<Written>,
+    existing: Vec<String>,
 ) -> (aws_sdk_dynamodb::Client, Vec<Rule>) {
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
         let mut loc = location_item(1, None);
@@ -36,13 +56,53 @@ fn dynamo(
         };
         GetItemOutput::builder().set_item(Some(item)).build()
     });
-    let batch = mock!(aws_sdk_dynamodb::Client::batch_write_item).then_compute_output(move |req| {
-        written.push(req.clone());
-        BatchWriteItemOutput::builder().build()
+    let exists = {
+        let existing = existing.clone();
+        move |item: &Item| {
+            existing.contains(&item["instanceId"].as_s().cloned().unwrap_or_default())
+        }
+    };
+    let (w, e) = (written.clone(), exists.clone());
+    let transact =
+        mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
+            let puts: Vec<_> = req
+                .transact_items()
+                .iter()
+                .filter_map(|t| t.put.clone())
+                .collect();
+            if puts.iter().any(|p| e(&p.item)) {
+                return aws_smithy_mocks::MockResponse::Error(
+                    TransactWriteItemsError::TransactionCanceledException(
+                        TransactionCanceledException::builder()
+                            .cancellation_reasons(
+                                CancellationReason::builder()
+                                    .code("ConditionalCheckFailed")
+                                    .build(),
+                            )
+                            .build(),
+                    ),
+                );
+            }
+            for p in puts {
+                w.push((p.item, p.condition_expression));
+            }
+            aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+        });
+    let put = mock!(aws_sdk_dynamodb::Client::put_item).then_compute_response(move |req| {
+        let item = req.item().cloned().unwrap_or_default();
+        if exists(&item) {
+            return aws_smithy_mocks::MockResponse::Error(
+                PutItemError::ConditionalCheckFailedException(
+                    ConditionalCheckFailedException::builder().build(),
+                ),
+            );
+        }
+        written.push((item, req.condition_expression().map(str::to_string)));
+        aws_smithy_mocks::MockResponse::Output(PutItemOutput::builder().build())
     });
     let update = mock!(aws_sdk_dynamodb::Client::update_item)
         .then_output(|| UpdateItemOutput::builder().build());
-    let rules = vec![get, batch, update];
+    let rules = vec![get, transact, put, update];
     (
         mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules),
         rules,
@@ -62,19 +122,17 @@ fn arn(id: &str) -> String {
 }
 
 /// States written for each instance ID.
-fn states(written: &Captured<BatchWriteItemInput>) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for req in written.all() {
-        for reqs in req.request_items().unwrap().values() {
-            for w in reqs {
-                let item = &w.put_request.as_ref().unwrap().item;
-                out.push((
-                    item["instanceId"].as_s().unwrap().clone(),
-                    item["state"].as_s().unwrap().clone(),
-                ));
-            }
-        }
-    }
+fn states(written: &Captured<Written>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = written
+        .all()
+        .into_iter()
+        .map(|(item, _)| {
+            (
+                item["instanceId"].as_s().unwrap().clone(),
+                item["state"].as_s().unwrap().clone(),
+            )
+        })
+        .collect();
     out.sort();
     out
 }
@@ -258,4 +316,66 @@ async fn a_stopping_run_skips_the_location_without_calling_the_account() {
     assert_eq!(out.outcome, Some(LocationOutcome::Skipped));
     assert!(out.reason.unwrap().contains("location error threshold"));
     assert_eq!(sts_rule.num_calls(), 0, "the account was not called");
+}
+
+#[tokio::test]
+async fn a_late_expansion_never_rewrites_instances_already_recorded() {
+    // GIVEN a location of 3 online instances, 2 of which an earlier expansion (the retry of
+    // this one, which timed out) already recorded, and dispatch may have sent
+    let all = ids(3);
+    let members = all.clone();
+    let groups_rule =
+        mock!(aws_sdk_resourcegroups::Client::list_group_resources).then_output(move || {
+            let mut b = ListGroupResourcesOutput::builder();
+            for id in &members {
+                b = b.resources(
+                    ListGroupResourcesItem::builder()
+                        .identifier(
+                            ResourceIdentifier::builder()
+                                .resource_arn(arn(id))
+                                .resource_type("AWS::EC2::Instance")
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let online = all.clone();
+    let info_rule =
+        mock!(aws_sdk_ssm::Client::describe_instance_information).then_output(move || {
+            let mut b = DescribeInstanceInformationOutput::builder();
+            for id in &online {
+                b = b.instance_information_list(
+                    InstanceInformation::builder()
+                        .instance_id(id)
+                        .ping_status(PingStatus::Online)
+                        .platform_type(PlatformType::Linux)
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let written = Captured::default();
+    let (db, _r) = dynamo_with("Running", written.clone(), all[..2].to_vec());
+    let e = Expander {
+        config: Config::for_tests(),
+        store: store(db),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
+            mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
+        ),
+    };
+    // WHEN this expansion finishes late
+    e.handle(task()).await.unwrap();
+    // THEN only the instance not yet recorded was written, and every write was conditional
+    // on the item not existing: nothing already claimed or sent goes back to Pending
+    assert_eq!(
+        states(&written),
+        vec![(all[2].clone(), "Pending".to_string())]
+    );
+    assert!(written
+        .all()
+        .iter()
+        .all(|(_, c)| c.as_deref() == Some("attribute_not_exists(PK)")));
 }

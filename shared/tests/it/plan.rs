@@ -2,9 +2,9 @@
 //! "run started" event, and rejection of bad input with nothing dispatched.
 
 use crate::util::*;
-use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemOutput;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemInput, PutItemOutput};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_organizations::operation::describe_account::{
     DescribeAccountError, DescribeAccountOutput,
@@ -109,8 +109,8 @@ fn world_full(existing: Option<Item>, ssm_rules: Vec<Rule>) -> World {
         p.push(req.clone());
         PutItemOutput::builder().build()
     });
-    let batch = mock!(aws_sdk_dynamodb::Client::batch_write_item)
-        .then_output(|| BatchWriteItemOutput::builder().build());
+    let batch = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
     let ev = mock!(aws_sdk_eventbridge::Client::put_events).then_compute_output(move |req| {
         e.push(req.clone());
         PutEventsOutput::builder().failed_entry_count(0).build()
@@ -555,4 +555,57 @@ async fn a_rejected_run_with_many_violations_keeps_a_bounded_record_and_event() 
         serde_json::from_str(w.events.all()[0].entries()[0].detail().unwrap()).unwrap();
     assert_eq!(detail["reasons"].as_array().unwrap().len(), 100);
     assert_eq!(detail["reasonsOmitted"], 200);
+}
+
+#[tokio::test]
+async fn a_plan_overtaken_by_its_own_retry_answers_from_the_retrys_record_and_announces_nothing() {
+    // GIVEN a plan that timed out and is still running: when it reads, the run does not
+    // exist; by the time it writes the run, its retry has recorded it (and announced it)
+    let get = mock!(aws_sdk_dynamodb::Client::get_item)
+        .sequence()
+        .output(|| GetItemOutput::builder().build())
+        .output(|| {
+            GetItemOutput::builder()
+                .set_item(Some(run_item("Running", json!({}), Some(0))))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let put = mock!(aws_sdk_dynamodb::Client::put_item).then_error(|| {
+        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(
+            aws_sdk_dynamodb::types::error::ConditionalCheckFailedException::builder().build(),
+        )
+    });
+    let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
+        .then_output(|| TransactWriteItemsOutput::builder().build());
+    let active =
+        mock!(aws_sdk_organizations::Client::describe_account).then_compute_output(|req| {
+            DescribeAccountOutput::builder()
+                .account(
+                    Account::builder()
+                        .id(req.account_id().unwrap_or_default())
+                        .state(AccountState::Active)
+                        .build(),
+                )
+                .build()
+        });
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    let planner = Planner {
+        config: Config::for_tests(),
+        store: store(mock_client!(
+            aws_sdk_dynamodb,
+            RuleMode::MatchAny,
+            [&get, &put, &tx]
+        )),
+        orgs: mock_client!(aws_sdk_organizations, RuleMode::MatchAny, [&active]),
+        ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&region_pages()]),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    };
+    let input = run_input(json!({"regions": [REGION, "eu-west-1"]}));
+    // WHEN it goes on
+    let resp = planner.handle(request(input)).await.unwrap();
+    // THEN it answers with the recorded run's locations, and sends no second "started" event
+    assert_eq!(resp.locations, vec![LOC.to_string()]);
+    assert_eq!(ev.num_calls(), 0);
 }

@@ -250,3 +250,37 @@ def test_ssm_public_region_list(sim):
     with pytest.raises(ClientError) as e:
         ssm.get_parameters_by_path(Path="/aws/service/global-infrastructure/regions", MaxResults=11)
     assert code(e) == "ValidationException"
+
+
+def test_forwarded_dynamodb_and_lambda_faults_parse_as_the_services_errors(sim):
+    # GIVEN a conflict on transactions touching the run item, a throttled UpdateItem and a
+    # throttled Lambda invoke (refused by fleetsim before anything is forwarded)
+    oracle(sim, "faults", {"faults": [
+        {"kind": "transaction_conflict", "service": "dynamodb", "operation": "TransactWriteItems",
+         "body_contains": '"S":"RUN"}', "count": 1},
+        {"kind": "throttle", "service": "dynamodb", "operation": "UpdateItem", "count": 1},
+        {"kind": "throttle", "service": "lambda", "function": "dispatch", "count": 1},
+    ]})
+    ddb = client(sim, "dynamodb", config=NO_RETRY)
+    run_key = {"PK": {"S": "RUN#r"}, "SK": {"S": "RUN"}}
+    inst_key = {"PK": {"S": "LOC#r#1#us-east-1"}, "SK": {"S": "INST#i-1"}}
+    update = {"TableName": "t", "UpdateExpression": "ADD n :one",
+              "ExpressionAttributeValues": {":one": {"N": "1"}}}
+    # WHEN boto3 (AWS's own models) sends them
+    with pytest.raises(ClientError) as tx:
+        ddb.transact_write_items(TransactItems=[{"Update": {**update, "Key": inst_key}},
+                                                {"Update": {**update, "Key": run_key}}])
+    with pytest.raises(ClientError) as up:
+        ddb.update_item(Key=run_key, **update)
+    lam = client(sim, "lambda", config=NO_RETRY)
+    with pytest.raises(ClientError) as inv:
+        lam.invoke(FunctionName="arn:aws:lambda:us-east-1:111111111111:function:dispatch",
+                   Payload=b"{}")
+    oracle(sim, "faults", {"faults": []})
+    # THEN each parses as the modelled error, with DynamoDB's cancellation reasons per item
+    assert code(tx) == "TransactionCanceledException"
+    assert [r["Code"] for r in tx.value.response["CancellationReasons"]] == \
+        ["None", "TransactionConflict"]
+    assert code(up) == "ProvisionedThroughputExceededException"
+    assert code(inv) == "TooManyRequestsException"
+    assert inv.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429

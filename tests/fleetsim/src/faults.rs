@@ -4,7 +4,7 @@
 //! Rules match on service, operation, account and Region; unset fields match anything.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,14 @@ pub enum FaultKind {
     /// Perform the call, then answer an error (`status`, `code`, `message`) instead of its
     /// result: what a 500 or 503 after the service acted looks like to the caller.
     ErrorAfter,
+    /// Perform the call, then hold its response for `delay_ms` before answering (the caller
+    /// may give up first: the call has taken effect all the same).
+    Delay,
+    /// DynamoDB only: refuse a write that collides with a transaction in progress, as
+    /// DynamoDB does (TransactWriteItems: `TransactionCanceledException` whose
+    /// `CancellationReasons` say `TransactionConflict`; single-item writes:
+    /// `TransactionConflictException`). Nothing is written.
+    TransactionConflict,
 }
 
 /// One fault rule. Exactly how it triggers: `rate`/`burst` (token bucket per
@@ -66,6 +74,47 @@ pub struct FaultRule {
     /// Error message for `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How long `delay` holds the response, in real milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Lambda Invoke only: the function name (after `function:`, qualifier dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// A substring the raw request body must contain (forwarded DynamoDB calls: a table
+    /// name, a key such as `"S":"RUN"}`, a run id). For `transaction_conflict` on
+    /// TransactWriteItems it also picks which items get the `TransactionConflict` reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+}
+
+/// Whether `body` contains `pattern`, ignoring ASCII whitespace in both (SDKs differ:
+/// botocore writes `"S": "RUN"`, the Rust SDK `"S":"RUN"`).
+pub fn body_contains(body: &[u8], pattern: &str) -> bool {
+    let squeeze = |s: &str| -> String { s.chars().filter(|c| !c.is_ascii_whitespace()).collect() };
+    squeeze(&String::from_utf8_lossy(body)).contains(&squeeze(pattern))
+}
+
+/// What a forwarded call (Lambda Invoke, DynamoDB) carries beyond its [`CallKey`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallDetail<'a> {
+    /// Lambda Invoke: the function name.
+    pub function: Option<&'a str>,
+    /// The raw request body.
+    pub body: Option<&'a [u8]>,
+}
+
+/// What to do with a forwarded call before sending it upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardDecision {
+    /// Forward it.
+    Proceed,
+    /// Answer the service's throttling error.
+    Throttle,
+    /// Answer this error: (status, code, message); code None = service default.
+    Error(u16, Option<String>, String),
+    /// Answer DynamoDB's transaction conflict; the pattern (if any) picks the conflicting
+    /// items of a TransactWriteItems.
+    TransactionConflict(Option<String>),
 }
 
 /// The call a decision is made for.
@@ -108,13 +157,31 @@ pub struct Faults {
 
 impl FaultRule {
     fn matches(&self, k: &CallKey<'_>) -> bool {
+        self.matches_detail(k, &CallDetail::default())
+    }
+
+    /// Whether the rule matches; a rule naming a function or a body substring matches only
+    /// calls that carry one.
+    fn matches_detail(&self, k: &CallKey<'_>, d: &CallDetail<'_>) -> bool {
         fn ok(f: &Option<String>, v: &str) -> bool {
             f.as_deref().is_none_or(|f| f == v)
         }
+        let function_ok = match (&self.function, d.function) {
+            (None, _) => true,
+            (Some(f), Some(v)) => f == v,
+            (Some(_), None) => false,
+        };
+        let body_ok = match (&self.body_contains, d.body) {
+            (None, _) => true,
+            (Some(p), Some(b)) => body_contains(b, p),
+            (Some(_), None) => false,
+        };
         ok(&self.service, k.service)
             && ok(&self.operation, k.operation)
             && ok(&self.account, k.account)
             && ok(&self.region, k.region)
+            && function_ok
+            && body_ok
     }
 }
 
@@ -186,7 +253,7 @@ impl Faults {
     pub fn before(&mut self, key: &CallKey<'_>) -> PreDecision {
         for i in 0..self.rules.len() {
             let kind = self.rules[i].kind;
-            if matches!(kind, FaultKind::Drop | FaultKind::ErrorAfter)
+            if !matches!(kind, FaultKind::Throttle | FaultKind::Error)
                 || !self.rules[i].matches(key)
             {
                 continue;
@@ -241,6 +308,58 @@ impl Faults {
         }
         false
     }
+
+    /// How long the response of a call that was just handled must be held (`delay` rules).
+    pub fn delay_response(
+        &mut self,
+        key: &CallKey<'_>,
+        detail: &CallDetail<'_>,
+    ) -> Option<Duration> {
+        for i in 0..self.rules.len() {
+            if self.rules[i].kind == FaultKind::Delay
+                && self.rules[i].matches_detail(key, detail)
+                && self.fires(i, key)
+            {
+                return Some(Duration::from_millis(self.rules[i].delay_ms.unwrap_or(0)));
+            }
+        }
+        None
+    }
+
+    /// Decides throttling / errors / transaction conflicts for a call about to be forwarded
+    /// (Lambda Invoke, DynamoDB). `drop` and `delay` rules do not apply to forwarded calls.
+    pub fn before_forwarded(
+        &mut self,
+        key: &CallKey<'_>,
+        detail: &CallDetail<'_>,
+    ) -> ForwardDecision {
+        for i in 0..self.rules.len() {
+            let kind = self.rules[i].kind;
+            let applies = match kind {
+                FaultKind::Throttle | FaultKind::Error => true,
+                FaultKind::TransactionConflict => key.service == "dynamodb",
+                _ => false,
+            };
+            if !applies || !self.rules[i].matches_detail(key, detail) || !self.fires(i, key) {
+                continue;
+            }
+            let r = &self.rules[i];
+            return match kind {
+                FaultKind::Throttle => ForwardDecision::Throttle,
+                FaultKind::TransactionConflict => {
+                    ForwardDecision::TransactionConflict(r.body_contains.clone())
+                }
+                _ => ForwardDecision::Error(
+                    r.status.unwrap_or(500),
+                    r.code.clone(),
+                    r.message
+                        .clone()
+                        .unwrap_or_else(|| "Injected by fleetsim".to_string()),
+                ),
+            };
+        }
+        ForwardDecision::Proceed
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +389,9 @@ mod tests {
             status: None,
             code: None,
             message: None,
+            delay_ms: None,
+            function: None,
+            body_contains: None,
         }
     }
 
@@ -337,5 +459,74 @@ mod tests {
             .filter(|_| f.before(&key()) != PreDecision::Proceed)
             .count();
         assert!((800..1200).contains(&n), "got {n}");
+    }
+
+    #[test]
+    fn forwarded_rules_match_function_and_body() {
+        // GIVEN a throttle on the dispatch function and a conflict on the run item
+        let mut lambda = rule(FaultKind::Throttle);
+        lambda.service = Some("lambda".into());
+        lambda.operation = None;
+        lambda.function = Some("dispatch".into());
+        let mut ddb = rule(FaultKind::TransactionConflict);
+        ddb.service = Some("dynamodb".into());
+        ddb.operation = Some("TransactWriteItems".into());
+        ddb.body_contains = Some(r#""S":"RUN"}"#.into());
+        let mut f = Faults::new(vec![lambda, ddb], 1);
+        let invoke = CallKey {
+            service: "lambda",
+            operation: "Invoke",
+            ..key()
+        };
+        let dispatch = CallDetail {
+            function: Some("dispatch"),
+            body: None,
+        };
+        let plan = CallDetail {
+            function: Some("plan"),
+            body: None,
+        };
+        // THEN only the named function is throttled
+        assert_eq!(
+            f.before_forwarded(&invoke, &dispatch),
+            ForwardDecision::Throttle
+        );
+        assert_eq!(f.before_forwarded(&invoke, &plan), ForwardDecision::Proceed);
+        // AND only a transaction touching the run item conflicts
+        let tx = CallKey {
+            service: "dynamodb",
+            operation: "TransactWriteItems",
+            ..key()
+        };
+        let run_item =
+            br#"{"TransactItems":[{"Update":{"Key":{"PK":{"S":"RUN#r"},"SK":{"S":"RUN"}}}}]}"#;
+        let other =
+            br#"{"TransactItems":[{"Update":{"Key":{"PK":{"S":"LOC#r"},"SK":{"S":"INST#i-1"}}}}]}"#;
+        let d = |b: &'static [u8]| CallDetail {
+            function: None,
+            body: Some(b),
+        };
+        assert!(matches!(
+            f.before_forwarded(&tx, &d(run_item)),
+            ForwardDecision::TransactionConflict(Some(_))
+        ));
+        assert_eq!(f.before_forwarded(&tx, &d(other)), ForwardDecision::Proceed);
+        // AND a served call never sees these rules
+        assert_eq!(f.before(&key()), PreDecision::Proceed);
+    }
+
+    #[test]
+    fn delay_rules_hold_the_response_and_never_refuse() {
+        let mut r = rule(FaultKind::Delay);
+        r.delay_ms = Some(1500);
+        r.count = Some(1);
+        let mut f = Faults::new(vec![r], 1);
+        assert_eq!(f.before(&key()), PreDecision::Proceed);
+        let none = CallDetail::default();
+        assert_eq!(
+            f.delay_response(&key(), &none),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(f.delay_response(&key(), &none), None);
     }
 }

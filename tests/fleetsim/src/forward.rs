@@ -1,8 +1,12 @@
 //! Forwarding of everything the simulator does not serve: verbatim to moto, and Lambda
 //! Invoke to `cargo lambda watch` (function name taken from a possibly URL-encoded ARN),
 //! translating its HTTP 500 `{errorType, errorMessage}` into real Lambda's
-//! HTTP 200 + `X-Amz-Function-Error: Unhandled`.
+//! HTTP 200 + `X-Amz-Function-Error: Unhandled`. Each function's `Timeout` is enforced as
+//! Lambda does (the caller gets `Sandbox.Timedout`), except that the invocation is not
+//! stopped: it keeps running beside the caller's retry, which is stricter than AWS.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +30,40 @@ pub struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
     moto_url: Option<String>,
     lambda_url: Option<String>,
+    lambda_timeouts: Arc<Mutex<LambdaTimeouts>>,
+}
+
+/// Each function's timeout in seconds: the template's (`--lambda-timeout NAME=SECONDS`), and
+/// the oracle's run-time overrides, which win. A function in neither has no timeout but
+/// Lambda's 15 minutes.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LambdaTimeouts {
+    /// From the command line (the template's `Timeout`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, f64>,
+    /// Set through `POST /_fleetsim/lambda-timeouts`; cleared by posting `{}`.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, f64>,
+}
+
+impl LambdaTimeouts {
+    /// The timeout in force for `function`.
+    pub fn effective(&self, function: &str) -> Option<Duration> {
+        self.overrides
+            .get(function)
+            .or_else(|| self.defaults.get(function))
+            .filter(|s| s.is_finite() && **s > 0.0)
+            .map(|s| Duration::from_secs_f64(*s))
+    }
+}
+
+/// What a Lambda invocation came to.
+#[derive(Debug)]
+pub struct Invoked {
+    /// What the caller gets.
+    pub response: HttpResponse,
+    /// Whether the function's timeout passed first (the invocation goes on running).
+    pub timed_out: bool,
 }
 
 /// A request as received, with its body collected.
@@ -71,6 +109,50 @@ impl Forwarder {
             client,
             moto_url: moto_url.map(trim),
             lambda_url: lambda_url.map(trim),
+            lambda_timeouts: Arc::new(Mutex::new(LambdaTimeouts::default())),
+        }
+    }
+
+    /// Sets the functions' timeouts (seconds), as the template declares them.
+    pub fn with_lambda_timeouts(self, defaults: BTreeMap<String, f64>) -> Self {
+        crate::state::lock(&self.lambda_timeouts).defaults = defaults;
+        self
+    }
+
+    /// The timeouts in force.
+    pub fn lambda_timeouts(&self) -> LambdaTimeouts {
+        crate::state::lock(&self.lambda_timeouts).clone()
+    }
+
+    /// Replaces the run-time overrides (an empty map restores the template's timeouts).
+    pub fn set_lambda_timeout_overrides(&self, overrides: BTreeMap<String, f64>) {
+        crate::state::lock(&self.lambda_timeouts).overrides = overrides;
+    }
+
+    /// Invokes `function`, answering `Sandbox.Timedout` once its timeout passes. The
+    /// invocation itself is never cancelled: it runs to its end in the background.
+    pub async fn invoke_lambda(&self, function: &str, req: Incoming) -> Invoked {
+        let limit = crate::state::lock(&self.lambda_timeouts).effective(function);
+        let this = self.clone();
+        let name = function.to_string();
+        let call = tokio::spawn(async move { this.to_lambda(&name, req).await });
+        let outcome = match limit {
+            Some(t) => tokio::time::timeout(t, call).await.map_err(|_| t),
+            None => Ok(call.await),
+        };
+        match outcome {
+            Ok(Ok(response)) => Invoked {
+                response,
+                timed_out: false,
+            },
+            Ok(Err(e)) => Invoked {
+                response: bad_gateway(function, &e.to_string()),
+                timed_out: false,
+            },
+            Err(t) => Invoked {
+                response: sandbox_timed_out(t),
+                timed_out: true,
+            },
         }
     }
 
@@ -150,6 +232,29 @@ fn bad_gateway(url: &str, err: &str) -> HttpResponse {
     )
 }
 
+/// What Lambda answers when a function runs past its timeout: HTTP 200, an unhandled
+/// function error of type `Sandbox.Timedout` (the name Step Functions' Retry matches).
+pub fn sandbox_timed_out(limit: Duration) -> HttpResponse {
+    let body = serde_json::json!({
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": format!(
+            "RequestId: {} Error: Task timed out after {:.2} seconds",
+            uuid::Uuid::new_v4(),
+            limit.as_secs_f64()
+        ),
+    });
+    let mut resp = json_response(200, &body);
+    resp.headers_mut().insert(
+        "x-amz-function-error",
+        HeaderValue::from_static("Unhandled"),
+    );
+    resp.headers_mut().insert(
+        "x-amz-executed-version",
+        HeaderValue::from_static("$LATEST"),
+    );
+    resp
+}
+
 /// HTTP 500 with a `{errorType, ...}` JSON body becomes HTTP 200 + `X-Amz-Function-Error`.
 async fn translate_lambda_error(resp: HttpResponse) -> HttpResponse {
     if resp.status() != StatusCode::INTERNAL_SERVER_ERROR {
@@ -205,6 +310,27 @@ mod tests {
         assert_eq!(
             lambda_function_name(&Method::POST, "/2015-03-31/functions/plan"),
             None
+        );
+    }
+
+    #[test]
+    fn overrides_win_over_the_template_and_an_empty_map_restores_it() {
+        let f = Forwarder::new(None, None)
+            .with_lambda_timeouts(BTreeMap::from([("dispatch".to_string(), 120.0)]));
+        assert_eq!(
+            f.lambda_timeouts().effective("dispatch"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(f.lambda_timeouts().effective("plan"), None);
+        f.set_lambda_timeout_overrides(BTreeMap::from([("dispatch".to_string(), 2.5)]));
+        assert_eq!(
+            f.lambda_timeouts().effective("dispatch"),
+            Some(Duration::from_millis(2500))
+        );
+        f.set_lambda_timeout_overrides(BTreeMap::new());
+        assert_eq!(
+            f.lambda_timeouts().effective("dispatch"),
+            Some(Duration::from_secs(120))
         );
     }
 }

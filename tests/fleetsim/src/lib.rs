@@ -19,6 +19,7 @@ pub mod clock;
 pub mod faults;
 pub mod fleet;
 pub mod forward;
+pub mod forward_faults;
 pub mod iam;
 pub mod oracle;
 pub mod protocol;

@@ -11,6 +11,7 @@ use fleetsim::Options;
 const USAGE: &str = "usage: fleetsim --fleet FILE [--port N] [--moto-url URL] [--lambda-url URL]
                 [--speed X] [--invocation-visibility-ms N] [--pending-seconds N]
                 [--fault JSON]... [--iam-url URL]
+                [--lambda-timeout NAME=SECONDS]...
 
   --fleet FILE                 fleet file (TOML), required
   --port N                     port on 127.0.0.1 (default 4566; 0 = any free port)
@@ -20,7 +21,9 @@ const USAGE: &str = "usage: fleetsim --fleet FILE [--port N] [--moto-url URL] [-
   --invocation-visibility-ms N InvocationDoesNotExist window after SendCommand (default 1500)
   --pending-seconds N          simulated seconds an invocation stays Pending (default 2)
   --fault JSON                 a fault rule, e.g. '{\"kind\":\"throttle\",\"operation\":\"SendCommand\",\"rate\":5}'
-  --iam-url URL                IAM evaluator (tests/localstack/iam.py): every call is evaluated";
+  --iam-url URL                IAM evaluator (tests/localstack/iam.py): every call is evaluated
+  --lambda-timeout NAME=SECS   a function's Timeout (the template's); past it Invoke answers
+                               Sandbox.Timedout while the invocation runs on";
 
 fn parse() -> Result<(PathBuf, Options), String> {
     let mut args = std::env::args().skip(1);
@@ -33,6 +36,7 @@ fn parse() -> Result<(PathBuf, Options), String> {
     let mut pending = None;
     let mut faults = Vec::new();
     let mut iam_url = None;
+    let mut lambda_timeouts = std::collections::BTreeMap::new();
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -63,6 +67,16 @@ fn parse() -> Result<(PathBuf, Options), String> {
                 faults.push(rule);
             }
             "--iam-url" => iam_url = Some(value("--iam-url")?),
+            "--lambda-timeout" => {
+                let v = value("--lambda-timeout")?;
+                let (name, secs) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--lambda-timeout: expected NAME=SECONDS, got {v}"))?;
+                let secs: f64 = secs
+                    .parse()
+                    .map_err(|e| format!("--lambda-timeout {name}: {e}"))?;
+                lambda_timeouts.insert(name.to_string(), secs);
+            }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -78,6 +92,7 @@ fn parse() -> Result<(PathBuf, Options), String> {
     opts.pending_seconds = pending;
     opts.faults = faults;
     opts.iam_url = iam_url;
+    opts.lambda_timeouts = lambda_timeouts;
     Ok((path, opts))
 }
 

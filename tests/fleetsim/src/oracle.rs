@@ -24,6 +24,10 @@ pub struct OpCounters {
     pub injected_errors: u64,
     /// Handled but the response was dropped.
     pub dropped: u64,
+    /// Handled, and the response held back by a `delay` rule.
+    pub delayed: u64,
+    /// Forwarded DynamoDB calls refused with a transaction conflict.
+    pub conflicts: u64,
 }
 
 /// API call statistics.
@@ -33,9 +37,21 @@ pub struct Stats {
     pub ops: BTreeMap<String, OpCounters>,
     /// Calls forwarded upstream, keyed by `service` (or `lambda`).
     pub forwarded: BTreeMap<String, u64>,
+    /// Forwarded calls that fault rules looked at (Lambda Invoke, DynamoDB), keyed by
+    /// `service:Operation`.
+    pub forwarded_ops: BTreeMap<String, OpCounters>,
+    /// Lambda invocations answered `Sandbox.Timedout`, by function.
+    pub lambda_timed_out: BTreeMap<String, u64>,
 }
 
 impl Stats {
+    /// The counters of one forwarded operation.
+    pub fn forwarded_op(&mut self, service: &str, op: &str) -> &mut OpCounters {
+        self.forwarded_ops
+            .entry(format!("{service}:{op}"))
+            .or_default()
+    }
+
     /// The counters of one operation.
     pub fn op(&mut self, service: &str, op: &str) -> &mut OpCounters {
         self.ops.entry(format!("{service}:{op}")).or_default()
@@ -56,6 +72,14 @@ struct FaultsBody {
 struct ClockBody {
     advance_seconds: Option<f64>,
     speed: Option<f64>,
+}
+
+/// `POST /_fleetsim/lambda-timeouts`: seconds per function; `{}` restores the template's.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LambdaTimeoutsBody {
+    #[serde(default)]
+    overrides: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -107,6 +131,18 @@ pub fn handle(state: &AppState, method: &hyper::Method, path: &str, body: &[u8])
             }
             Err(e) => bad(format!("invalid clock body: {e}")),
         },
+        ("GET", "/_fleetsim/lambda-timeouts") => {
+            json_response(200, &json!(state.forwarder.lambda_timeouts()))
+        }
+        ("POST", "/_fleetsim/lambda-timeouts") => {
+            match serde_json::from_slice::<LambdaTimeoutsBody>(body) {
+                Ok(b) => {
+                    state.forwarder.set_lambda_timeout_overrides(b.overrides);
+                    json_response(200, &json!(state.forwarder.lambda_timeouts()))
+                }
+                Err(e) => bad(format!("invalid lambda-timeouts body: {e}")),
+            }
+        }
         ("POST", "/_fleetsim/reset") => {
             let b = if body.is_empty() {
                 Ok(ResetBody::default())
@@ -206,11 +242,23 @@ fn stats(state: &AppState) -> Value {
         .map(|(k, c)| {
             (
                 k,
-                json!({"calls": c.calls, "throttled": c.throttled, "injected_errors": c.injected_errors, "dropped": c.dropped}),
+                json!({"calls": c.calls, "throttled": c.throttled, "injected_errors": c.injected_errors, "dropped": c.dropped, "delayed": c.delayed}),
+            )
+        })
+        .collect();
+    let forwarded_calls: BTreeMap<&String, Value> = st
+        .forwarded_ops
+        .iter()
+        .map(|(k, c)| {
+            (
+                k,
+                json!({"calls": c.calls, "throttled": c.throttled, "injected_errors": c.injected_errors, "conflicts": c.conflicts}),
             )
         })
         .collect();
     json!({
+        "forwarded_calls": forwarded_calls,
+        "lambda_timed_out": st.lambda_timed_out,
         "calls": calls,
         "total_calls": st.ops.values().map(|c| c.calls).sum::<u64>(),
         "total_throttled": st.ops.values().map(|c| c.throttled).sum::<u64>(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hyper::Method;
 
-use crate::faults::{CallKey, PreDecision};
+use crate::faults::{CallDetail, CallKey, PreDecision};
 use crate::forward::{lambda_function_name, Incoming};
 use crate::iam::{self, Iam, Principal};
 use crate::protocol::{
@@ -180,7 +180,17 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
                 .forwarded
                 .entry("lambda".to_string())
                 .or_default() += 1;
-            Ok(state.forwarder.to_lambda(&function, req).await)
+            if let Some(refused) = lambda_fault(&state, scope.as_ref(), &function, &req) {
+                return Ok(refused);
+            }
+            let invoked = state.forwarder.invoke_lambda(&function, req).await;
+            if invoked.timed_out {
+                *lock(&state.stats)
+                    .lambda_timed_out
+                    .entry(function)
+                    .or_default() += 1;
+            }
+            Ok(invoked.response)
         }
         Route::Forward => {
             let svc = scope
@@ -188,6 +198,9 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
                 .map(|s| s.service.clone())
                 .unwrap_or_else(|| "unsigned".to_string());
             *lock(&state.stats).forwarded.entry(svc).or_default() += 1;
+            if let Some(refused) = dynamodb_fault(&state, scope.as_ref(), &req) {
+                return Ok(refused);
+            }
             Ok(state.forwarder.to_moto(req).await)
         }
         Route::Served(service, op) => {
@@ -228,6 +241,15 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
             if lock(&state.faults).drop_response(&key) {
                 lock(&state.stats).op(service, &op).dropped += 1;
                 return Err(Dropped);
+            }
+            let detail = CallDetail {
+                function: None,
+                body: Some(&req.body),
+            };
+            let delay = lock(&state.faults).delay_response(&key, &detail);
+            if let Some(d) = delay {
+                lock(&state.stats).op(service, &op).delayed += 1;
+                tokio::time::sleep(d).await;
             }
             let after = lock(&state.faults).error_after(&key);
             if let Some((status, code, message)) = after {
@@ -287,4 +309,83 @@ async fn authorize(
         .authorize(&principal, app.as_deref(), &operation, checks)
         .await?;
     Some(iam::denied_response(service, &message))
+}
+
+/// Account and Region a forwarded call acts in: from its credential scope, else from the
+/// function ARN of a Lambda Invoke.
+fn forwarded_where(state: &AppState, scope: Option<&SigV4Scope>) -> (String, String) {
+    match scope {
+        Some(s) => (sts::account_for(state, &s.access_key), s.region.clone()),
+        None => (state.fleet.management_account.clone(), String::new()),
+    }
+}
+
+/// A Lambda fault rule's answer for this Invoke, if one fires (`service` `lambda`,
+/// `operation` `Invoke`, optionally `function`).
+fn lambda_fault(
+    state: &AppState,
+    scope: Option<&SigV4Scope>,
+    function: &str,
+    req: &Incoming,
+) -> Option<HttpResponse> {
+    let (account, region) = forwarded_where(state, scope);
+    let key = CallKey {
+        service: "lambda",
+        operation: "Invoke",
+        account: &account,
+        region: &region,
+    };
+    let detail = CallDetail {
+        function: Some(function),
+        body: Some(&req.body),
+    };
+    let decision = lock(&state.faults).before_forwarded(&key, &detail);
+    let answer = crate::forward_faults::lambda_answer(&decision);
+    count_forwarded_fault(state, "lambda", "Invoke", &decision);
+    answer
+}
+
+/// A DynamoDB fault rule's answer for this forwarded call, if one fires (`service`
+/// `dynamodb`, `operation` from `X-Amz-Target`, optionally `body_contains`).
+fn dynamodb_fault(
+    state: &AppState,
+    scope: Option<&SigV4Scope>,
+    req: &Incoming,
+) -> Option<HttpResponse> {
+    if scope.map(|s| s.service.as_str()) != Some("dynamodb") {
+        return None;
+    }
+    let op = target_op(&req.headers, "DynamoDB_20120810")?.to_string();
+    let (account, region) = forwarded_where(state, scope);
+    let key = CallKey {
+        service: "dynamodb",
+        operation: &op,
+        account: &account,
+        region: &region,
+    };
+    let detail = CallDetail {
+        function: None,
+        body: Some(&req.body),
+    };
+    let decision = lock(&state.faults).before_forwarded(&key, &detail);
+    count_forwarded_fault(state, "dynamodb", &op, &decision);
+    crate::forward_faults::dynamodb_answer(&decision, &op, &req.body)
+}
+
+fn count_forwarded_fault(
+    state: &AppState,
+    service: &str,
+    op: &str,
+    decision: &crate::faults::ForwardDecision,
+) {
+    use crate::faults::ForwardDecision as D;
+    let mut stats = lock(&state.stats);
+    let c = stats.forwarded_op(service, op);
+    c.calls += 1;
+    match decision {
+        D::Proceed => {}
+        D::Throttle => c.throttled += 1,
+        D::Error(..) => c.injected_errors += 1,
+        D::TransactionConflict(_) => c.conflicts += 1,
+    }
 }

@@ -43,6 +43,8 @@ pub struct Options {
     pub faults: Vec<FaultRule>,
     /// IAM evaluator sidecar URL: every call is then evaluated and denied as AWS would.
     pub iam_url: Option<String>,
+    /// Lambda functions' timeouts in seconds (the template's `Timeout`), by function name.
+    pub lambda_timeouts: std::collections::BTreeMap<String, f64>,
 }
 
 impl Options {
@@ -58,6 +60,7 @@ impl Options {
             pending_seconds: None,
             faults: Vec::new(),
             iam_url: None,
+            lambda_timeouts: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -135,7 +138,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         sessions: Mutex::new(Sessions::default()),
         faults: Mutex::new(Faults::new(faults, settings.fault_seed.unwrap_or(1))),
         stats: Mutex::new(Stats::default()),
-        forwarder: Forwarder::new(opts.moto_url, opts.lambda_url),
+        forwarder: Forwarder::new(opts.moto_url, opts.lambda_url)
+            .with_lambda_timeouts(opts.lambda_timeouts),
         iam: opts.iam_url.map(crate::iam::Iam::new),
         fleet: opts.fleet,
     });

@@ -23,6 +23,7 @@ struct Seen {
 
 /// A fake upstream recording requests; `/2015-03-31/functions/fail/...` answers 500 with a
 /// Lambda error body, `/2015-03-31/functions/gone/...` answers 404, anything else 200.
+/// `/2015-03-31/functions/slow/...` answers after 800 ms and then logs a `FINISHED` entry.
 async fn fake_upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -58,6 +59,15 @@ async fn fake_upstream() -> (SocketAddr, Arc<Mutex<Vec<Seen>>>) {
                                 .map(str::to_string),
                             body: String::from_utf8_lossy(&body).to_string(),
                         });
+                        if path.contains("/functions/slow/") {
+                            tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+                            log.lock().expect("log").push(Seen {
+                                method: "FINISHED".into(),
+                                path: path.clone(),
+                                target: None,
+                                body: String::new(),
+                            });
+                        }
                         let (status, body) = if path.contains("/functions/fail/") {
                             (
                                 500,
@@ -169,5 +179,168 @@ async fn lambda_invoke_strips_the_arn_and_translates_errors() {
     assert_eq!(s[0].path, "/2015-03-31/functions/plan/invocations");
     assert_eq!(s[0].body, "{\"run\":1}");
     assert_eq!(s[1].path, "/2015-03-31/functions/fail/invocations");
+    sim.run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_past_its_timeout_answers_sandbox_timedout_and_runs_on() {
+    // GIVEN a function whose template Timeout (0.3 s) is shorter than what it takes (0.8 s)
+    let (lambda, seen) = fake_upstream().await;
+    let sim = Sim::start_with(|o| {
+        o.lambda_url = Some(format!("http://{lambda}"));
+        o.lambda_timeouts = [("slow".to_string(), 0.3)].into_iter().collect();
+    })
+    .await;
+    // WHEN it is invoked
+    let r = sim
+        .raw(
+            "POST",
+            "/2015-03-31/functions/slow/invocations",
+            &[],
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("answered");
+    // THEN the caller gets real Lambda's timeout: HTTP 200, an unhandled Sandbox.Timedout
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.headers
+            .get("x-amz-function-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("Unhandled")
+    );
+    assert_eq!(r.json()["errorType"], "Sandbox.Timedout");
+    assert_eq!(sim.oracle("stats").await["lambda_timed_out"]["slow"], 1);
+    // AND the invocation was not cancelled: it ran to its end
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let finished = seen
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|s| s.method == "FINISHED")
+        .count();
+    assert_eq!(finished, 1);
+    // AND an override through the oracle lengthens it; posting {} restores the template's
+    let o = sim
+        .oracle_post("lambda-timeouts", json!({"overrides": {"slow": 5}}))
+        .await;
+    assert_eq!(o.json()["overrides"]["slow"], 5.0);
+    let r = sim
+        .raw(
+            "POST",
+            "/2015-03-31/functions/slow/invocations",
+            &[],
+            b"{}".to_vec(),
+        )
+        .await
+        .expect("answered");
+    assert!(r.headers.get("x-amz-function-error").is_none());
+    let o = sim.oracle_post("lambda-timeouts", json!({})).await;
+    assert_eq!(o.json()["defaults"]["slow"], 0.3);
+    assert_eq!(o.json()["overrides"], json!({}));
+    sim.run.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lambda_and_dynamodb_faults_answer_as_the_services_and_are_not_forwarded() {
+    // GIVEN one throttled dispatch invocation and one conflicting transaction on the run item
+    let (upstream, seen) = fake_upstream().await;
+    let sim = Sim::start_with(|o| {
+        o.lambda_url = Some(format!("http://{upstream}"));
+        o.moto_url = Some(format!("http://{upstream}"));
+    })
+    .await;
+    sim.oracle_post(
+        "faults",
+        json!({"faults": [
+            {"kind": "throttle", "service": "lambda", "function": "dispatch", "count": 1},
+            {"kind": "transaction_conflict", "service": "dynamodb",
+             "operation": "TransactWriteItems", "body_contains": "\"S\":\"RUN\"}", "count": 1},
+            {"kind": "throttle", "service": "dynamodb", "operation": "UpdateItem", "count": 1}
+        ]}),
+    )
+    .await;
+    let invoke = |name: &'static str| {
+        let sim = &sim;
+        async move {
+            sim.raw(
+                "POST",
+                &format!("/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A111111111111%3Afunction%3A{name}/invocations"),
+                &[],
+                b"{}".to_vec(),
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    // WHEN dispatch is invoked twice, and plan once
+    let throttled = invoke("dispatch").await;
+    let plan = invoke("plan").await;
+    let again = invoke("dispatch").await;
+    // THEN the first dispatch got Lambda's 429 TooManyRequestsException, the others ran
+    assert_eq!(throttled.status, 429);
+    assert_eq!(
+        throttled
+            .headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok()),
+        Some("TooManyRequestsException")
+    );
+    assert_eq!((plan.status, again.status), (200, 200));
+    // WHEN a transaction over an instance and the run item, and an UpdateItem, are sent
+    let tx = json!({"TransactItems": [
+        {"Update": {"Key": {"PK": {"S": "LOC#r#1#us-east-1"}, "SK": {"S": "INST#i-1"}}}},
+        {"Update": {"Key": {"PK": {"S": "RUN#r"}, "SK": {"S": "RUN"}}}}]});
+    let ddb = |op: &'static str, body: serde_json::Value| {
+        let sim = &sim;
+        async move {
+            sim.try_json(
+                MGMT_KEY,
+                "us-east-1",
+                "dynamodb",
+                &format!("DynamoDB_20120810.{op}"),
+                body,
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    let conflict = ddb("TransactWriteItems", tx.clone()).await;
+    let throttled = ddb("UpdateItem", json!({})).await;
+    let passed = ddb("TransactWriteItems", tx).await;
+    // THEN DynamoDB's own shapes, and only the third call reached the upstream
+    assert_eq!(conflict.status, 400);
+    let c = conflict.json();
+    assert_eq!(
+        c["__type"],
+        "com.amazonaws.dynamodb.v20120810#TransactionCanceledException"
+    );
+    assert_eq!(c["CancellationReasons"][0]["Code"], "None");
+    assert_eq!(c["CancellationReasons"][1]["Code"], "TransactionConflict");
+    assert_eq!(
+        throttled.json()["__type"],
+        "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException"
+    );
+    assert_eq!(passed.status, 200);
+    let forwarded: Vec<String> = seen
+        .lock()
+        .expect("log")
+        .iter()
+        .map(|s| s.target.clone().unwrap_or_else(|| s.path.clone()))
+        .collect();
+    assert_eq!(
+        forwarded,
+        vec![
+            "/2015-03-31/functions/plan/invocations".to_string(),
+            "/2015-03-31/functions/dispatch/invocations".to_string(),
+            "DynamoDB_20120810.TransactWriteItems".to_string(),
+        ]
+    );
+    let stats = sim.oracle("stats").await;
+    assert_eq!(stats["forwarded_calls"]["lambda:Invoke"]["throttled"], 1);
+    assert_eq!(
+        stats["forwarded_calls"]["dynamodb:TransactWriteItems"]["conflicts"],
+        1
+    );
     sim.run.shutdown().await;
 }
