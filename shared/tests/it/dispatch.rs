@@ -965,29 +965,6 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
     assert_eq!(sent.all(), vec![ids(4)]);
 }
 
-/// What an `ADD a :x, b :y` expression adds to `counter`.
-fn added(
-    expr: &str,
-    values: Option<&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
-    counter: &str,
-) -> u64 {
-    let Some(add) = expr.split("ADD ").nth(1) else {
-        return 0;
-    };
-    add.split(',')
-        .filter_map(|part| {
-            let mut w = part.split_whitespace();
-            match (w.next(), w.next()) {
-                (Some(name), Some(placeholder)) if name == counter => values
-                    .and_then(|v| v.get(placeholder))
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse::<u64>().ok()),
-                _ => None,
-            }
-        })
-        .sum()
-}
-
 /// Like [`dynamo`], with the first `cancel.1` transactions cancelled for reason `cancel.0`
 /// (`ConditionalCheckFailed`, `TransactionConflict`, ...). Only transactions that were not
 /// cancelled are captured as updates.
