@@ -228,6 +228,20 @@ def test_a_removed_permission_is_refused_as_the_service_refuses(gate):
            "ssm:SendCommand" in msg
 
 
+def test_sts_names_the_function_role_when_the_target_account_has_no_role(gate):
+    # GIVEN an organization account without the execution role (fleet account c-no-role)
+    no_role = "230000000002"
+    # WHEN expand, whose role may assume it, tries
+    code, status, msg = denied(lambda: client(gate, "sts", "fleetpatch-expand").assume_role(
+        RoleArn=f"arn:aws:iam::{no_role}:role/{ROLE}", RoleSessionName="fleetpatch-run"))
+    # THEN STS refuses it as AWS does, naming the caller's own role, not a stand-in user
+    assert (code, status) == ("AccessDenied", 403)
+    assert msg.startswith(
+        f"User: arn:aws:sts::{MGMT}:assumed-role/fleetpatch-orchestrator-us-east-1/"
+        "fleetpatch-expand is not authorized to perform: sts:AssumeRole on resource: "
+        f"arn:aws:iam::{no_role}:role/{ROLE}"), msg
+
+
 def test_each_service_answers_its_own_access_denied(gate):
     settle = "fleetpatch-settle"   # settle's role grants DynamoDB only
     cases = {

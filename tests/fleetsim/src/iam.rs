@@ -557,6 +557,15 @@ impl Iam {
         verdicts.into_iter().find(|v| !v.allowed).map(|v| v.message)
     }
 
+    /// The ARN the evaluator gave `principal` (e.g. a function's assumed role), once any of
+    /// its calls has been decided.
+    pub fn principal_arn(&self, principal: &Principal) -> Option<String> {
+        crate::state::lock(&self.cache)
+            .iter()
+            .find(|((p, _), v)| p == principal && !v.principal_arn.is_empty())
+            .map(|(_, v)| v.principal_arn.clone())
+    }
+
     fn record(
         &self,
         principal: &Principal,

@@ -64,6 +64,8 @@ pub struct CallContext {
     pub region: String,
     /// Access key id the request was signed with.
     pub access_key: String,
+    /// The caller's ARN as IAM evaluation attributed it (a function's role), when on.
+    pub caller_arn: Option<String>,
 }
 
 /// Fields parsed from a SigV4 `Authorization` header.

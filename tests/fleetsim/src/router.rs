@@ -163,9 +163,11 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         .and_then(|v| v.to_str().ok())
         .and_then(parse_authorization);
     let route = classify(&req, scope.as_ref());
+    let mut caller_arn = None;
     if let (Some(gate), false) = (&state.iam, route == Route::Oracle) {
-        if let Some(denied) = authorize(&state, gate, &route, &req, scope.as_ref()).await {
-            return Ok(denied);
+        match authorize(&state, gate, &route, &req, scope.as_ref()).await {
+            Ok(arn) => caller_arn = arn,
+            Err(denied) => return Ok(denied),
         }
     }
     match route {
@@ -211,6 +213,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
                 account: sts::account_for(&state, &scope.access_key),
                 region: scope.region.clone(),
                 access_key: scope.access_key.clone(),
+                caller_arn,
             };
             let key = CallKey {
                 service,
@@ -266,14 +269,15 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
 }
 
 /// Attributes the request to a principal, derives its IAM checks and asks the gate.
-/// Returns the service's AccessDenied answer when any check is denied.
+/// Allowed: the caller's ARN as the evaluator names it. Denied: the service's AccessDenied
+/// answer.
 async fn authorize(
     state: &AppState,
     gate: &Iam,
     route: &Route,
     req: &Incoming,
     scope: Option<&SigV4Scope>,
-) -> Option<HttpResponse> {
+) -> Result<Option<String>, HttpResponse> {
     let access_key = scope.map(|s| s.access_key.as_str());
     let app = iam::app_name(&req.headers);
     let session = access_key.and_then(|k| lock(&state.sessions).get(k).cloned());
@@ -305,10 +309,13 @@ async fn authorize(
         fleet: &state.fleet,
     };
     let (operation, checks) = iam::checks_for(service, req, &where_, function);
-    let message = gate
+    match gate
         .authorize(&principal, app.as_deref(), &operation, checks)
-        .await?;
-    Some(iam::denied_response(service, &message))
+        .await
+    {
+        Some(message) => Err(iam::denied_response(service, &message)),
+        None => Ok(gate.principal_arn(&principal)),
+    }
 }
 
 /// Account and Region a forwarded call acts in: from its credential scope, else from the

@@ -96,10 +96,13 @@ fn caller_arn(state: &AppState, ctx: &CallContext) -> (String, String) {
                 s.account, s.role, s.session_name
             ),
         ),
-        None => (
-            "AIDAFLEETSIMCALLER".to_string(),
-            format!("arn:aws:iam::{}:user/fleetsim-caller", ctx.account),
-        ),
+        None => match &ctx.caller_arn {
+            Some(arn) => ("AROAFLEETSIMCALLER".to_string(), arn.clone()),
+            None => (
+                "AIDAFLEETSIMCALLER".to_string(),
+                format!("arn:aws:iam::{}:user/fleetsim-caller", ctx.account),
+            ),
+        },
     }
 }
 
