@@ -60,7 +60,20 @@ fn dynamo(
     items: Vec<Item>,
     claims_fail: bool,
 ) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
+    let cancel = claims_fail.then_some((&["ConditionalCheckFailed"][..], usize::MAX));
+    dynamo_with(run, loc, items, cancel)
+}
+
+/// Like [`dynamo`], with the first `cancel.1` transactions cancelled with the reasons
+/// `cancel.0` (`ConditionalCheckFailed`, `TransactionConflict`, ...), one per item named.
+fn dynamo_with(
+    run: Item,
+    loc: Item,
+    items: Vec<Item>,
+    cancel: Option<(&'static [&'static str], usize)>,
+) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
     let seen = Seen::default();
+    let cancelled = Arc::new(AtomicU64::new(0));
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
         let item = if sk_of(req.key()) == "RUN" {
             run.clone()
@@ -106,15 +119,20 @@ fn dynamo(
             })
             .collect();
         transacts.push(keys);
-        if claims_fail {
-            aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
-                TransactionCanceledException::builder()
-                    .message("Transaction cancelled, please refer cancellation reasons for specific reasons [None, ConditionalCheckFailed]")
-                    .cancellation_reasons(CancellationReason::builder().code("ConditionalCheckFailed").build())
-                    .build(),
-            ))
-        } else {
-            aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
+        match cancel {
+            Some((reasons, times)) if (cancelled.fetch_add(1, Ordering::SeqCst) as usize) < times => {
+                let mut e = TransactionCanceledException::builder().message(format!(
+                    "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+                    reasons.join(", ")
+                ));
+                for r in reasons {
+                    e = e.cancellation_reasons(CancellationReason::builder().code(*r).build());
+                }
+                aws_smithy_mocks::MockResponse::Error(
+                    TransactWriteItemsError::TransactionCanceledException(e.build()),
+                )
+            }
+            _ => aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build()),
         }
     });
     let rules = vec![get, query, update, transact];
@@ -867,7 +885,7 @@ async fn a_lasting_transaction_conflict_is_transient_and_sends_nothing() {
         run_item("Running", json!({}), None),
         location_item(4, None),
         items,
-        Some(("TransactionConflict", usize::MAX)),
+        Some((&["None", "TransactionConflict"][..], usize::MAX)),
     );
     let sent = Captured::default();
     let send = send_ok(sent.clone());
@@ -952,7 +970,7 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
         run_item("Running", json!({}), None),
         location_item(4, None),
         items,
-        Some(("TransactionConflict", 1)),
+        Some((&["None", "TransactionConflict"][..], 1)),
     );
     let sent = Captured::default();
     let send = send_ok(sent.clone());
@@ -963,92 +981,4 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
     let out = out.expect("a transaction conflict is not an error");
     assert!(!out.done);
     assert_eq!(sent.all(), vec![ids(4)]);
-}
-
-/// Like [`dynamo`], with the first `cancel.1` transactions cancelled for reason `cancel.0`
-/// (`ConditionalCheckFailed`, `TransactionConflict`, ...). Only transactions that were not
-/// cancelled are captured as updates.
-fn dynamo_with(
-    run: Item,
-    loc: Item,
-    items: Vec<Item>,
-    cancel: Option<(&'static str, usize)>,
-) -> (aws_sdk_dynamodb::Client, Seen, Vec<Rule>) {
-    let seen = Seen::default();
-    let cancelled = Arc::new(AtomicU64::new(0));
-    let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
-        let item = if sk_of(req.key()) == "RUN" {
-            run.clone()
-        } else {
-            loc.clone()
-        };
-        GetItemOutput::builder().set_item(Some(item)).build()
-    });
-    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
-        QueryOutput::builder()
-            .set_items(Some(items.clone()))
-            .build()
-    });
-    let seq = Arc::new(AtomicU64::new(0));
-    let updates = seen.updates.clone();
-    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
-        updates.push(req.clone());
-        if req
-            .update_expression()
-            .unwrap_or_default()
-            .contains("nextBatch")
-        {
-            let next = seq.fetch_add(1, Ordering::SeqCst) + 1;
-            UpdateItemOutput::builder()
-                .attributes("nextBatch", n(next))
-                .build()
-        } else {
-            UpdateItemOutput::builder().build()
-        }
-    });
-    let transacts = seen.transacts.clone();
-    let inputs = seen.inputs.clone();
-    let tx_updates = seen.updates.clone();
-    let transact = mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
-        // Record which sort keys each transaction touched.
-        let keys = req
-            .transact_items()
-            .iter()
-            .map(|t| match (&t.put, &t.update) {
-                (Some(p), _) => sk_of(Some(&p.item)),
-                (_, Some(u)) => sk_of(Some(&u.key)),
-                _ => String::new(),
-            })
-            .collect();
-        transacts.push(keys);
-        match cancel {
-            Some((reason, times)) if (cancelled.fetch_add(1, Ordering::SeqCst) as usize) < times => {
-                aws_smithy_mocks::MockResponse::Error(TransactWriteItemsError::TransactionCanceledException(
-                    TransactionCanceledException::builder()
-                        .message(format!("Transaction cancelled, please refer cancellation reasons for specific reasons [None, {reason}]"))
-                        .cancellation_reasons(CancellationReason::builder().code("None").build())
-                        .cancellation_reasons(CancellationReason::builder().code(reason).build())
-                        .build(),
-                ))
-            }
-            _ => {
-                inputs.push(req.clone());
-                // A transaction's updates count as updates (moved_to reads them).
-                for u in req.transact_items().iter().filter_map(|t| t.update.as_ref()) {
-                    tx_updates.push(
-                        UpdateItemInput::builder()
-                            .set_key(Some(u.key.clone()))
-                            .update_expression(u.update_expression.clone())
-                            .set_expression_attribute_values(u.expression_attribute_values.clone())
-                            .build()
-                            .unwrap(),
-                    );
-                }
-                aws_smithy_mocks::MockResponse::Output(TransactWriteItemsOutput::builder().build())
-            }
-        }
-    });
-    let rules = vec![get, query, update, transact];
-    let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules);
-    (client, seen, rules)
 }
