@@ -8,8 +8,6 @@
 //! `main.rs` is one call to [`wiring::serve`], which reads configuration and builds clients
 //! once per cold start.
 
-#![warn(missing_docs)]
-
 pub mod clients;
 pub mod config;
 pub mod error;
