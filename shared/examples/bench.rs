@@ -9,10 +9,10 @@
 
 use fleetpatch::dispatch::plan_round;
 use fleetpatch::input;
+use fleetpatch::model::InstanceRecord;
 use fleetpatch::model::InstanceState;
 use fleetpatch::plan::{locations, response};
 use fleetpatch::ratecontrol::Rate;
-use fleetpatch::store::InstanceRecord;
 use serde_json::json;
 use std::time::Instant;
 

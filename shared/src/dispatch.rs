@@ -1,35 +1,43 @@
 //! The `dispatch` function, called again and again (a Wait loop) for one location until it
-//! answers `done`. Each call:
-//! 1. recovers batches that were claimed but whose send was never recorded (a crash, a lost
-//!    answer or a 5xx between SendCommand and the write), by finding the command by its
-//!    Comment (unique per batch, see [`comment`]) and adopting it only if it was sent to
-//!    exactly the batch's instances;
-//! 2. follows the commands in flight with ListCommandInvocations and records each instance's
-//!    status, counting finished ones on the run in the same transaction;
-//! 3. decides, with the pure [`plan_round`], what to start: at most `window` instances in
-//!    flight (a sliding window), nothing new once counted errors pass the threshold;
-//! 4. claims each new batch of at most 50 instances with a conditional DynamoDB transaction
-//!    *before* SendCommand, so that no retry or repeat ever sends an instance a second command.
+//! answers `done`. Each round:
+//! 1. loads the run, the location and its instance and batch records, once;
+//! 2. brings the records up to date with SSM ([`crate::progress`]): batches claimed but never
+//!    recorded as sent adopt their own command (found by its Comment, see [`comment`]) or are
+//!    released after a grace period; the commands in flight are followed, each instance's
+//!    status recorded and finished ones counted on the run in the same transaction;
+//! 3. decides, with the pure [`plan_round`], what to start and what will never start: at
+//!    most `window` instances in flight (a sliding window), nothing new once counted errors
+//!    pass the threshold;
+//! 4. applies it: retires what will never start, then claims each new batch of at most 50
+//!    instances with a conditional transaction *before* SendCommand, so that no retry or
+//!    repeat ever sends an instance a second command;
+//! 5. records the location's progress and answers: again later, or finished with an outcome
+//!    ([`crate::run::location_finished`]).
 
 use crate::clients::{AssumeError, ClientFactory};
+use crate::clock::{now_epoch, now_epoch_ms};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::expand::count_states;
-use crate::fleet::{self, CommandSpec, FoundCommand, SendOutcome, SEND_CHUNK};
-use crate::model::{location_outcome_from_instances, InstanceState, Location, LocationOutcome};
-use crate::ratecontrol::threshold_passed;
-use crate::store::{
-    now_epoch, now_epoch_ms, BatchRecord, BatchState, InstanceMove, InstanceRecord, Phase,
-    RunRecord, Store,
+use crate::fleet::{self, CommandSpec, SendOutcome, SEND_CHUNK};
+use crate::model::{
+    count_states, BatchRecord, BatchState, InstanceRecord, InstanceState, Location, LocationRecord,
+    RunRecord,
 };
+use crate::progress::{follow_commands, recover_claims, retire_pending, set_state, Release};
+use crate::ratecontrol::threshold_passed;
+use crate::run::{self, Entry, THRESHOLD_PASSED};
+use crate::store::Store;
 use crate::task::LocationTask;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use tracing::{info, warn};
 
-/// A claimed batch whose command cannot be found is given back after this many seconds
-/// (Run Command is eventually consistent: a just-sent command may not be listed yet).
-pub const RECOVERY_GRACE_SECONDS: i64 = 120;
+pub struct Dispatcher<F> {
+    /// `poll_seconds`: how long the state machine waits between rounds.
+    pub config: Config,
+    pub store: Store,
+    pub factory: F,
+}
 
 /// What one round decides.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -133,182 +141,6 @@ pub fn comment(run_id: &str, loc: &Location, seq: u64) -> String {
     format!("{COMMENT_PREFIX}~{}", hex(&Sha256::digest(all.as_bytes())))
 }
 
-/// The command a claimed batch may adopt among those carrying its Comment: the one sent to
-/// exactly the batch's instances. A command with the same Comment and other instances is
-/// not the batch's (pure).
-pub fn own_command<'a>(batch: &BatchRecord, found: &'a [FoundCommand]) -> Option<&'a FoundCommand> {
-    let mut want: Vec<&String> = batch.instance_ids.iter().collect();
-    want.sort();
-    want.dedup();
-    found.iter().find(|c| {
-        let mut got: Vec<&String> = c.instance_ids.iter().collect();
-        got.sort();
-        got.dedup();
-        got == want
-    })
-}
-
-/// What became of a batch still Claimed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClaimResolution {
-    /// Its command was found and recorded: the instances are InFlight.
-    Adopted(String),
-    /// No command: the instances went to the release state.
-    Released,
-    /// No command yet, still within the grace period: left as it is.
-    Waiting,
-    /// Someone else resolved it first.
-    Raced,
-}
-
-/// Resolves a batch still Claimed (its send was never recorded): adopts its own command,
-/// found by Comment with ListCommands ([`own_command`]); otherwise, when `release_to` is
-/// given, releases the batch, its instances going to that state (Pending: to be sent again;
-/// NotStarted: the location has ended). With `release_to` None it waits.
-pub async fn resolve_claim(
-    store: &Store,
-    run_id: &str,
-    loc: &Location,
-    ssm: &aws_sdk_ssm::Client,
-    b: &BatchRecord,
-    release_to: Option<InstanceState>,
-) -> Result<ClaimResolution> {
-    let found = fleet::find_commands_by_comment(ssm, &b.comment, b.claimed_at - 300).await?;
-    if let Some(cmd) = own_command(b, &found) {
-        info!(run_id, location = %loc, batch = b.seq, command_id = %cmd.command_id, "recovered an unrecorded send");
-        return Ok(
-            if store
-                .mark_batch_sent(run_id, loc, b, &cmd.command_id)
-                .await?
-            {
-                ClaimResolution::Adopted(cmd.command_id.clone())
-            } else {
-                ClaimResolution::Raced
-            },
-        );
-    }
-    for other in &found {
-        warn!(run_id, location = %loc, batch = b.seq, command_id = %other.command_id, "a command carries the batch's Comment but not its instances: not adopted");
-    }
-    let Some(to) = release_to else {
-        return Ok(ClaimResolution::Waiting);
-    };
-    warn!(run_id, location = %loc, batch = b.seq, to = to.as_str(), "claimed batch has no command: releasing it");
-    let finals: HashMap<String, InstanceState> = if to == InstanceState::Pending {
-        HashMap::new()
-    } else {
-        b.instance_ids.iter().map(|i| (i.clone(), to)).collect()
-    };
-    let why = "no command carrying the batch's Comment and instances was found";
-    Ok(
-        if store.release_batch(run_id, loc, b, why, &finals).await? {
-            ClaimResolution::Released
-        } else {
-            ClaimResolution::Raced
-        },
-    )
-}
-
-/// Reads the invocations of every command in flight (ListCommandInvocations, all pages) and
-/// records, command by command, each instance whose SSM status changed, with a write
-/// conditional on it still being InFlight that also counts finished ones on the run (so a
-/// round that fails part-way leaves records and counters in agreement). Updates `instances`
-/// in place; returns how many reached a final state.
-pub async fn follow_commands(
-    store: &Store,
-    run_id: &str,
-    loc: &Location,
-    ssm: &aws_sdk_ssm::Client,
-    instances: &mut [InstanceRecord],
-) -> Result<u64> {
-    let mut finished = 0;
-    let commands: BTreeSet<String> = instances
-        .iter()
-        .filter(|i| i.state == InstanceState::InFlight)
-        .filter_map(|i| i.command_id.clone())
-        .collect();
-    for cmd in commands {
-        let invocations = fleet::list_invocations(ssm, &cmd).await?;
-        let moves: Vec<InstanceMove> = instances
-            .iter()
-            .filter(|i| {
-                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
-            })
-            .filter_map(|inst| {
-                let inv = invocations.get(&inst.instance_id)?;
-                let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
-                    || inst.status_details.as_deref() != Some(inv.details.as_str());
-                changed.then(|| {
-                    let mut updated = inst.clone();
-                    updated.state = inv.state;
-                    updated.ssm_status = Some(inv.status.clone());
-                    updated.status_details = Some(inv.details.clone());
-                    InstanceMove {
-                        record: updated,
-                        from: InstanceState::InFlight,
-                    }
-                })
-            })
-            .collect();
-        let recorded: BTreeSet<String> = store
-            .record_instances(run_id, loc, &moves)
-            .await?
-            .into_iter()
-            .collect();
-        for m in moves {
-            if !recorded.contains(&m.record.instance_id) {
-                continue;
-            }
-            if m.record.state.is_terminal() {
-                finished += 1;
-            }
-            if let Some(inst) = instances
-                .iter_mut()
-                .find(|i| i.instance_id == m.record.instance_id)
-            {
-                *inst = m.record;
-            }
-        }
-    }
-    Ok(finished)
-}
-
-/// Moves every instance of `ids` still Pending to NotStarted with `why` (counted on the run
-/// in the same transaction). Updates `instances` in place; returns how many moved.
-pub async fn mark_not_started(
-    store: &Store,
-    run_id: &str,
-    loc: &Location,
-    instances: &mut [InstanceRecord],
-    ids: &[String],
-    why: &str,
-) -> Result<u64> {
-    let moves: Vec<InstanceMove> = ids
-        .iter()
-        .map(|id| {
-            let mut r = InstanceRecord::new(id, InstanceState::NotStarted);
-            r.status_details = Some(why.to_string());
-            InstanceMove {
-                record: r,
-                from: InstanceState::Pending,
-            }
-        })
-        .collect();
-    let recorded = store.record_instances(run_id, loc, &moves).await?;
-    set_state(instances, &recorded, InstanceState::NotStarted, None);
-    Ok(recorded.len() as u64)
-}
-
-/// What `dispatch` needs.
-pub struct Dispatcher<F> {
-    /// Configuration (poll interval).
-    pub config: Config,
-    /// The table.
-    pub store: Store,
-    /// Clients per location.
-    pub factory: F,
-}
-
 fn command_spec(run: &RunRecord) -> CommandSpec {
     CommandSpec {
         operation: run.input.operation,
@@ -320,202 +152,289 @@ fn command_spec(run: &RunRecord) -> CommandSpec {
     }
 }
 
-/// Sets the in-memory state (and command) of the instances `ids`, after a recorded write.
-pub fn set_state(
-    instances: &mut [InstanceRecord],
-    ids: &[String],
-    state: InstanceState,
-    command_id: Option<&str>,
-) {
-    for i in instances
-        .iter_mut()
-        .filter(|i| ids.contains(&i.instance_id))
-    {
-        i.state = state;
-        if let Some(c) = command_id {
-            i.command_id = Some(c.to_string());
+/// What a round works on: loaded once, then kept up to date in memory as each recorded
+/// write lands.
+struct Loaded {
+    run: RunRecord,
+    location: LocationRecord,
+    instances: Vec<InstanceRecord>,
+    batches: Vec<BatchRecord>,
+    /// Epoch ms taken before the instances were read (see `Store::set_location_progress`).
+    read_from_ms: i64,
+}
+
+/// Whether to go on starting batches after one.
+enum Next {
+    Go,
+    Stop,
+}
+
+impl<F: ClientFactory> Dispatcher<F> {
+    /// One dispatch round for one location (the steps of the module header).
+    pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
+        let loc = task.location()?;
+        let run_id = task.run_id.as_str();
+
+        // 1. Load.
+        let run = self.store.get_run(run_id).await?;
+        let location = self.store.get_location(run_id, &loc).await?;
+        if let Entry::Finish(outcome, reason) = run::may_continue(&location) {
+            return Ok(task.finished(outcome, reason));
+        }
+        let ssm = self.ssm_for(&loc, &run, run_id).await?;
+        let read_from_ms = now_epoch_ms();
+        let (instances, batches) = self.store.list_location_items(run_id, &loc).await?;
+        let mut state = Loaded {
+            run,
+            location,
+            instances,
+            batches,
+            read_from_ms,
+        };
+
+        // 2. Bring the records up to date with SSM.
+        let release = Release::AfterGrace { now: now_epoch() };
+        let (store, instances) = (&self.store, &mut state.instances);
+        recover_claims(
+            store,
+            run_id,
+            &loc,
+            &ssm,
+            instances,
+            &state.batches,
+            release,
+        )
+        .await?;
+        follow_commands(store, run_id, &loc, &ssm, instances).await?;
+
+        // 3. Decide.
+        let round = plan_round(
+            &state.instances,
+            state.location.window,
+            state.location.tolerated,
+        );
+
+        // 4. Apply.
+        let (store, instances) = (&self.store, &mut state.instances);
+        retire_pending(
+            store,
+            run_id,
+            &loc,
+            instances,
+            &round.not_started,
+            THRESHOLD_PASSED,
+        )
+        .await?;
+        self.start_batches(&state.run, &loc, &ssm, instances, &round.start)
+            .await?;
+
+        // 5. Record progress and answer.
+        self.answer(task, &loc, &state, &round).await
+    }
+
+    /// SSM clients in the location. A refused role is an error here (it was assumable at
+    /// expansion): the state machine retries, then settles the location as Error.
+    async fn ssm_for(
+        &self,
+        loc: &Location,
+        run: &RunRecord,
+        run_id: &str,
+    ) -> Result<aws_sdk_ssm::Client> {
+        let role = &run.input.execution_role_name;
+        match self.factory.clients(loc, role, run_id).await {
+            Ok(c) => Ok(c.ssm),
+            Err(AssumeError::AccessDenied { role_arn, message }) => {
+                let (code, message) = code_and_message(&message);
+                Err(Error::Aws {
+                    operation: "sts:AssumeRole".into(),
+                    code,
+                    message: format!("{role_arn} refused during dispatch: {message}"),
+                })
+            }
+            Err(AssumeError::Other(e)) => Err(e),
+        }
+    }
+
+    /// Claims and sends each batch in turn; stops at the first batch that could not be
+    /// claimed or whose send was refused or lost.
+    async fn start_batches(
+        &self,
+        run: &RunRecord,
+        loc: &Location,
+        ssm: &aws_sdk_ssm::Client,
+        instances: &mut [InstanceRecord],
+        batches: &[Vec<String>],
+    ) -> Result<()> {
+        let spec = command_spec(run);
+        for ids in batches {
+            if let Next::Stop = self
+                .start_batch(run, loc, ssm, &spec, instances, ids)
+                .await?
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims one batch, then sends it. The claim comes first: whatever happens after it,
+    /// no later round sends these instances another command.
+    async fn start_batch(
+        &self,
+        run: &RunRecord,
+        loc: &Location,
+        ssm: &aws_sdk_ssm::Client,
+        spec: &CommandSpec,
+        instances: &mut [InstanceRecord],
+        ids: &[String],
+    ) -> Result<Next> {
+        let run_id = run.run_id.as_str();
+        let seq = self.store.next_batch_seq(run_id, loc).await?;
+        let batch = BatchRecord {
+            seq,
+            instance_ids: ids.to_vec(),
+            comment: comment(run_id, loc, seq),
+            claimed_at: now_epoch(),
+            state: BatchState::Claimed,
+            command_id: None,
+        };
+        if !self.store.claim_batch(run_id, loc, &batch).await? {
+            warn!(run_id, location = %loc, batch = seq, "instances already claimed elsewhere: not sending");
+            return Ok(Next::Stop);
+        }
+        set_state(instances, ids, InstanceState::Claimed, None);
+
+        match fleet::send_command(ssm, ids, spec, &batch.comment).await {
+            SendOutcome::Sent(cmd) => {
+                info!(run_id, location = %loc, batch = seq, command_id = %cmd, instances = ids.len(), "command sent");
+                if self
+                    .store
+                    .mark_batch_sent(run_id, loc, &batch, &cmd)
+                    .await?
+                {
+                    set_state(instances, ids, InstanceState::InFlight, Some(&cmd));
+                }
+                Ok(Next::Go)
+            }
+            SendOutcome::Refused {
+                reason,
+                invalid_instances,
+                throttled,
+            } => {
+                let refusal = Refusal {
+                    reason,
+                    invalid_instances,
+                    throttled,
+                };
+                self.release_refused(run_id, loc, ssm, instances, &batch, refusal)
+                    .await
+            }
+            SendOutcome::Unknown(why) => {
+                // The command may exist (no answer, or a 5xx that does not prove it was not
+                // made): keep the claim; the next round finds it by its Comment or releases
+                // it after the grace period.
+                warn!(run_id, location = %loc, batch = seq, %why, "SendCommand answer lost; claim kept for recovery");
+                Ok(Next::Stop)
+            }
+        }
+    }
+
+    /// A refused send proves nothing was sent: the batch is released. Instances that left SSM
+    /// since expansion (InvalidInstanceId) end Offline or Unmanaged; the others go back to
+    /// Pending. A throttle, or a refusal explained by retired instances, waits for the next
+    /// round; any other refusal is an error of the location.
+    async fn release_refused(
+        &self,
+        run_id: &str,
+        loc: &Location,
+        ssm: &aws_sdk_ssm::Client,
+        instances: &mut [InstanceRecord],
+        batch: &BatchRecord,
+        refusal: Refusal,
+    ) -> Result<Next> {
+        let ids = &batch.instance_ids;
+        let finals = if refusal.invalid_instances {
+            retired_instances(ids, &fleet::describe_managed(ssm, ids).await?)
+        } else {
+            HashMap::new()
+        };
+        warn!(run_id, location = %loc, batch = batch.seq, reason = %refusal.reason, "SendCommand refused; batch released");
+        self.store
+            .release_batch(run_id, loc, batch, &refusal.reason, &finals)
+            .await?;
+        for i in instances
+            .iter_mut()
+            .filter(|i| ids.contains(&i.instance_id))
+        {
+            i.state = finals
+                .get(&i.instance_id)
+                .copied()
+                .unwrap_or(InstanceState::Pending);
+        }
+
+        if refusal.throttled || refusal.invalid_instances && !finals.is_empty() {
+            return Ok(Next::Stop);
+        }
+        let (code, message) = code_and_message(&refusal.reason);
+        Err(Error::Aws {
+            operation: "ssm:SendCommand".into(),
+            code,
+            message,
+        })
+    }
+
+    /// Writes the location's progress, then answers: finished with its outcome once every
+    /// instance is final, otherwise again after the poll interval.
+    async fn answer(
+        &self,
+        task: LocationTask,
+        loc: &Location,
+        state: &Loaded,
+        round: &Round,
+    ) -> Result<LocationTask> {
+        let run_id = task.run_id.as_str();
+        let states: Vec<InstanceState> = state.instances.iter().map(|i| i.state).collect();
+        let counts = count_states(states.iter().copied());
+        self.store
+            .set_location_progress(
+                run_id,
+                loc,
+                &counts,
+                round.errors,
+                round.stopping,
+                state.read_from_ms,
+            )
+            .await?;
+
+        match run::location_finished(&state.run, &states, round.errors, round.stopping) {
+            Some((outcome, reason)) => {
+                info!(run_id, location = %loc, outcome = outcome.as_str(), "location finished");
+                Ok(task.finished(outcome, reason))
+            }
+            None => Ok(task.again(self.config.poll_seconds)),
         }
     }
 }
 
-impl<F: ClientFactory> Dispatcher<F> {
-    /// One dispatch round for one location.
-    pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
-        let loc = task.location()?;
-        let run_id = task.run_id.as_str();
-        let run = self.store.get_run(run_id).await?;
-        let record = self.store.get_location(run_id, &loc).await?;
-        if record.phase == Some(Phase::Done) {
-            return Ok(task.finished(
-                record.outcome.unwrap_or(LocationOutcome::Error),
-                record.reason,
-            ));
-        }
-        let clients = match self
-            .factory
-            .clients(&loc, &run.input.execution_role_name, run_id)
-            .await
-        {
-            Ok(c) => c,
-            Err(AssumeError::AccessDenied { role_arn, message }) => {
-                let (code, message) = code_and_message(&message);
-                return Err(Error::Aws {
-                    operation: "sts:AssumeRole".into(),
-                    code,
-                    message: format!("{role_arn} refused during dispatch: {message}"),
-                });
-            }
-            Err(AssumeError::Other(e)) => return Err(e),
-        };
-        let ssm = &clients.ssm;
-        // Taken before the read: a later-started round's progress is never overwritten by ours.
-        let read_from_ms = now_epoch_ms();
-        let (mut instances, batches) = self.store.list_location_items(run_id, &loc).await?;
-        let now = now_epoch();
+/// What SendCommand's refusal said.
+struct Refusal {
+    reason: String,
+    invalid_instances: bool,
+    throttled: bool,
+}
 
-        // 1. Recover batches claimed but not recorded as sent.
-        for b in batches.iter().filter(|b| b.state == BatchState::Claimed) {
-            let release_to =
-                (now - b.claimed_at > RECOVERY_GRACE_SECONDS).then_some(InstanceState::Pending);
-            match resolve_claim(&self.store, run_id, &loc, ssm, b, release_to).await? {
-                ClaimResolution::Adopted(cmd) => set_state(
-                    &mut instances,
-                    &b.instance_ids,
-                    InstanceState::InFlight,
-                    Some(&cmd),
-                ),
-                ClaimResolution::Released => set_state(
-                    &mut instances,
-                    &b.instance_ids,
-                    InstanceState::Pending,
-                    None,
-                ),
-                ClaimResolution::Waiting | ClaimResolution::Raced => {}
-            }
-        }
-
-        // 2. Follow the commands in flight.
-        follow_commands(&self.store, run_id, &loc, ssm, &mut instances).await?;
-
-        // 3. Decide, then 4. claim and send.
-        let round = plan_round(&instances, record.window, record.tolerated);
-        mark_not_started(
-            &self.store,
-            run_id,
-            &loc,
-            &mut instances,
-            &round.not_started,
-            "instance error threshold passed",
-        )
-        .await?;
-        let spec = command_spec(&run);
-        for ids in &round.start {
-            let seq = self.store.next_batch_seq(run_id, &loc).await?;
-            let batch = BatchRecord {
-                seq,
-                instance_ids: ids.clone(),
-                comment: comment(run_id, &loc, seq),
-                claimed_at: now_epoch(),
-                state: BatchState::Claimed,
-                command_id: None,
-            };
-            if !self.store.claim_batch(run_id, &loc, &batch).await? {
-                warn!(run_id, location = %loc, batch = seq, "instances already claimed elsewhere: not sending");
-                break;
-            }
-            set_state(&mut instances, ids, InstanceState::Claimed, None);
-            match fleet::send_command(ssm, ids, &spec, &batch.comment).await {
-                SendOutcome::Sent(cmd) => {
-                    info!(run_id, location = %loc, batch = seq, command_id = %cmd, instances = ids.len(), "command sent");
-                    if self
-                        .store
-                        .mark_batch_sent(run_id, &loc, &batch, &cmd)
-                        .await?
-                    {
-                        set_state(&mut instances, ids, InstanceState::InFlight, Some(&cmd));
-                    }
-                }
-                SendOutcome::Refused {
-                    reason,
-                    invalid_instances,
-                    throttled,
-                } => {
-                    let mut finals = HashMap::new();
-                    if invalid_instances {
-                        // Some instance left SSM since expansion: find which, retire them.
-                        let managed = fleet::describe_managed(ssm, ids).await?;
-                        for id in ids {
-                            match managed.get(id) {
-                                Some(m) if m.ping_status == "Online" => {}
-                                Some(_) => {
-                                    finals.insert(id.clone(), InstanceState::Offline);
-                                }
-                                None => {
-                                    finals.insert(id.clone(), InstanceState::Unmanaged);
-                                }
-                            }
-                        }
-                    }
-                    warn!(run_id, location = %loc, batch = seq, %reason, "SendCommand refused; batch released");
-                    self.store
-                        .release_batch(run_id, &loc, &batch, &reason, &finals)
-                        .await?;
-                    for i in instances
-                        .iter_mut()
-                        .filter(|i| ids.contains(&i.instance_id))
-                    {
-                        i.state = finals
-                            .get(&i.instance_id)
-                            .copied()
-                            .unwrap_or(InstanceState::Pending);
-                    }
-                    if !(throttled || invalid_instances && !finals.is_empty()) {
-                        let (code, message) = code_and_message(&reason);
-                        return Err(Error::Aws {
-                            operation: "ssm:SendCommand".into(),
-                            code,
-                            message,
-                        });
-                    }
-                    break;
-                }
-                SendOutcome::Unknown(why) => {
-                    // The command may exist (no answer, or a 5xx that does not prove it was
-                    // not made): keep the claim; the next round finds it by its Comment or
-                    // releases it after the grace period.
-                    warn!(run_id, location = %loc, batch = seq, %why, "SendCommand answer lost; claim kept for recovery");
-                    break;
-                }
-            }
-        }
-
-        // 5. Record progress; answer.
-        let after = plan_round(&instances, record.window, record.tolerated);
-        let states: Vec<InstanceState> = instances.iter().map(|i| i.state).collect();
-        self.store
-            .set_location_progress(
-                run_id,
-                &loc,
-                &count_states(&states),
-                after.errors,
-                after.stopping || round.stopping,
-                read_from_ms,
-            )
-            .await?;
-        let all_final = instances.iter().all(|i| i.state.is_terminal());
-        if all_final {
-            let outcome = location_outcome_from_instances(states, round.stopping || after.stopping);
-            let reason = (outcome == LocationOutcome::ThresholdExceeded).then(|| {
-                format!(
-                    "{} counted error(s) passed targetErrorThreshold {}; remaining instances not started",
-                    after.errors, run.input.target_error_threshold
-                )
-            });
-            info!(run_id, location = %loc, outcome = outcome.as_str(), "location finished");
-            return Ok(task.finished(outcome, reason));
-        }
-        Ok(task.again(self.config.poll_seconds))
-    }
+/// After InvalidInstanceId: which of `ids` left SSM, and the state each ends in (pure).
+fn retired_instances(
+    ids: &[String],
+    managed: &HashMap<String, fleet::ManagedInfo>,
+) -> HashMap<String, InstanceState> {
+    ids.iter()
+        .filter_map(|id| match managed.get(id) {
+            Some(m) if m.ping_status == "Online" => None,
+            Some(_) => Some((id.clone(), InstanceState::Offline)),
+            None => Some((id.clone(), InstanceState::Unmanaged)),
+        })
+        .collect()
 }
 
 /// Splits a `code: message` reason (as `SendOutcome::Refused` and `AssumeError::AccessDenied`
@@ -532,7 +451,9 @@ fn code_and_message(reason: &str) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::set_state;
     use crate::ratecontrol::Rate;
+    use std::collections::BTreeSet;
 
     fn fleet(n: usize) -> Vec<InstanceRecord> {
         (0..n)
@@ -754,40 +675,6 @@ mod tests {
             .chars()
             .count()
                 <= MAX_COMMENT_CHARS
-        );
-    }
-
-    fn found(id: &str, instances: &[&str]) -> FoundCommand {
-        FoundCommand {
-            command_id: id.into(),
-            instance_ids: instances.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn only_a_command_sent_to_exactly_the_batch_is_adopted() {
-        // GIVEN a batch of two instances and commands that carry its Comment
-        let batch = BatchRecord {
-            seq: 1,
-            instance_ids: vec!["i-2".into(), "i-1".into()],
-            comment: "c".into(),
-            claimed_at: 0,
-            state: BatchState::Claimed,
-            command_id: None,
-        };
-        // THEN one sent to other instances, to fewer, or to more is not the batch's
-        assert_eq!(own_command(&batch, &[found("a", &["i-1", "i-3"])]), None);
-        assert_eq!(own_command(&batch, &[found("b", &["i-1"])]), None);
-        assert_eq!(
-            own_command(&batch, &[found("c", &["i-1", "i-2", "i-3"])]),
-            None
-        );
-        assert_eq!(own_command(&batch, &[]), None);
-        // and the one sent to exactly its instances (in any order) is
-        let cands = [found("d", &["i-1", "i-9"]), found("e", &["i-1", "i-2"])];
-        assert_eq!(
-            own_command(&batch, &cands).map(|c| c.command_id.as_str()),
-            Some("e")
         );
     }
 }

@@ -2,8 +2,8 @@
 //! execution role's credentials. SDK types stop here; callers get fleetpatch's types.
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
+use crate::model::Compliance;
 use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
-use crate::store::Compliance;
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
 use aws_sdk_ssm::types::{
     CloudWatchOutputConfig, CommandFilter, CommandFilterKey, InstanceInformationStringFilter,

@@ -1,15 +1,15 @@
 //! The `plan` function: validate the input, resolve OUs, build the account x Region
 //! locations, turn percentages into numbers, write the run record and announce the run.
 
+use crate::clock::now_epoch;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::input::{self, FieldError, RunInput};
-use crate::model::{cut_text, first};
-use crate::model::{Location, RunStatus};
+use crate::model::{cut_text, first, Location, RunRecord, RunStatus};
 use crate::orgs;
 use crate::regions;
-use crate::store::{now_epoch, RunRecord, Store, MAX_LISTED_REASONS, MAX_LISTED_SKIPPED_ACCOUNTS};
+use crate::store::{Store, MAX_LISTED_REASONS, MAX_LISTED_SKIPPED_ACCOUNTS};
 use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
 use tracing::{info, warn};
@@ -124,6 +124,8 @@ impl Planner {
             locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
             locations_done: 0,
             locations_failed: 0,
+            instances_sent: 0,
+            instances_done: 0,
             created_at: now_epoch(),
         };
         if !self.store.create_run(&record).await? {

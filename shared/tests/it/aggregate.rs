@@ -17,9 +17,10 @@ use aws_sdk_ssm::types::{
     Command, CommandInvocation, CommandInvocationStatus, InstancePatchState, PatchOperationType,
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use fleetpatch::aggregate::{Aggregator, RunSummary};
+use fleetpatch::aggregate::Aggregator;
 use fleetpatch::config::Config;
-use fleetpatch::model::RunStatus;
+use fleetpatch::model::{InstanceState, LocationOutcome, RunStatus};
+use fleetpatch::report::RunSummary;
 use fleetpatch::task::AggregateRequest;
 use serde_json::json;
 use std::collections::HashMap;
@@ -181,8 +182,16 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
     assert_eq!(summary.compliance.installed, 1200);
     // AND the run completed with errors, with both locations counted
     assert_eq!(summary.status, RunStatus::CompletedWithErrors);
-    assert_eq!(summary.location_outcomes.get("AccessDenied"), Some(&1));
-    assert_eq!(summary.instance_states.get("Succeeded"), Some(&118));
+    assert_eq!(
+        summary
+            .location_outcomes
+            .get(&LocationOutcome::AccessDenied),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::Succeeded),
+        Some(&118)
+    );
     assert_eq!(summary.problem_locations.len(), 2);
     // AND the final status and summary were written to the run item
     let fin = updates
@@ -240,7 +249,10 @@ async fn a_stopping_run_ends_stopped_by_threshold() {
         .await
         .unwrap();
     assert_eq!(summary.status, RunStatus::StoppedByThreshold);
-    assert_eq!(summary.location_outcomes.get("Skipped"), Some(&1));
+    assert_eq!(
+        summary.location_outcomes.get(&LocationOutcome::Skipped),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
@@ -305,9 +317,18 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
     assert_eq!(moved("NotStarted"), vec![all[2].clone()]);
     // and the run counts the two that ended
     assert_eq!(counted(&updates, &transacts, ":d"), 2);
-    assert_eq!(summary.instance_states.get("Succeeded"), Some(&1));
-    assert_eq!(summary.instance_states.get("InFlight"), Some(&1));
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::Succeeded),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::InFlight),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&1)
+    );
     assert_eq!(summary.status, RunStatus::CompletedWithErrors);
 }
 
@@ -322,7 +343,7 @@ async fn aggregate_with_a_claimed_batch(
 ) {
     let all = ids(3);
     let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
-    let now = fleetpatch::store::now_epoch();
+    let now = fleetpatch::clock::now_epoch();
     let mut instances = vec![
         instance_item(&all[0], "Claimed", None),
         instance_item(&all[1], "Claimed", None),
@@ -398,13 +419,19 @@ async fn a_claimed_batch_left_by_a_failed_location_adopts_its_command() {
     );
     assert_eq!(counted(&updates, &transacts, ":s"), 2);
     assert_eq!(
-        summary.instance_states.get("Claimed"),
+        summary.instance_states.get(&InstanceState::Claimed),
         None,
         "{:?}",
         summary.instance_states
     );
-    assert_eq!(summary.instance_states.get("InFlight"), Some(&2));
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::InFlight),
+        Some(&2)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
@@ -437,12 +464,15 @@ async fn a_claimed_batch_left_by_a_failed_location_without_a_command_ends_not_st
     assert!(released, "the batch was not released");
     assert_eq!(counted(&updates, &transacts, ":d"), 3);
     assert_eq!(
-        summary.instance_states.get("Claimed"),
+        summary.instance_states.get(&InstanceState::Claimed),
         None,
         "{:?}",
         summary.instance_states
     );
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&3));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&3)
+    );
 }
 
 #[tokio::test]
