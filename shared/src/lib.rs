@@ -10,6 +10,7 @@
 
 pub mod clients;
 pub mod clock;
+pub mod comment;
 pub mod config;
 pub mod error;
 pub mod input;
@@ -31,4 +32,5 @@ pub mod report;
 pub mod run;
 pub mod settle;
 pub mod task;
+pub mod window;
 pub mod wiring;

@@ -342,7 +342,7 @@ async fn aggregate_with_a_claimed_batch(
     Captured<TransactWriteItemsInput>,
 ) {
     let all = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
     let now = fleetpatch::clock::now_epoch();
     let mut instances = vec![
         instance_item(&all[0], "Claimed", None),
@@ -394,7 +394,7 @@ async fn aggregate_with_a_claimed_batch(
 #[tokio::test]
 async fn a_claimed_batch_left_by_a_failed_location_adopts_its_command() {
     // GIVEN the batch's command exists in SSM (sent to exactly its 2 instances)
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
     let cmd = Command::builder()
         .command_id("cmd-found")
         .comment(comment)

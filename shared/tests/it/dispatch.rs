@@ -375,7 +375,7 @@ async fn a_repeated_invocation_never_sends_twice() {
 async fn an_unrecorded_send_is_recovered_by_its_comment() {
     // GIVEN a batch claimed 10 s ago whose SendCommand answer was lost
     let batch_ids = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
     let now = fleetpatch::clock::now_epoch();
     let mut items: Vec<Item> = batch_ids
         .iter()
@@ -436,7 +436,7 @@ async fn a_command_with_the_batch_comment_but_other_instances_is_not_adopted() {
     // GIVEN a batch of 3 claimed 10 s ago, and SSM listing a command with the batch's
     // Comment that was sent to other instances
     let batch_ids = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
     let now = fleetpatch::clock::now_epoch();
     let mut items: Vec<Item> = batch_ids
         .iter()
