@@ -13,8 +13,7 @@ use std::collections::HashMap;
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
-/// SendCommand accepts at most 50 instance IDs.
-pub const SEND_CHUNK: usize = 50;
+pub use crate::window::SEND_CHUNK;
 /// The document fleetpatch runs.
 pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 

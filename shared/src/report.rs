@@ -5,9 +5,8 @@
 
 use crate::model::{
     cut_text, first, Compliance, Counts, InstanceState, LocationOutcome, LocationRecord, RunRecord,
-    RunStatus, SkippedAccount,
+    RunStatus, SkippedAccount, MAX_LISTED_SKIPPED_ACCOUNTS,
 };
-use crate::store::MAX_LISTED_SKIPPED_ACCOUNTS;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -4,9 +4,12 @@
 //! pass the tolerated number. Pure: dispatch loads the instances, asks [`plan_round`], and
 //! applies the answer.
 
-use crate::fleet::SEND_CHUNK;
 use crate::model::{InstanceRecord, InstanceState};
 use crate::ratecontrol::threshold_passed;
+
+/// SendCommand accepts at most 50 instance IDs: a round starts instances in batches of at
+/// most this many.
+pub const SEND_CHUNK: usize = 50;
 
 /// What one round decides.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

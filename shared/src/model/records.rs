@@ -6,6 +6,12 @@ use super::{BatchState, Counts, InstanceState, Location, LocationOutcome, Phase,
 use crate::input::RunInput;
 use serde::{Deserialize, Serialize};
 
+/// At most this many skipped accounts are listed on the run item, in its summary and in the
+/// events; the others are only counted (`skippedAccountsOmitted`). With the longest input,
+/// 9,000 targeted accounts and 100 problem locations, the run item stays under DynamoDB's
+/// 400 KB (`report`'s tests build that run and measure it).
+pub const MAX_LISTED_SKIPPED_ACCOUNTS: usize = 200;
+
 /// An account that a run's OU targets contained but that was not targeted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkippedAccount {
@@ -24,7 +30,7 @@ pub struct RunRecord {
     pub input: RunInput,
     /// Accounts targeted after OU resolution and excludes.
     pub accounts: Vec<String>,
-    /// At most `store::MAX_LISTED_SKIPPED_ACCOUNTS`; the others are only counted.
+    /// At most [`MAX_LISTED_SKIPPED_ACCOUNTS`]; the others are only counted.
     pub skipped_accounts: Vec<SkippedAccount>,
     pub skipped_accounts_omitted: u64,
     pub location_count: u64,

@@ -37,11 +37,6 @@ pub type Item = HashMap<String, AttributeValue>;
 
 /// DynamoDB's largest item: 400 KB, attribute names and values together.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
-/// At most this many skipped accounts are listed on the run item, in its summary and in the
-/// events; the others are only counted (`skippedAccountsOmitted`). With the longest input,
-/// 9,000 targeted accounts and 100 problem locations, the run item stays under
-/// [`MAX_ITEM_BYTES`] (a test builds that run and measures it).
-pub const MAX_LISTED_SKIPPED_ACCOUNTS: usize = 200;
 /// A rejected run keeps at most this much of its raw input (`rawInputOmittedBytes` says how
 /// much was cut; Step Functions accepts inputs up to 256 KiB).
 pub const MAX_RAW_INPUT_BYTES: usize = 64 * 1024;
