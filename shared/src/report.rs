@@ -141,22 +141,29 @@ pub fn summarize(
     }
 }
 
-/// Renders a human report of a run: one line per location, then totals.
+/// Renders a human report of a run: a header, one line per location, then totals.
 pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Run {}  {}  {} on group {}  -> {}",
+    let mut out = header(summary);
+    let mut sorted: Vec<&LocationRecord> = locations.iter().collect();
+    sorted.sort_by(|a, b| a.location.cmp(&b.location));
+    for l in sorted {
+        out.push_str(&location_line(l));
+    }
+    out.push_str(&totals(summary));
+    out
+}
+
+fn header(summary: &RunSummary) -> String {
+    let title = format!(
+        "Run {}  {}  {} on group {}  -> {}\n",
         summary.run_id,
         summary.snapshot_id.as_deref().unwrap_or("-"),
         summary.operation,
         summary.resource_group,
         summary.status.as_str()
     );
-    let _ = writeln!(
-        out,
-        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  WHY",
+    let columns = format!(
+        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  WHY\n",
         "LOCATION",
         "OUTCOME",
         "TARGETED",
@@ -167,75 +174,81 @@ pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> Stri
         "MISSING",
         "PENDREBOOT",
     );
-    let mut sorted: Vec<&LocationRecord> = locations.iter().collect();
-    sorted.sort_by(|a, b| a.location.cmp(&b.location));
-    for l in sorted {
-        let c = |k: InstanceState| l.counts.get(&k).copied().unwrap_or(0);
-        let failed = c(InstanceState::Failed) + c(InstanceState::ExecutionTimedOut);
-        let skipped = c(InstanceState::Unmanaged)
-            + c(InstanceState::NotStarted)
-            + c(InstanceState::DeliveryTimedOut)
-            + c(InstanceState::Undeliverable)
-            + c(InstanceState::AccessDenied)
-            + c(InstanceState::InvalidPlatform)
-            + c(InstanceState::Cancelled)
-            + c(InstanceState::Terminated);
-        let comp = l.compliance.unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  {}",
-            l.location.to_string(),
-            l.outcome
-                .map(LocationOutcome::as_str)
-                .unwrap_or("(running)"),
-            l.targeted,
-            c(InstanceState::Succeeded),
-            failed,
-            c(InstanceState::Offline),
-            skipped,
-            comp.missing,
-            comp.installed_pending_reboot,
-            l.reason.as_deref().unwrap_or("")
-        );
-    }
-    let _ = writeln!(
-        out,
-        "Locations: {}  Instances targeted: {}  States: {}",
-        summary
-            .location_outcomes
-            .iter()
-            .map(|(k, v)| format!("{}={v}", k.as_str()))
-            .collect::<Vec<_>>()
-            .join(" "),
+    title + &columns
+}
+
+/// Instance states shown as SKIPPED: never sent, or not delivered, and not counted as errors.
+const SKIPPED_STATES: [InstanceState; 8] = [
+    InstanceState::Unmanaged,
+    InstanceState::NotStarted,
+    InstanceState::DeliveryTimedOut,
+    InstanceState::Undeliverable,
+    InstanceState::AccessDenied,
+    InstanceState::InvalidPlatform,
+    InstanceState::Cancelled,
+    InstanceState::Terminated,
+];
+
+fn location_line(l: &LocationRecord) -> String {
+    let c = |k: InstanceState| l.counts.get(&k).copied().unwrap_or(0);
+    let failed = c(InstanceState::Failed) + c(InstanceState::ExecutionTimedOut);
+    let skipped: u64 = SKIPPED_STATES.iter().map(|s| c(*s)).sum();
+    let comp = l.compliance.unwrap_or_default();
+    format!(
+        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  {}\n",
+        l.location.to_string(),
+        l.outcome
+            .map(LocationOutcome::as_str)
+            .unwrap_or("(running)"),
+        l.targeted,
+        c(InstanceState::Succeeded),
+        failed,
+        c(InstanceState::Offline),
+        skipped,
+        comp.missing,
+        comp.installed_pending_reboot,
+        l.reason.as_deref().unwrap_or("")
+    )
+}
+
+fn totals(summary: &RunSummary) -> String {
+    let outcomes: Vec<String> = summary
+        .location_outcomes
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.as_str()))
+        .collect();
+    let states: Vec<String> = summary
+        .instance_states
+        .iter()
+        .map(|(k, v)| format!("{}={v}", k.as_str()))
+        .collect();
+    let mut out = format!(
+        "Locations: {}  Instances targeted: {}  States: {}\n",
+        outcomes.join(" "),
         summary.instances_targeted,
-        summary
-            .instance_states
-            .iter()
-            .map(|(k, v)| format!("{}={v}", k.as_str()))
-            .collect::<Vec<_>>()
-            .join(" ")
+        states.join(" ")
     );
+
     let comp = &summary.compliance;
-    let _ = writeln!(
-        out,
-        "Compliance: {}/{} instances compliant; installed {}, missing {}, failed {}, pending reboot {}",
+    out.push_str(&format!(
+        "Compliance: {}/{} instances compliant; installed {}, missing {}, failed {}, pending reboot {}\n",
         comp.compliant_instances, comp.instances, comp.installed, comp.missing, comp.failed, comp.installed_pending_reboot
-    );
+    ));
+
     if !summary.skipped_accounts.is_empty() {
         let more = match summary.skipped_accounts_omitted {
             0 => String::new(),
             n => format!(", and {n} more"),
         };
-        let _ = writeln!(
-            out,
-            "Accounts not targeted: {}{more}",
-            summary
-                .skipped_accounts
-                .iter()
-                .map(|s| format!("{} ({})", s.account, s.reason))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let listed: Vec<String> = summary
+            .skipped_accounts
+            .iter()
+            .map(|s| format!("{} ({})", s.account, s.reason))
+            .collect();
+        out.push_str(&format!(
+            "Accounts not targeted: {}{more}\n",
+            listed.join(", ")
+        ));
     }
     out
 }

@@ -19,29 +19,24 @@ use aws_sdk_ssm::types::{
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use fleetpatch::aggregate::Aggregator;
 use fleetpatch::config::Config;
-use fleetpatch::model::{InstanceState, LocationOutcome, RunStatus};
+use fleetpatch::model::{
+    InstanceState, Location, LocationOutcome, LocationRecord, Phase, RunStatus,
+};
 use fleetpatch::report::RunSummary;
+use fleetpatch::store::items;
 use fleetpatch::task::AggregateRequest;
 use serde_json::json;
-use std::collections::HashMap;
 
 fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
-    let mut item: Item = HashMap::from([
-        ("PK".into(), s(&format!("RUN#{RUN}"))),
-        ("SK".into(), s(&format!("LOC#{account}#{REGION}"))),
-        ("account".into(), s(account)),
-        ("region".into(), s(REGION)),
-        ("phase".into(), s("Done")),
-        ("outcome".into(), s(outcome)),
-        ("targeted".into(), n(counts.iter().map(|(_, v)| v).sum())),
-    ]);
-    item.insert(
-        "counts".into(),
-        aws_sdk_dynamodb::types::AttributeValue::M(
-            counts.iter().map(|(k, v)| (k.to_string(), n(*v))).collect(),
-        ),
-    );
-    item
+    let mut l = LocationRecord::pending(Location::new(account, REGION));
+    l.phase = Phase::Done;
+    l.outcome = Some(outcome.parse().unwrap());
+    l.targeted = counts.iter().map(|(_, v)| v).sum();
+    l.counts = counts
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), *v))
+        .collect();
+    items::location_item(RUN, &l).unwrap()
 }
 
 /// The table as aggregate sees it: one run item in `run_status`, the given location items,
