@@ -25,14 +25,12 @@ pub const MAX_REASON_BYTES: usize = 300;
 pub struct LocationLine {
     /// `ACCOUNT/REGION`.
     pub location: String,
-    /// Outcome.
     pub outcome: LocationOutcome,
-    /// Why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Instances in the group.
     pub targeted: u64,
-    /// Instances per state.
+    /// Instances per state, as the location's items say at the end.
     pub instances: Counts,
 }
 
@@ -40,23 +38,17 @@ pub struct LocationLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunSummary {
-    /// The run ID.
     pub run_id: String,
-    /// Final status.
     pub status: RunStatus,
-    /// Scan or Install.
     pub operation: String,
-    /// The resource group.
     pub resource_group: String,
     /// The baseline snapshot every instance used.
     pub snapshot_id: Option<String>,
-    /// Number of locations.
     pub locations: u64,
-    /// Locations per outcome.
     pub location_outcomes: BTreeMap<LocationOutcome, u64>,
     /// Instances found in the groups.
     pub instances_targeted: u64,
-    /// Instances per final state.
+    /// Instances per final state, over every location.
     pub instance_states: Counts,
     /// Compliance after the run, over the instances that ran.
     pub compliance: Compliance,
@@ -259,7 +251,6 @@ mod tests {
     use crate::events;
     use crate::input;
     use crate::model::{Location, Phase};
-    use crate::store::Store;
     use serde_json::json;
 
     fn run() -> RunRecord {
@@ -428,13 +419,7 @@ mod tests {
         let (run, locations) = largest_run();
         let summary = summarize("r1", RunStatus::CompletedWithErrors, &run, &locations);
         // WHEN its run item is written as plan writes it, plus the summary aggregate adds
-        let client = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::Config::builder()
-                .behavior_version_latest()
-                .build(),
-        );
-        let store = Store::new(client, "fleetpatch-runs", 90);
-        let mut item = store.run_item(&run).unwrap();
+        let mut item = crate::store::items::run_item(&run).unwrap();
         let detail = serde_json::to_string(&summary).unwrap();
         for (k, v) in [
             ("summary", detail.clone()),
@@ -445,6 +430,7 @@ mod tests {
             item.insert(k.into(), aws_sdk_dynamodb::types::AttributeValue::S(v));
         }
         for k in [
+            "expiresAt",
             "instancesSent",
             "instancesDone",
             "locationsDone",

@@ -5,11 +5,11 @@
 //! transaction.
 
 use super::client::{build_err, Transacted};
-use super::items::{batch_item, instance_item, json, n, s};
+use super::items::{batch_item, instance_item, n, s};
 use super::keys::{batch_key, instance_key, location_pk, BATCH_PREFIX, INSTANCE_PREFIX};
 use super::{Store, MAX_TRANSACTION_ITEMS};
 use crate::clock::{iso, now_epoch};
-use crate::error::{from_sdk, Result};
+use crate::error::Result;
 use crate::model::{
     BatchRecord, BatchState, Compliance, InstanceMove, InstanceRecord, InstanceState, Location,
 };
@@ -363,15 +363,6 @@ impl Store {
         id: &str,
         c: &Compliance,
     ) -> Result<()> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(instance_key(run_id, l, id)))
-            .update_expression("SET compliance = :c")
-            .expression_attribute_values(":c", json(c)?)
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
-        Ok(())
+        self.set_compliance(instance_key(run_id, l, id), c).await
     }
 }

@@ -174,16 +174,23 @@ impl Store {
             .ok_or_else(|| Error::Record("nextBatch counter missing".into()))
     }
 
+    /// Writes a location's compliance totals, after the run.
     pub async fn set_location_compliance(
         &self,
         run_id: &str,
         l: &Location,
         c: &Compliance,
     ) -> Result<()> {
+        self.set_compliance(location_key(run_id, l), c).await
+    }
+
+    /// Sets the `compliance` attribute of the item at `key` (unconditional: aggregate is the
+    /// only writer, and a retry writes the same counts).
+    pub(super) async fn set_compliance(&self, key: super::Item, c: &Compliance) -> Result<()> {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(location_key(run_id, l)))
+            .set_key(Some(key))
             .update_expression("SET compliance = :c")
             .expression_attribute_values(":c", json(c)?)
             .send()
