@@ -41,6 +41,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+
+
+def target_dir() -> Path:
+    """Where cargo puts its builds: asked of cargo, so that a global CARGO_TARGET_DIR (or a
+    `build.target-dir` in a cargo config) is honoured."""
+    global _TARGET_DIR
+    if _TARGET_DIR is None:
+        out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        _TARGET_DIR = Path(json.loads(out)["target_directory"])
+    return _TARGET_DIR
+
+
+_TARGET_DIR: Path | None = None
 DEFAULT_DIR = Path(os.environ.get("FLEETPATCH_STACK_DIR", ROOT / ".local" / "stack"))
 DEFAULT_FLEET = ROOT / "tests" / "fleets" / "demo.toml"
 FUNCTIONS = ["plan", "expand", "dispatch", "settle", "aggregate"]
@@ -236,7 +250,7 @@ class Stack:
                 iam_url = "http://" + wait_until("iam evaluator", iam_listening, 60, iam_log, p)
 
             # 1. fleetsim: its port is what moto and the functions call.
-            argv = [str(ROOT / "target" / "debug" / "fleetsim"), "--port", "0",
+            argv = [str(target_dir() / "debug" / "fleetsim"), "--port", "0",
                     "--fleet", str(self.fleet), "--moto-url", moto_url, "--lambda-url", lambda_url]
             if iam_url:
                 argv += ["--iam-url", iam_url]
