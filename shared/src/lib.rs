@@ -14,6 +14,7 @@ pub mod comment;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod limits;
 pub mod model;
 pub mod ratecontrol;
 pub mod store;

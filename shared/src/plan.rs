@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::input::{self, FieldError, RunInput};
+use crate::limits;
 use crate::model::{cut_text, first, Location, RunRecord, RunStatus, MAX_LISTED_SKIPPED_ACCOUNTS};
 use crate::orgs;
 use crate::regions;
@@ -14,10 +15,13 @@ use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
 use tracing::{info, warn};
 
-/// The most locations one run may have: the Distributed Map reads them from the state
-/// payload, which Step Functions caps at 256 KiB (measured by `make bench`: 27 bytes a
-/// location with the longest Region names, so 9,000 locations leave 16 KiB to spare).
-pub const MAX_LOCATIONS: usize = 9_000;
+/// The most locations one run may have: the Distributed Map reads them from plan's answer,
+/// one state payload (256 KiB with the `lambda:invoke` envelope around it). Measured through
+/// the same serde path (a test): 31 bytes a location (`"ACCOUNT/REGION",` with a 15-byte
+/// Region code), 134 bytes for the rest with the longest run ID; 8,385 is the largest count
+/// that fits [`limits::PLAN_RESPONSE_BUDGET_BYTES`]. [`decide`] also checks the bytes
+/// themselves, for Region codes longer than the cap was derived for.
+pub const MAX_LOCATIONS: usize = 8_385;
 
 /// What `plan` needs.
 pub struct Planner {
@@ -62,7 +66,8 @@ pub struct Planned {
 }
 
 /// Decides the run from its validated input and its resolved targets (pure). Refused when
-/// the accounts and Regions make more than [`MAX_LOCATIONS`] locations.
+/// the accounts and Regions make more than [`MAX_LOCATIONS`] locations, or an answer larger
+/// than the state payload carries.
 pub fn decide(
     run_id: &str,
     mut run_input: RunInput,
@@ -86,6 +91,17 @@ pub fn decide(
     // One snapshot per run: every instance patches against the same baseline.
     run_input.snapshot_id.get_or_insert(snapshot_id);
     let response = response(run_id, &run_input, &locs);
+    let bytes = serde_json::to_vec(&response).map_or(usize::MAX, |b| b.len());
+    if !limits::plan_response_fits(bytes) {
+        return Err(FieldError {
+            field: "regions".into(),
+            rule: format!(
+                "{} locations with these Region codes make a plan of {bytes} bytes; the state machine carries at most {} (256 KiB less the Lambda envelope): split the run into several",
+                locs.len(),
+                limits::PLAN_RESPONSE_BUDGET_BYTES
+            ),
+        });
+    }
     let n = locs.len() as u64;
     let (skipped, skipped_omitted) = first(resolved.skipped, MAX_LISTED_SKIPPED_ACCOUNTS);
     let record = RunRecord {
@@ -261,6 +277,7 @@ impl Planner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits;
     use serde_json::json;
 
     fn run_input(accounts: usize, regions: usize) -> (RunInput, Vec<String>, Vec<String>) {
@@ -305,35 +322,115 @@ mod tests {
         assert!(tolerated >= MAX_LOCATIONS as u64);
     }
 
+    /// The largest plan answer: `n` locations of 12-digit accounts and Region codes of
+    /// the longest length the cap is derived for, the longest run ID, every location at once.
+    fn worst_case_response(n: usize) -> PlanResponse {
+        let regs: Vec<String> = (0..10).map(|i| format!("us-isof-south-{i}")).collect();
+        assert!(regs
+            .iter()
+            .all(|r| r.len() == limits::MAX_REGION_CODE_BYTES));
+        let accts: Vec<String> = (0..n.div_ceil(regs.len()))
+            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
+            .collect();
+        let mut locs = locations(&accts, &regs);
+        locs.truncate(n);
+        let input = input::validate(&json!({
+            "operation": "Install",
+            "resourceGroup": "patch-group-a",
+            "accounts": ["123456789012"],
+            "regions": ["us-east-1"],
+            "locationConcurrency": "100%",
+        }))
+        .unwrap();
+        let run_id = "r".repeat(limits::MAX_RUN_ID_BYTES);
+        response(&run_id, &input, &locs)
+    }
+
     #[test]
-    fn the_largest_allowed_plan_fits_in_a_state_payload() {
+    fn the_largest_allowed_plan_fits_in_a_state_payload_and_one_more_location_would_not() {
+        // GIVEN the largest plan answer plan accepts, serialized as the function returns it
+        let resp = worst_case_response(MAX_LOCATIONS);
+        assert_eq!(resp.locations.len(), MAX_LOCATIONS);
+        let bytes = serde_json::to_vec(&resp).unwrap().len();
+
+        // THEN it fits the payload with the lambda:invoke envelope around it
+        assert!(
+            limits::plan_response_fits(bytes),
+            "{MAX_LOCATIONS} locations make {bytes} bytes; the budget is {}",
+            limits::PLAN_RESPONSE_BUDGET_BYTES
+        );
+        // AND the cap is the largest that fits
+        let more = serde_json::to_vec(&worst_case_response(MAX_LOCATIONS + 1))
+            .unwrap()
+            .len();
+        assert!(!limits::plan_response_fits(more), "{more} bytes still fit");
+    }
+
+    #[test]
+    fn the_invoke_envelope_fits_its_reserve() {
+        // GIVEN a lambda:invoke result as Step Functions records it (the shape AWS documents,
+        // header values at their real lengths), around an empty answer
+        let envelope = json!({
+            "ExecutedVersion": "$LATEST",
+            "Payload": {},
+            "SdkHttpMetadata": {
+                "AllHttpHeaders": {
+                    "X-Amz-Executed-Version": ["$LATEST"],
+                    "x-amzn-Remapped-Content-Length": ["0"],
+                    "Connection": ["keep-alive"],
+                    "x-amzn-RequestId": ["6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c"],
+                    "Content-Length": ["262144"],
+                    "Date": ["Mon, 30 Nov 2026 14:00:00 GMT"],
+                    "X-Amzn-Trace-Id": ["root=1-6572a1b2-3c4d5e6f7a8b9c0d1e2f3a4b;parent=1a2b3c4d5e6f7a8b;sampled=0;lineage=9f8e7d6c:0"],
+                    "Content-Type": ["application/json"]
+                },
+                "HttpHeaders": {
+                    "X-Amz-Executed-Version": "$LATEST",
+                    "x-amzn-Remapped-Content-Length": "0",
+                    "Connection": "keep-alive",
+                    "x-amzn-RequestId": "6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c",
+                    "Content-Length": "262144",
+                    "Date": "Mon, 30 Nov 2026 14:00:00 GMT",
+                    "X-Amzn-Trace-Id": "root=1-6572a1b2-3c4d5e6f7a8b9c0d1e2f3a4b;parent=1a2b3c4d5e6f7a8b;sampled=0;lineage=9f8e7d6c:0",
+                    "Content-Type": "application/json"
+                },
+                "HttpStatusCode": 200
+            },
+            "SdkResponseMetadata": {"RequestId": "6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c"},
+            "StatusCode": 200
+        });
+        // WHEN it is measured without the answer's own two bytes
+        let bytes = serde_json::to_vec(&envelope).unwrap().len() - 2;
+        // THEN it fits the room plan's budget keeps for it, with room to spare
+        assert!(
+            bytes * 2 <= limits::INVOKE_ENVELOPE_BYTES,
+            "the envelope is {bytes} bytes"
+        );
+    }
+
+    #[test]
+    fn a_plan_over_the_payload_budget_is_refused_even_under_the_location_cap() {
+        // GIVEN Region codes longer than the cap was derived for (well formed, if AWS added
+        // one), in a run just under the location cap
+        let regs: Vec<String> = (0..10)
+            .map(|i| format!("us-northwest-longer-{i}"))
+            .collect();
         let accts: Vec<String> = (0..MAX_LOCATIONS / 10)
             .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
             .collect();
-        let regs: Vec<String> = [
-            "ap-southeast-1",
-            "ap-southeast-2",
-            "ap-northeast-1",
-            "ap-northeast-2",
-            "ap-northeast-3",
-            "eu-central-1",
-            "eu-central-2",
-            "ca-central-1",
-            "us-gov-west-1",
-            "il-central-1",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let (input, _, _) = run_input(1, 1);
-        let resp = response(
-            "9b2f6c1e-0000-4000-8000-000000000000",
-            &input,
-            &locations(&accts, &regs),
-        );
-        assert_eq!(resp.locations.len(), MAX_LOCATIONS);
-        let bytes = serde_json::to_vec(&resp).unwrap().len();
-        assert!(bytes < 256 * 1024, "plan payload is {bytes} bytes");
+        let (mut input, _, _) = run_input(1, 1);
+        input.regions = regs;
+        let resolved = orgs::Resolved {
+            accounts: accts,
+            skipped: Vec::new(),
+        };
+        // WHEN plan decides the run
+        let Err(err) = decide("r", input, resolved, "snap".into(), 0) else {
+            panic!("a plan over the payload budget was accepted");
+        };
+        // THEN it is refused as bad input, saying why
+        assert_eq!(err.field, "regions");
+        assert!(err.rule.contains("256 KiB"), "{}", err.rule);
     }
 
     #[test]

@@ -32,8 +32,8 @@ impl Location {
     }
 }
 
-/// The compact form used in state payloads: `ACCOUNT/REGION` (about 30 bytes, so that
-/// 5,000 locations fit in Step Functions' 256 KiB payload).
+/// The compact form used in state payloads: `ACCOUNT/REGION` (28 bytes with a 15-byte Region
+/// code; [`crate::plan::MAX_LOCATIONS`] is derived from it).
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.account, self.region)
