@@ -282,7 +282,8 @@ impl<F: ClientFactory> Dispatcher<F> {
     }
 
     /// Writes the location's progress, then answers: finished with its outcome once every
-    /// instance is final, otherwise again after the poll interval.
+    /// instance is final, otherwise again after the poll interval (at least 30 s after the
+    /// first poll segment, see [`crate::limits`]).
     async fn answer(
         &self,
         task: LocationTask,
@@ -309,7 +310,7 @@ impl<F: ClientFactory> Dispatcher<F> {
                 info!(run_id, location = %loc, outcome = outcome.as_str(), "location finished");
                 Ok(task.finished(outcome, reason))
             }
-            None => Ok(task.again(self.config.poll_seconds)),
+            None => Ok(task.next_round(self.config.poll_seconds)),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the number of instances: everything else lives in DynamoDB.
 
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::model::{Location, LocationOutcome};
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +64,13 @@ pub struct LocationTask {
     /// Set by the state machine's Catch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<CaughtError>,
+    /// Dispatch rounds so far.
+    #[serde(default)]
+    pub rounds: u64,
+    /// True when this round was the last of its poll segment: the segment execution ends,
+    /// and the location child starts the next one ([`crate::limits`]).
+    #[serde(default)]
+    pub segment_end: bool,
 }
 
 impl LocationTask {
@@ -81,6 +89,8 @@ impl LocationTask {
             outcome: Some(outcome),
             reason,
             error: None,
+            rounds: self.rounds,
+            segment_end: false,
         }
     }
 
@@ -94,6 +104,19 @@ impl LocationTask {
             outcome: None,
             reason: None,
             error: None,
+            rounds: self.rounds,
+            segment_end: false,
+        }
+    }
+
+    /// The same task after one more dispatch round: called again after the poll interval
+    /// ([`limits::poll_wait`]), in a new segment when this round ends one.
+    pub fn next_round(&self, poll_seconds: u64) -> LocationTask {
+        let rounds = self.rounds + 1;
+        LocationTask {
+            rounds,
+            segment_end: limits::ends_segment(rounds),
+            ..self.again(limits::poll_wait(poll_seconds, rounds))
         }
     }
 }
@@ -138,6 +161,25 @@ mod tests {
         assert_eq!(e.error.unwrap().error, "AwsError");
         let _: AggregateRequest =
             serde_json::from_str(include_str!("../../events/aggregate.json")).unwrap();
+    }
+
+    #[test]
+    fn the_last_round_of_a_segment_ends_it_and_later_rounds_wait_the_floor() {
+        // GIVEN a task 599 rounds into its location, with a 2 s poll
+        let t = LocationTask {
+            run_id: "r".into(),
+            location: "111111111111/us-east-1".into(),
+            rounds: limits::SEGMENT_ROUNDS - 1,
+            ..LocationTask::default()
+        };
+        // WHEN dispatch answers round 600, then round 601
+        let last = t.next_round(2);
+        let next = last.next_round(2);
+        // THEN round 600 ends the segment, and round 601 starts a new one waiting 30 s
+        assert_eq!((last.rounds, last.segment_end), (600, true));
+        assert_eq!((next.rounds, next.segment_end), (601, false));
+        assert_eq!(next.wait_seconds, limits::LATER_POLL_FLOOR_SECONDS);
+        assert_eq!(t.finished(LocationOutcome::Succeeded, None).rounds, 599);
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Location {
 }
 
 /// The compact form used in state payloads: `ACCOUNT/REGION` (28 bytes with a 15-byte Region
-/// code; [`crate::plan::MAX_LOCATIONS`] is derived from it).
+/// code; plan's location cap is derived from it).
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.account, self.region)

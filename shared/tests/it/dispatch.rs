@@ -211,6 +211,8 @@ async fn sends_a_full_window_in_chunks_of_50() {
     assert_eq!(claims[0].len(), 51);
     assert!(!out.done);
     assert_eq!(out.wait_seconds, Config::for_tests().poll_seconds);
+    // AND the round is counted: the first of its poll segment, which goes on
+    assert_eq!((out.rounds, out.segment_end), (1, false));
 }
 
 #[tokio::test]

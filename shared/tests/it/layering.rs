@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 const HANDLERS: [&str; 5] = ["plan", "expand", "dispatch", "settle", "aggregate"];
-const PURE: [&str; 7] = [
+const PURE: [&str; 8] = [
     "run",
+    "limits",
     "window",
     "ratecontrol",
     "report",

@@ -321,7 +321,7 @@ async fn an_unknown_ou_is_bad_input() {
 
 #[tokio::test]
 async fn more_locations_than_a_state_payload_holds_are_refused() {
-    // GIVEN 1,000 accounts x 10 Regions = 10,000 locations (the limit is 9,000)
+    // GIVEN 1,000 accounts x 10 Regions = 10,000 locations (the limit is 8,385)
     let w = world();
     let accounts: Vec<String> = (0..1000)
         .map(|i| format!("{:012}", 100_000_000_000u64 + i))
@@ -344,7 +344,8 @@ async fn more_locations_than_a_state_payload_holds_are_refused() {
     // THEN it is rejected, naming the count and the limit
     assert_eq!(err.error_type(), "InvalidInput");
     assert!(err.to_string().contains("10000 locations"), "{err}");
-    assert!(err.to_string().contains("9000"), "{err}");
+    let cap = fleetpatch::plan::MAX_LOCATIONS.to_string();
+    assert!(err.to_string().contains(&cap), "{err}");
 }
 
 #[tokio::test]
