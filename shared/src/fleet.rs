@@ -2,8 +2,8 @@
 //! execution role's credentials. SDK types stop here; callers get fleetpatch's types.
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
+use crate::model::Compliance;
 use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
-use crate::store::Compliance;
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
 use aws_sdk_ssm::types::{
     CloudWatchOutputConfig, CommandFilter, CommandFilterKey, InstanceInformationStringFilter,
@@ -13,8 +13,7 @@ use std::collections::HashMap;
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
-/// SendCommand accepts at most 50 instance IDs.
-pub const SEND_CHUNK: usize = 50;
+pub use crate::window::SEND_CHUNK;
 /// The document fleetpatch runs.
 pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 
