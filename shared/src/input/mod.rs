@@ -9,8 +9,6 @@
 
 mod document;
 mod schema;
-#[cfg(test)]
-mod tests;
 
 use crate::model::{Operation, RebootOption};
 use crate::ratecontrol::{self, Rate};
@@ -167,3 +165,6 @@ pub fn unknown_regions(input: &Value, known: &BTreeSet<String>) -> Vec<FieldErro
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
