@@ -35,9 +35,10 @@ test-rust:
 	cargo test --workspace
 
 # Python tests that need no stack: the run input's JSON Schema against the table of cases the
-# Rust validation also reads; the template's delayed start (one run a month).
+# Rust validation also reads; the template's delayed start (one run a month); the local
+# stack's fixes to moto's DynamoDB.
 test-static: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra
+	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra tests/localstack
 
 test-fidelity: venv
 	cargo build -p fleetsim
