@@ -7,12 +7,12 @@
 //!   number of rounds a 10% window needs to get through them;
 //! - input validation time.
 
-use fleetpatch::dispatch::plan_round;
 use fleetpatch::input;
+use fleetpatch::model::InstanceRecord;
 use fleetpatch::model::InstanceState;
 use fleetpatch::plan::{locations, response};
 use fleetpatch::ratecontrol::Rate;
-use fleetpatch::store::InstanceRecord;
+use fleetpatch::window::plan_round;
 use serde_json::json;
 use std::time::Instant;
 

@@ -4,23 +4,23 @@
 //! group but unknown to SSM: stopped, or no agent). A missing group or an unassumable role
 //! ends the location with its own outcome, never the run.
 
-use crate::clients::{AssumeError, ClientFactory};
+use crate::clients::{AssumeError, ClientFactory, TargetClients};
 use crate::config::Config;
 use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
-use crate::model::{InstanceState, LocationOutcome, RunStatus};
-use crate::store::{InstanceRecord, LocationRecord, Phase, Store};
+use crate::model::{
+    count_states, Expansion, InstanceRecord, InstanceState, Location, LocationOutcome, RunRecord,
+};
+use crate::run::{self, Entry};
+use crate::store::Store;
 use crate::task::LocationTask;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use tracing::{info, warn};
 
 /// What `expand` needs.
 pub struct Expander<F> {
-    /// Configuration.
     pub config: Config,
-    /// The table.
     pub store: Store,
-    /// Clients per location.
     pub factory: F,
 }
 
@@ -44,101 +44,95 @@ pub fn classify(ids: &[String], managed: &HashMap<String, ManagedInfo>) -> Vec<I
         .collect()
 }
 
-/// Counts instances per state, by the states' stored names.
-pub fn count_states<'a>(
-    states: impl IntoIterator<Item = &'a InstanceState>,
-) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for s in states {
-        *counts.entry(s.as_str().to_string()).or_insert(0) += 1;
+/// What expansion found, with the location's window and tolerated errors as numbers
+/// (pure: SSM's rate-control meaning, applied to the instances online and managed).
+pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
+    let dispatchable = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .count() as u64;
+    Expansion {
+        targeted: instances.len() as u64,
+        dispatchable,
+        window: run.input.target_concurrency_rate().window(dispatchable),
+        tolerated: run.input.target_error_rate().tolerated_errors(dispatchable),
+        counts: count_states(instances.iter().map(|i| i.state)),
     }
-    counts
+}
+
+/// How a location's instances were found, short of an error.
+enum Found {
+    Instances(Vec<InstanceRecord>),
+    /// The location ends here (role refused, group missing).
+    Ended(LocationOutcome, String),
 }
 
 impl<F: ClientFactory> Expander<F> {
-    /// Expands one location.
+    /// Expands one location: load the run and the location, decide whether it may start,
+    /// find its instances, record them and what they make of the window.
     pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
         let loc = task.location()?;
         let run = self.store.get_run(&task.run_id).await?;
         let record = self.store.get_location(&task.run_id, &loc).await?;
-        if record.phase == Some(Phase::Done) {
-            return Ok(task.finished(
-                record.outcome.unwrap_or(LocationOutcome::Error),
-                record.reason,
-            ));
+        if let Entry::Finish(outcome, reason) = run::may_start(&run, &record) {
+            info!(run_id = %task.run_id, location = %loc, outcome = outcome.as_str(), "location not started");
+            return Ok(task.finished(outcome, reason));
         }
-        if run.status != RunStatus::Running {
-            info!(run_id = %task.run_id, location = %loc, "run is stopping: location skipped");
-            return Ok(task.finished(
-                LocationOutcome::Skipped,
-                Some(format!(
-                    "not started: the run's location error threshold ({}) was passed",
-                    run.input.location_error_threshold
-                )),
-            ));
-        }
-        let clients = match self
-            .factory
-            .clients(&loc, &run.input.execution_role_name, &task.run_id)
-            .await
-        {
-            Ok(c) => c,
-            Err(AssumeError::AccessDenied { role_arn, message }) => {
-                warn!(run_id = %task.run_id, location = %loc, %role_arn, "execution role refused");
-                return Ok(task.finished(
-                    LocationOutcome::AccessDenied,
-                    Some(format!("cannot assume {role_arn}: {message}")),
-                ));
-            }
-            Err(AssumeError::Other(e)) => return Err(e),
+
+        let instances = match self.find(&task.run_id, &run, &loc).await? {
+            Found::Instances(i) => i,
+            Found::Ended(outcome, why) => return Ok(task.finished(outcome, Some(why))),
         };
-        let ids =
-            match fleet::list_group_instances(&clients.groups, &run.input.resource_group).await {
-                Ok(ids) => ids,
-                Err(GroupError::NotFound(g)) => {
-                    return Ok(task.finished(
-                        LocationOutcome::GroupNotFound,
-                        Some(format!("resource group {g} does not exist in {loc}")),
-                    ));
-                }
-                Err(GroupError::Other(e)) => return Err(e),
-            };
-        let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
-        let instances = classify(&ids, &managed);
+
+        let found = expansion(&run, &instances);
         self.store
             .put_instances(&task.run_id, &loc, &instances)
             .await?;
-        let dispatchable = instances
-            .iter()
-            .filter(|i| i.state == InstanceState::Pending)
-            .count() as u64;
-        let found = LocationRecord {
-            targeted: instances.len() as u64,
-            dispatchable,
-            window: run.input.target_concurrency_rate().window(dispatchable),
-            tolerated: run.input.target_error_rate().tolerated_errors(dispatchable),
-            counts: count_states(instances.iter().map(|i| &i.state)),
-            ..LocationRecord::default()
-        };
         self.store.set_expanded(&task.run_id, &loc, &found).await?;
         info!(
             run_id = %task.run_id,
             location = %loc,
             targeted = found.targeted,
-            dispatchable,
+            dispatchable = found.dispatchable,
             window = found.window,
             "location expanded"
         );
-        if dispatchable == 0 {
-            return Ok(task.finished(
-                LocationOutcome::NoTargets,
-                Some(format!(
-                    "{} instance(s) in the group, none online and managed",
-                    instances.len()
-                )),
-            ));
+
+        if found.dispatchable == 0 {
+            let why = format!(
+                "{} instance(s) in the group, none online and managed",
+                instances.len()
+            );
+            return Ok(task.finished(LocationOutcome::NoTargets, Some(why)));
         }
         Ok(task.again(0))
+    }
+
+    /// Assumes the execution role, lists the group and asks SSM about its instances.
+    async fn find(&self, run_id: &str, run: &RunRecord, loc: &Location) -> Result<Found> {
+        let role = &run.input.execution_role_name;
+        let clients: TargetClients = match self.factory.clients(loc, role, run_id).await {
+            Ok(c) => c,
+            Err(AssumeError::AccessDenied { role_arn, message }) => {
+                warn!(run_id, location = %loc, %role_arn, "execution role refused");
+                let why = format!("cannot assume {role_arn}: {message}");
+                return Ok(Found::Ended(LocationOutcome::AccessDenied, why));
+            }
+            Err(AssumeError::Other(e)) => return Err(e),
+        };
+
+        let ids =
+            match fleet::list_group_instances(&clients.groups, &run.input.resource_group).await {
+                Ok(ids) => ids,
+                Err(GroupError::NotFound(g)) => {
+                    let why = format!("resource group {g} does not exist in {loc}");
+                    return Ok(Found::Ended(LocationOutcome::GroupNotFound, why));
+                }
+                Err(GroupError::Other(e)) => return Err(e),
+            };
+
+        let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
+        Ok(Found::Instances(classify(&ids, &managed)))
     }
 }
 
@@ -190,7 +184,7 @@ mod tests {
                 InstanceState::Offline
             ]
         );
-        let counts = count_states(&states);
-        assert_eq!(counts.get("Offline"), Some(&2));
+        let counts = count_states(states.iter().copied());
+        assert_eq!(counts.get(&InstanceState::Offline), Some(&2));
     }
 }

@@ -7,8 +7,8 @@
 //! ([`SendOutcome::Refused`]) or may ([`SendOutcome::Unknown`]).
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
+use crate::model::Compliance;
 use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
-use crate::store::Compliance;
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
@@ -22,8 +22,7 @@ use std::collections::HashMap;
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
-/// SendCommand accepts at most 50 instance IDs; the describe calls take the same chunks.
-pub const SEND_CHUNK: usize = 50;
+pub use crate::window::SEND_CHUNK;
 /// The SSM document every command runs.
 pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 

@@ -9,6 +9,8 @@
 //! once per cold start.
 
 pub mod clients;
+pub mod clock;
+pub mod comment;
 pub mod config;
 pub mod error;
 pub mod input;
@@ -24,7 +26,11 @@ pub mod expand;
 pub mod fleet;
 pub mod orgs;
 pub mod plan;
+pub mod progress;
 pub mod regions;
+pub mod report;
+pub mod run;
 pub mod settle;
 pub mod task;
+pub mod window;
 pub mod wiring;

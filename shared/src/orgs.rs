@@ -10,7 +10,7 @@
 
 use crate::error::{from_sdk, Error, Result};
 use crate::input::{AccountTarget, FieldError};
-use crate::store::SkippedAccount;
+use crate::model::SkippedAccount;
 use aws_sdk_organizations::types::{Account, ChildType};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tracing::warn;

@@ -1,15 +1,15 @@
 //! The `plan` function: validate the input, resolve OUs, build the account x Region
 //! locations, turn percentages into numbers, write the run record and announce the run.
 
+use crate::clock::now_epoch;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::input::{self, FieldError, RunInput};
-use crate::model::{cut_text, first};
-use crate::model::{Location, RunStatus};
+use crate::model::{cut_text, first, Location, RunRecord, RunStatus, MAX_LISTED_SKIPPED_ACCOUNTS};
 use crate::orgs;
 use crate::regions;
-use crate::store::{now_epoch, RunRecord, Store, MAX_LISTED_REASONS, MAX_LISTED_SKIPPED_ACCOUNTS};
+use crate::store::{Store, MAX_LISTED_REASONS};
 use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
 use tracing::{info, warn};
@@ -21,15 +21,12 @@ pub const MAX_LOCATIONS: usize = 9_000;
 
 /// What `plan` needs.
 pub struct Planner {
-    /// Configuration.
     pub config: Config,
-    /// The table.
     pub store: Store,
-    /// Organizations (OU and root targets, the status of accounts named by ID).
+    /// Organizations: OU and root targets, the status of accounts named by ID.
     pub orgs: aws_sdk_organizations::Client,
-    /// SSM in the function's own account and Region (the public list of AWS Regions).
+    /// SSM in the function's own account and Region: the public list of AWS Regions.
     pub ssm: aws_sdk_ssm::Client,
-    /// EventBridge.
     pub events: aws_sdk_eventbridge::Client,
 }
 
@@ -55,118 +52,172 @@ pub fn response(run_id: &str, input: &RunInput, locations: &[Location]) -> PlanR
     }
 }
 
+/// A run as plan decided it: its record, its locations, and the answer to the state
+/// machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    pub record: RunRecord,
+    pub locations: Vec<Location>,
+    pub response: PlanResponse,
+}
+
+/// Decides the run from its validated input and its resolved targets (pure). Refused when
+/// the accounts and Regions make more than [`MAX_LOCATIONS`] locations.
+pub fn decide(
+    run_id: &str,
+    mut run_input: RunInput,
+    resolved: orgs::Resolved,
+    snapshot_id: String,
+    now: i64,
+) -> std::result::Result<Planned, FieldError> {
+    let locs = locations(&resolved.accounts, &run_input.regions);
+    if locs.len() > MAX_LOCATIONS {
+        return Err(FieldError {
+            field: "accounts".into(),
+            rule: format!(
+                "{} accounts x {} Regions = {} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
+                resolved.accounts.len(),
+                run_input.regions.len(),
+                locs.len()
+            ),
+        });
+    }
+
+    // One snapshot per run: every instance patches against the same baseline.
+    run_input.snapshot_id.get_or_insert(snapshot_id);
+    let response = response(run_id, &run_input, &locs);
+    let n = locs.len() as u64;
+    let (skipped, skipped_omitted) = first(resolved.skipped, MAX_LISTED_SKIPPED_ACCOUNTS);
+    let record = RunRecord {
+        run_id: run_id.to_string(),
+        status: RunStatus::Running,
+        locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
+        input: run_input,
+        accounts: resolved.accounts,
+        skipped_accounts: skipped,
+        skipped_accounts_omitted: skipped_omitted,
+        location_count: n,
+        location_window: response.location_concurrency,
+        locations_done: 0,
+        locations_failed: 0,
+        instances_sent: 0,
+        instances_done: 0,
+        created_at: now,
+    };
+    Ok(Planned {
+        record,
+        locations: locs,
+        response,
+    })
+}
+
 impl Planner {
-    /// Plans a run. Bad input is recorded as a rejected run and answered with
-    /// [`Error::InvalidInput`]; nothing is dispatched.
+    /// Plans a run: validate the input, load what the organization and SSM know of its
+    /// targets, decide the run, then record it, write its locations and announce it. Bad
+    /// input is recorded as a rejected run and answered with [`Error::InvalidInput`];
+    /// nothing is dispatched.
     pub async fn handle(&self, req: PlanRequest) -> Result<PlanResponse> {
         let run_id = req
             .execution_name
+            .clone()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut run_input = match input::validate(&req.input) {
+        let run_input = match input::validate(&req.input) {
             Ok(i) => i,
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
+
         // A retried plan finds its own record: answer from it, so the snapshot and the
-        // locations stay those of the first attempt. The first attempt may have stopped
-        // before writing the locations: write those not recorded yet (a location already
-        // written is never reset, even if the Map has started).
+        // locations stay those of the first attempt.
         if let Ok(existing) = self.store.get_run(&run_id).await {
             info!(run_id, "run already planned; answering from its record");
-            let locs = locations(&existing.accounts, &existing.input.regions);
-            self.store.put_locations(&run_id, &locs).await?;
-            return Ok(response(&run_id, &existing.input, &locs));
+            return self.answer_from(&existing).await;
         }
-        // Well-formed Region codes that name no Region, and accounts and OUs the
-        // organization does not know, are bad input too: all reported together.
+
+        let resolved = match self.resolve_targets(&req.input, &run_input).await? {
+            Ok(r) => r,
+            Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
+        };
+        let snapshot = uuid::Uuid::new_v4().to_string();
+        match decide(&run_id, run_input, resolved, snapshot, now_epoch()) {
+            Ok(planned) => self.apply(planned).await,
+            Err(e) => self.reject(&run_id, &req.input, &[e]).await,
+        }
+    }
+
+    /// What the organization and SSM know of the targets: well-formed Region codes that name
+    /// no Region, and accounts and OUs the organization does not know, are bad input too,
+    /// all reported together.
+    async fn resolve_targets(
+        &self,
+        raw: &serde_json::Value,
+        run_input: &RunInput,
+    ) -> Result<std::result::Result<orgs::Resolved, Vec<FieldError>>> {
         let known = regions::aws_regions(&self.ssm).await?;
-        let mut errs = input::unknown_regions(&req.input, &known);
+        let mut errs = input::unknown_regions(raw, &known);
         let resolved =
             orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?;
-        let resolved = match resolved {
-            Ok(r) if errs.is_empty() => r,
-            Ok(_) => return self.reject(&run_id, &req.input, &errs).await,
+        Ok(match resolved {
+            Ok(r) if errs.is_empty() => Ok(r),
+            Ok(_) => Err(errs),
             Err(more) => {
                 errs.extend(more);
-                return self.reject(&run_id, &req.input, &errs).await;
+                Err(errs)
             }
-        };
-        if run_input.snapshot_id.is_none() {
-            // One snapshot per run: every instance patches against the same baseline.
-            run_input.snapshot_id = Some(uuid::Uuid::new_v4().to_string());
-        }
-        let locs = locations(&resolved.accounts, &run_input.regions);
-        if locs.len() > MAX_LOCATIONS {
-            let errs = [FieldError {
-                field: "accounts".into(),
-                rule: format!(
-                    "{} accounts x {} Regions = {} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
-                    resolved.accounts.len(),
-                    run_input.regions.len(),
-                    locs.len()
-                ),
-            }];
-            return self.reject(&run_id, &req.input, &errs).await;
-        }
-        let resp = response(&run_id, &run_input, &locs);
-        let n = locs.len() as u64;
-        let (skipped, skipped_omitted) =
-            first(resolved.skipped.clone(), MAX_LISTED_SKIPPED_ACCOUNTS);
-        let record = RunRecord {
-            run_id: run_id.clone(),
-            status: RunStatus::Running,
-            input: run_input.clone(),
-            accounts: resolved.accounts.clone(),
-            skipped_accounts: skipped.clone(),
-            skipped_accounts_omitted: skipped_omitted,
-            location_count: n,
-            location_window: resp.location_concurrency,
-            locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
-            locations_done: 0,
-            locations_failed: 0,
-            created_at: now_epoch(),
-        };
-        if !self.store.create_run(&record).await? {
-            // Another attempt of this plan (a retry that overlapped this one, which timed
-            // out) recorded the run first: its record, locations and event stand.
-            let existing = self.store.get_run(&run_id).await?;
+        })
+    }
+
+    /// Records the run, writes its locations and announces it. When another attempt of this
+    /// plan (a retry that overlapped this one, which timed out) recorded the run first, its
+    /// record, locations and event stand.
+    async fn apply(&self, planned: Planned) -> Result<PlanResponse> {
+        let run = &planned.record;
+        let run_id = run.run_id.as_str();
+        if !self.store.create_run(run).await? {
+            let existing = self.store.get_run(run_id).await?;
             info!(
                 run_id,
                 "run planned meanwhile by another attempt; answering from its record"
             );
-            let locs = locations(&existing.accounts, &existing.input.regions);
-            self.store.put_locations(&run_id, &locs).await?;
-            return Ok(response(&run_id, &existing.input, &locs));
+            return self.answer_from(&existing).await;
         }
-        self.store.put_locations(&run_id, &locs).await?;
+
+        self.store.put_locations(run_id, &planned.locations).await?;
         info!(
             run_id,
-            locations = n,
-            accounts = resolved.accounts.len(),
-            skipped_accounts = resolved.skipped.len(),
-            location_concurrency = resp.location_concurrency,
+            locations = run.location_count,
+            accounts = run.accounts.len(),
+            skipped_accounts = run.skipped_accounts.len() as u64 + run.skipped_accounts_omitted,
+            location_concurrency = run.location_window,
             "run planned"
         );
+
+        let input = &run.input;
         let detail = json!({
             "runId": run_id,
-            "operation": run_input.operation,
-            "resourceGroup": run_input.resource_group,
-            "accounts": resolved.accounts.len(),
-            "regions": run_input.regions,
-            "locations": n,
-            "locationConcurrency": resp.location_concurrency,
-            "snapshotId": run_input.snapshot_id,
-            "skippedAccounts": skipped,
-            "skippedAccountsOmitted": skipped_omitted,
+            "operation": input.operation,
+            "resourceGroup": input.resource_group,
+            "accounts": run.accounts.len(),
+            "regions": input.regions,
+            "locations": run.location_count,
+            "locationConcurrency": run.location_window,
+            "snapshotId": input.snapshot_id,
+            "skippedAccounts": run.skipped_accounts,
+            "skippedAccountsOmitted": run.skipped_accounts_omitted,
         });
-        events::put_event(
-            &self.events,
-            &self.config.event_bus,
-            events::RUN_STARTED,
-            &detail,
-        )
-        .await?;
-        Ok(resp)
+        let bus = &self.config.event_bus;
+        events::put_event(&self.events, bus, events::RUN_STARTED, &detail).await?;
+        Ok(planned.response)
+    }
+
+    /// Answers from a recorded run. Its first attempt may have stopped before writing the
+    /// locations: those not recorded yet are written (a location already written is never
+    /// reset, even if the Map has started).
+    async fn answer_from(&self, existing: &RunRecord) -> Result<PlanResponse> {
+        let run_id = existing.run_id.as_str();
+        let locs = locations(&existing.accounts, &existing.input.regions);
+        self.store.put_locations(run_id, &locs).await?;
+        Ok(response(run_id, &existing.input, &locs))
     }
 
     async fn reject<T>(

@@ -2,10 +2,10 @@
 //! count it on the run atomically, and when failed locations pass `locationErrorThreshold`
 //! move the run to Stopping, so that every location not yet started is skipped.
 
-use crate::dispatch::mark_not_started;
 use crate::error::Result;
-use crate::model::{InstanceState, LocationOutcome, RunStatus};
-use crate::ratecontrol::threshold_passed;
+use crate::model::{LocationOutcome, RunStatus};
+use crate::progress::{pending_ids, retire_pending};
+use crate::run::{self, LOCATION_ERRORED};
 use crate::store::Store;
 use crate::task::LocationTask;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,6 @@ pub struct SettleResponse {
 
 /// What `settle` needs.
 pub struct Settler {
-    /// The table.
     pub store: Store,
 }
 
@@ -46,49 +45,49 @@ pub fn outcome_of(task: &LocationTask) -> (LocationOutcome, Option<String>) {
 }
 
 impl Settler {
-    /// Settles one location.
+    /// Settles one location: a location that ended in error first retires its pending
+    /// instances (nothing more will be sent there), then its outcome is recorded and counted
+    /// once, and the run stops if the location error threshold is now passed.
     pub async fn handle(&self, task: LocationTask) -> Result<SettleResponse> {
         let loc = task.location()?;
         let run_id = task.run_id.as_str();
         let (outcome, reason) = outcome_of(&task);
+
         if outcome == LocationOutcome::Error {
-            // Nothing more will be sent here: pending instances will never start.
             let (mut instances, _) = self.store.list_location_items(run_id, &loc).await?;
-            let pending: Vec<String> = instances
-                .iter()
-                .filter(|i| i.state == InstanceState::Pending)
-                .map(|i| i.instance_id.clone())
-                .collect();
-            mark_not_started(
+            let pending = pending_ids(&instances);
+            retire_pending(
                 &self.store,
                 run_id,
                 &loc,
                 &mut instances,
                 &pending,
-                "the location ended with an error",
+                LOCATION_ERRORED,
             )
             .await?;
         }
+
         let settled = self
             .store
             .settle_location(run_id, &loc, outcome, reason.as_deref())
             .await?;
+
         let mut stopped_run = false;
         if settled.first_time && outcome.counts_as_failure() {
             let run = self.store.get_run(run_id).await?;
-            if threshold_passed(settled.locations_failed, run.locations_tolerated) {
+            if run::stops_run(&settled, outcome, &run) {
                 stopped_run = self
                     .store
                     .set_run_status(run_id, RunStatus::Running, RunStatus::Stopping)
                     .await?;
-                if stopped_run {
-                    warn!(
-                        run_id,
-                        failed = settled.locations_failed,
-                        threshold = %run.input.location_error_threshold,
-                        "location error threshold passed: the run is stopping"
-                    );
-                }
+            }
+            if stopped_run {
+                warn!(
+                    run_id,
+                    failed = settled.locations_failed,
+                    threshold = %run.input.location_error_threshold,
+                    "location error threshold passed: the run is stopping"
+                );
             }
         }
         info!(run_id, location = %loc, outcome = outcome.as_str(), first_time = settled.first_time, "location settled");

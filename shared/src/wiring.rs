@@ -70,7 +70,7 @@ handler!(
 handler!(
     Aggregator<AssumeRoleFactory>,
     crate::task::AggregateRequest,
-    crate::aggregate::RunSummary,
+    crate::report::RunSummary,
     "fleetpatch-aggregate"
 );
 

@@ -4,8 +4,8 @@
 //! Usage: `fleetpatch-report --table TABLE --run-id RUN_ID` (AWS credentials, Region and
 //! `AWS_ENDPOINT_URL` come from the environment, as for any AWS tool).
 
-use fleetpatch::aggregate::{render_report, summarize};
 use fleetpatch::clients::load_sdk_config;
+use fleetpatch::report::{render_report, summarize};
 use fleetpatch::store::Store;
 use std::process::ExitCode;
 

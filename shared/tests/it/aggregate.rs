@@ -17,30 +17,26 @@ use aws_sdk_ssm::types::{
     Command, CommandInvocation, CommandInvocationStatus, InstancePatchState, PatchOperationType,
 };
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
-use fleetpatch::aggregate::{Aggregator, RunSummary};
+use fleetpatch::aggregate::Aggregator;
 use fleetpatch::config::Config;
-use fleetpatch::model::RunStatus;
+use fleetpatch::model::{
+    InstanceState, Location, LocationOutcome, LocationRecord, Phase, RunStatus,
+};
+use fleetpatch::report::RunSummary;
+use fleetpatch::store::items;
 use fleetpatch::task::AggregateRequest;
 use serde_json::json;
-use std::collections::HashMap;
 
 fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
-    let mut item: Item = HashMap::from([
-        ("PK".into(), s(&format!("RUN#{RUN}"))),
-        ("SK".into(), s(&format!("LOC#{account}#{REGION}"))),
-        ("account".into(), s(account)),
-        ("region".into(), s(REGION)),
-        ("phase".into(), s("Done")),
-        ("outcome".into(), s(outcome)),
-        ("targeted".into(), n(counts.iter().map(|(_, v)| v).sum())),
-    ]);
-    item.insert(
-        "counts".into(),
-        aws_sdk_dynamodb::types::AttributeValue::M(
-            counts.iter().map(|(k, v)| (k.to_string(), n(*v))).collect(),
-        ),
-    );
-    item
+    let mut l = LocationRecord::pending(Location::new(account, REGION));
+    l.phase = Phase::Done;
+    l.outcome = Some(outcome.parse().unwrap());
+    l.targeted = counts.iter().map(|(_, v)| v).sum();
+    l.counts = counts
+        .iter()
+        .map(|(k, v)| (k.parse().unwrap(), *v))
+        .collect();
+    items::location_item(RUN, &l).unwrap()
 }
 
 /// The table as aggregate sees it: one run item in `run_status`, the given location items,
@@ -181,8 +177,16 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
     assert_eq!(summary.compliance.installed, 1200);
     // AND the run completed with errors, with both locations counted
     assert_eq!(summary.status, RunStatus::CompletedWithErrors);
-    assert_eq!(summary.location_outcomes.get("AccessDenied"), Some(&1));
-    assert_eq!(summary.instance_states.get("Succeeded"), Some(&118));
+    assert_eq!(
+        summary
+            .location_outcomes
+            .get(&LocationOutcome::AccessDenied),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::Succeeded),
+        Some(&118)
+    );
     assert_eq!(summary.problem_locations.len(), 2);
     // AND the final status and summary were written to the run item
     let fin = updates
@@ -240,7 +244,10 @@ async fn a_stopping_run_ends_stopped_by_threshold() {
         .await
         .unwrap();
     assert_eq!(summary.status, RunStatus::StoppedByThreshold);
-    assert_eq!(summary.location_outcomes.get("Skipped"), Some(&1));
+    assert_eq!(
+        summary.location_outcomes.get(&LocationOutcome::Skipped),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
@@ -305,9 +312,18 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
     assert_eq!(moved("NotStarted"), vec![all[2].clone()]);
     // and the run counts the two that ended
     assert_eq!(counted(&updates, &transacts, ":d"), 2);
-    assert_eq!(summary.instance_states.get("Succeeded"), Some(&1));
-    assert_eq!(summary.instance_states.get("InFlight"), Some(&1));
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::Succeeded),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::InFlight),
+        Some(&1)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&1)
+    );
     assert_eq!(summary.status, RunStatus::CompletedWithErrors);
 }
 
@@ -321,8 +337,8 @@ async fn aggregate_with_a_claimed_batch(
     Captured<TransactWriteItemsInput>,
 ) {
     let all = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
-    let now = fleetpatch::store::now_epoch();
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::clock::now_epoch();
     let mut instances = vec![
         instance_item(&all[0], "Claimed", None),
         instance_item(&all[1], "Claimed", None),
@@ -373,7 +389,7 @@ async fn aggregate_with_a_claimed_batch(
 #[tokio::test]
 async fn a_claimed_batch_left_by_a_failed_location_adopts_its_command() {
     // GIVEN the batch's command exists in SSM (sent to exactly its 2 instances)
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
     let cmd = Command::builder()
         .command_id("cmd-found")
         .comment(comment)
@@ -398,13 +414,19 @@ async fn a_claimed_batch_left_by_a_failed_location_adopts_its_command() {
     );
     assert_eq!(counted(&updates, &transacts, ":s"), 2);
     assert_eq!(
-        summary.instance_states.get("Claimed"),
+        summary.instance_states.get(&InstanceState::Claimed),
         None,
         "{:?}",
         summary.instance_states
     );
-    assert_eq!(summary.instance_states.get("InFlight"), Some(&2));
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&1));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::InFlight),
+        Some(&2)
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&1)
+    );
 }
 
 #[tokio::test]
@@ -437,12 +459,15 @@ async fn a_claimed_batch_left_by_a_failed_location_without_a_command_ends_not_st
     assert!(released, "the batch was not released");
     assert_eq!(counted(&updates, &transacts, ":d"), 3);
     assert_eq!(
-        summary.instance_states.get("Claimed"),
+        summary.instance_states.get(&InstanceState::Claimed),
         None,
         "{:?}",
         summary.instance_states
     );
-    assert_eq!(summary.instance_states.get("NotStarted"), Some(&3));
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&3)
+    );
 }
 
 #[tokio::test]

@@ -375,8 +375,8 @@ async fn a_repeated_invocation_never_sends_twice() {
 async fn an_unrecorded_send_is_recovered_by_its_comment() {
     // GIVEN a batch claimed 10 s ago whose SendCommand answer was lost
     let batch_ids = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
-    let now = fleetpatch::store::now_epoch();
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::clock::now_epoch();
     let mut items: Vec<Item> = batch_ids
         .iter()
         .map(|i| instance_item(i, "Claimed", None))
@@ -436,8 +436,8 @@ async fn a_command_with_the_batch_comment_but_other_instances_is_not_adopted() {
     // GIVEN a batch of 3 claimed 10 s ago, and SSM listing a command with the batch's
     // Comment that was sent to other instances
     let batch_ids = ids(3);
-    let comment = fleetpatch::dispatch::comment(RUN, &LOC.parse().unwrap(), 1);
-    let now = fleetpatch::store::now_epoch();
+    let comment = fleetpatch::comment::comment(RUN, &LOC.parse().unwrap(), 1);
+    let now = fleetpatch::clock::now_epoch();
     let mut items: Vec<Item> = batch_ids
         .iter()
         .map(|i| instance_item(i, "Claimed", None))
@@ -936,7 +936,7 @@ async fn a_round_overtaken_by_a_later_round_does_not_overwrite_its_progress() {
     let sent = Captured::default();
     let send = send_ok(sent.clone());
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
-    let before = fleetpatch::store::now_epoch_ms();
+    let before = fleetpatch::clock::now_epoch_ms();
     // WHEN dispatch runs
     let out = dispatcher(db, ssm).handle(task()).await;
     // THEN the round answers normally; its write was conditional on being the newer view

@@ -25,7 +25,7 @@ use aws_smithy_types::error::ErrorMetadata;
 use fleetpatch::clients::AssumeRoleFactory;
 use fleetpatch::config::Config;
 use fleetpatch::expand::Expander;
-use fleetpatch::model::LocationOutcome;
+use fleetpatch::model::{LocationOutcome, LocationRecord};
 use fleetpatch::task::LocationTask;
 use serde_json::json;
 
@@ -47,8 +47,8 @@ fn dynamo_with(
     existing: Vec<String>,
 ) -> (aws_sdk_dynamodb::Client, Vec<Rule>) {
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
-        let mut loc = location_item(1, None);
-        loc.insert("phase".into(), s("Pending"));
+        let pending = LocationRecord::pending(LOC.parse().unwrap());
+        let loc = fleetpatch::store::items::location_item(RUN, &pending).unwrap();
         let item = if sk_of(req.key()) == "RUN" {
             run_item(run_status, json!({}), None)
         } else {

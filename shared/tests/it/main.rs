@@ -5,5 +5,6 @@ mod aggregate;
 mod clients;
 mod dispatch;
 mod expand;
+mod layering;
 mod plan;
 mod util;

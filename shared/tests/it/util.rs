@@ -1,9 +1,13 @@
-//! Shared fixtures: items in the shapes the store writes, mocked clients, captured requests.
+//! Shared fixtures: items built with the store's own item mapping, mocked clients,
+//! captured requests.
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use fleetpatch::clients::FixedClients;
 use fleetpatch::input;
-use fleetpatch::store::Store;
+use fleetpatch::model::{
+    BatchRecord, BatchState, InstanceRecord, LocationRecord, Phase, RunRecord,
+};
+use fleetpatch::store::{items, Store};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -56,71 +60,58 @@ pub fn run_input(overrides: Value) -> Value {
     base
 }
 
-/// A run item as `Store::create_run` writes it.
+/// A run item as `Store::create_run` writes it (through the store's own item mapping).
 pub fn run_item(status: &str, input_overrides: Value, tolerated: Option<u64>) -> Item {
-    let input = input::validate(&run_input(input_overrides)).unwrap();
-    let mut item: Item = HashMap::from([
-        ("PK".into(), s(&format!("RUN#{RUN}"))),
-        ("SK".into(), s("RUN")),
-        ("runId".into(), s(RUN)),
-        ("status".into(), s(status)),
-        ("input".into(), s(&serde_json::to_string(&input).unwrap())),
-        ("accounts".into(), s(&json!([ACCOUNT]).to_string())),
-        ("skippedAccounts".into(), s("[]")),
-        ("locationCount".into(), n(1)),
-        ("locationWindow".into(), n(1)),
-        ("locationsDone".into(), n(0)),
-        ("locationsFailed".into(), n(0)),
-    ]);
-    if let Some(t) = tolerated {
-        item.insert("locationsTolerated".into(), n(t));
-    }
-    item
+    let run = RunRecord {
+        run_id: RUN.into(),
+        status: status.parse().unwrap(),
+        input: input::validate(&run_input(input_overrides)).unwrap(),
+        accounts: vec![ACCOUNT.into()],
+        skipped_accounts: vec![],
+        skipped_accounts_omitted: 0,
+        location_count: 1,
+        location_window: 1,
+        locations_tolerated: tolerated,
+        locations_done: 0,
+        locations_failed: 0,
+        instances_sent: 0,
+        instances_done: 0,
+        created_at: 0,
+    };
+    items::run_item(&run).unwrap()
 }
 
 /// A location item in the Dispatching phase.
 pub fn location_item(window: u64, tolerated: Option<u64>) -> Item {
-    let mut item: Item = HashMap::from([
-        ("PK".into(), s(&format!("RUN#{RUN}"))),
-        ("SK".into(), s(&format!("LOC#{ACCOUNT}#{REGION}"))),
-        ("account".into(), s(ACCOUNT)),
-        ("region".into(), s(REGION)),
-        ("phase".into(), s("Dispatching")),
-        ("window".into(), n(window)),
-    ]);
-    if let Some(t) = tolerated {
-        item.insert("tolerated".into(), n(t));
-    }
-    item
+    let mut l = LocationRecord::pending(LOC.parse().unwrap());
+    l.phase = Phase::Dispatching;
+    l.window = window;
+    l.tolerated = tolerated;
+    items::location_item(RUN, &l).unwrap()
 }
 
-/// An instance item.
+/// An instance item; with a command, InFlight as SSM last reported it (In Progress).
 pub fn instance_item(id: &str, state: &str, command: Option<&str>) -> Item {
-    let mut item: Item = HashMap::from([
-        ("PK".into(), s(&format!("LOC#{RUN}#{ACCOUNT}#{REGION}"))),
-        ("SK".into(), s(&format!("INST#{id}"))),
-        ("instanceId".into(), s(id)),
-        ("state".into(), s(state)),
-    ]);
+    let mut r = InstanceRecord::new(id, state.parse().unwrap());
     if let Some(c) = command {
-        item.insert("commandId".into(), s(c));
-        item.insert("ssmStatus".into(), s("InProgress"));
-        item.insert("statusDetails".into(), s("In Progress"));
+        r.command_id = Some(c.into());
+        r.ssm_status = Some("InProgress".into());
+        r.status_details = Some("In Progress".into());
     }
-    item
+    items::instance_item(RUN, &LOC.parse().unwrap(), &r)
 }
 
 /// A claimed batch item without a recorded command.
 pub fn claimed_batch_item(seq: u64, ids: &[String], comment: &str, claimed_at: i64) -> Item {
-    HashMap::from([
-        ("PK".into(), s(&format!("LOC#{RUN}#{ACCOUNT}#{REGION}"))),
-        ("SK".into(), s(&format!("BATCH#{seq:06}"))),
-        ("seq".into(), n(seq)),
-        ("instanceIds".into(), AttributeValue::Ss(ids.to_vec())),
-        ("comment".into(), s(comment)),
-        ("claimedAt".into(), n(claimed_at as u64)),
-        ("state".into(), s("Claimed")),
-    ])
+    let b = BatchRecord {
+        seq,
+        instance_ids: ids.to_vec(),
+        comment: comment.into(),
+        claimed_at,
+        state: BatchState::Claimed,
+        command_id: None,
+    };
+    items::batch_item(RUN, &LOC.parse().unwrap(), &b)
 }
 
 /// Instance IDs `i-000...0` to `i-000...{n-1}`, 17 hex digits like real ones.

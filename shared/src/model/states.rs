@@ -1,92 +1,14 @@
-//! The domain: locations, instance and location outcomes, run statuses, and the mapping from
-//! SSM's invocation statuses to fleetpatch's outcomes. Plain data, no AWS types.
+//! The states of an instance, a location and a run, with their stable names (stored in
+//! DynamoDB, sent in events: never rename one), and the mapping from SSM's invocation
+//! statuses to fleetpatch's.
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
+use std::collections::BTreeMap;
 use std::str::FromStr;
-
-/// One place fleetpatch works in: an account and a Region.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Location {
-    /// 12-digit account ID.
-    pub account: String,
-    /// Region code, e.g. `eu-west-1`.
-    pub region: String,
-}
-
-impl Location {
-    /// A location from its parts.
-    pub fn new(account: impl Into<String>, region: impl Into<String>) -> Self {
-        Location {
-            account: account.into(),
-            region: region.into(),
-        }
-    }
-}
-
-/// The compact form used in state payloads: `ACCOUNT/REGION` (about 30 bytes, so that
-/// 5,000 locations fit in Step Functions' 256 KiB payload).
-impl fmt::Display for Location {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.account, self.region)
-    }
-}
-
-impl FromStr for Location {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.split_once('/') {
-            Some((a, r))
-                if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) && !r.is_empty() =>
-            {
-                Ok(Location::new(a, r))
-            }
-            _ => Err(format!("location {s:?} is not ACCOUNT/REGION")),
-        }
-    }
-}
-
-/// The patching operation of AWS-RunPatchBaseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Operation {
-    /// Report missing patches, change nothing.
-    Scan,
-    /// Install missing patches.
-    Install,
-}
-
-impl Operation {
-    /// The value of the document's `Operation` parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Scan => "Scan",
-            Operation::Install => "Install",
-        }
-    }
-}
-
-/// AWS-RunPatchBaseline's `RebootOption`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RebootOption {
-    /// Reboot when an installed patch needs it (the document's default).
-    RebootIfNeeded,
-    /// Never reboot; nodes stay non-compliant (pending reboot) until rebooted and scanned.
-    NoReboot,
-}
-
-impl RebootOption {
-    /// The value of the document's `RebootOption` parameter.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RebootOption::RebootIfNeeded => "RebootIfNeeded",
-            RebootOption::NoReboot => "NoReboot",
-        }
-    }
-}
 
 /// Where an instance is in a run. `Pending`, `Claimed` and `InFlight` are the live states;
 /// everything else is a final outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum InstanceState {
     /// Online and managed; waiting for a slot in the window.
     Pending,
@@ -205,6 +127,28 @@ impl FromStr for InstanceState {
     }
 }
 
+/// Instances per state. Serialized as an object keyed by the states' stored names, so an
+/// unknown name read back is an error, never a silent zero.
+pub type Counts = BTreeMap<InstanceState, u64>;
+
+/// Counts instances per state.
+pub fn count_states(states: impl IntoIterator<Item = InstanceState>) -> Counts {
+    let mut counts = Counts::new();
+    for s in states {
+        *counts.entry(s).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// How many of `counts` are in a state for which `pred` holds.
+pub fn count_where(counts: &Counts, pred: impl Fn(InstanceState) -> bool) -> u64 {
+    counts
+        .iter()
+        .filter(|(s, _)| pred(**s))
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// Maps an invocation's `Status` and `StatusDetails` (as SSM reports them) to fleetpatch's
 /// state. `StatusDetails` is the finer field and wins where it is known; `Status` decides
 /// otherwise. Anything not terminal is `InFlight`.
@@ -234,7 +178,7 @@ pub fn map_invocation_status(status: &str, details: &str) -> InstanceState {
 }
 
 /// How a location ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LocationOutcome {
     /// Every instance that was sent a command succeeded.
     Succeeded,
@@ -312,37 +256,6 @@ impl FromStr for LocationOutcome {
     }
 }
 
-/// The outcome of a location whose instances all reached a final state.
-pub fn location_outcome_from_instances(
-    states: impl IntoIterator<Item = InstanceState>,
-    threshold_passed: bool,
-) -> LocationOutcome {
-    let mut sent = 0u64;
-    let mut errors = 0u64;
-    let mut not_succeeded = 0u64;
-    for s in states {
-        if s.was_sent() {
-            sent += 1;
-            if s.counts_as_error() {
-                errors += 1;
-            } else if s != InstanceState::Succeeded {
-                not_succeeded += 1;
-            }
-        }
-    }
-    if threshold_passed {
-        LocationOutcome::ThresholdExceeded
-    } else if errors > 0 {
-        LocationOutcome::CompletedWithErrors
-    } else if sent == 0 {
-        LocationOutcome::NoTargets
-    } else if not_succeeded > 0 {
-        LocationOutcome::Incomplete
-    } else {
-        LocationOutcome::Succeeded
-    }
-}
-
 /// The status of a whole run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunStatus {
@@ -391,24 +304,49 @@ impl FromStr for RunStatus {
     }
 }
 
-/// `s` cut to at most `max` bytes on a character boundary, and how many bytes were cut.
-pub fn cut_text(s: &str, max: usize) -> (String, usize) {
-    if s.len() <= max {
-        return (s.to_string(), 0);
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    (s[..end].to_string(), s.len() - end)
+/// Where a location is in its run: Pending (planned) -> Dispatching (expanded; commands being
+/// sent and followed) -> Done (outcome recorded, counted once on the run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Pending,
+    Dispatching,
+    Done,
 }
 
-/// The first `max` entries of `all`, and how many were left out.
-pub fn first<T>(mut all: Vec<T>, max: usize) -> (Vec<T>, u64) {
-    let omitted = all.len().saturating_sub(max) as u64;
-    all.truncate(max);
-    (all, omitted)
+/// Where a SendCommand batch is: Claimed (its instances are held; the send may or may not
+/// have happened) -> Sent (a command ID is recorded) or Released (no command: its instances
+/// went back, or ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchState {
+    Claimed,
+    Sent,
+    Released,
 }
+
+/// Stable names for the enums stored in the table: `as_str` writes them, `FromStr` reads them
+/// back and refuses any other value.
+macro_rules! stored_names {
+    ($t:ty, $what:literal, [$($v:ident),+ $(,)?]) => {
+        impl $t {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => stringify!($v)),+ }
+            }
+        }
+
+        impl FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $(stringify!($v) => Ok(Self::$v),)+
+                    _ => Err(format!("unknown {} {s:?}", $what)),
+                }
+            }
+        }
+    };
+}
+
+stored_names!(Phase, "location phase", [Pending, Dispatching, Done]);
+stored_names!(BatchState, "batch state", [Claimed, Sent, Released]);
 
 #[cfg(test)]
 mod tests {
@@ -471,44 +409,5 @@ mod tests {
         }
         assert_eq!("Rejected".parse::<RunStatus>(), Ok(RunStatus::Rejected));
         assert!("bogus".parse::<RunStatus>().is_err());
-    }
-
-    #[test]
-    fn location_outcome_follows_its_instances() {
-        use InstanceState::*;
-        assert_eq!(
-            location_outcome_from_instances([Succeeded, Offline, Unmanaged], false),
-            LocationOutcome::Succeeded
-        );
-        assert_eq!(
-            location_outcome_from_instances([Succeeded, DeliveryTimedOut], false),
-            LocationOutcome::Incomplete
-        );
-        assert_eq!(
-            location_outcome_from_instances([Succeeded, Failed], false),
-            LocationOutcome::CompletedWithErrors
-        );
-        assert_eq!(
-            location_outcome_from_instances([Offline, Unmanaged], false),
-            LocationOutcome::NoTargets
-        );
-        assert_eq!(
-            location_outcome_from_instances([Failed, NotStarted], true),
-            LocationOutcome::ThresholdExceeded
-        );
-        assert!(LocationOutcome::AccessDenied.counts_as_failure());
-        assert!(LocationOutcome::ThresholdExceeded.counts_as_failure());
-        assert!(!LocationOutcome::CompletedWithErrors.counts_as_failure());
-        assert!(!LocationOutcome::Incomplete.counts_as_failure());
-        assert!(!LocationOutcome::Skipped.counts_as_failure());
-    }
-
-    #[test]
-    fn location_compact_form_round_trips() {
-        let l = Location::new("123456789012", "eu-west-1");
-        assert_eq!(l.to_string(), "123456789012/eu-west-1");
-        assert_eq!("123456789012/eu-west-1".parse::<Location>(), Ok(l));
-        assert!("12345/eu-west-1".parse::<Location>().is_err());
-        assert!("123456789012".parse::<Location>().is_err());
     }
 }

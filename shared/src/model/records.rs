@@ -1,0 +1,216 @@
+//! What a run records: one run record, one record per location, one per instance and one
+//! per SendCommand batch. The store maps each to its DynamoDB item (`store::items`); the
+//! handlers read and decide with these types only.
+
+use super::{BatchState, Counts, InstanceState, Location, LocationOutcome, Phase, RunStatus};
+use crate::input::RunInput;
+use serde::{Deserialize, Serialize};
+
+/// At most this many skipped accounts are listed on the run item, in its summary and in the
+/// events; the others are only counted (`skippedAccountsOmitted`). With the longest input,
+/// 9,000 targeted accounts and 100 problem locations, the run item stays under DynamoDB's
+/// 400 KB (`report`'s tests build that run and measure it).
+pub const MAX_LISTED_SKIPPED_ACCOUNTS: usize = 200;
+
+/// An account that a run's OU targets contained but that was not targeted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedAccount {
+    pub account: String,
+    /// Why: `SUSPENDED`, `PENDING_CLOSURE`, `excluded`.
+    pub reason: String,
+}
+
+/// The run: its input, its targets, and the counters every location adds to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// The Step Functions execution name.
+    pub run_id: String,
+    pub status: RunStatus,
+    /// The validated input, with the run's snapshot ID filled in.
+    pub input: RunInput,
+    /// Accounts targeted after OU resolution and excludes.
+    pub accounts: Vec<String>,
+    /// At most [`MAX_LISTED_SKIPPED_ACCOUNTS`]; the others are only counted.
+    pub skipped_accounts: Vec<SkippedAccount>,
+    pub skipped_accounts_omitted: u64,
+    pub location_count: u64,
+    /// Locations running at once (`locationConcurrency` as a number).
+    pub location_window: u64,
+    /// Failed locations tolerated (`locationErrorThreshold` as a number); None never stops.
+    pub locations_tolerated: Option<u64>,
+    /// Settled locations, counted atomically by settle.
+    pub locations_done: u64,
+    /// Settled locations whose outcome counts as a failure.
+    pub locations_failed: u64,
+    /// Instances sent a command, counted in the same transaction that records the send.
+    pub instances_sent: u64,
+    /// Instances that reached a final state, counted in the transaction that records it.
+    pub instances_done: u64,
+    /// Epoch seconds.
+    pub created_at: i64,
+}
+
+/// One location (account x Region) of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocationRecord {
+    pub location: Location,
+    pub phase: Phase,
+    /// Set once, when the location is settled.
+    pub outcome: Option<LocationOutcome>,
+    /// Why the outcome (error message, skip reason).
+    pub reason: Option<String>,
+    /// Instances found in the group.
+    pub targeted: u64,
+    /// Instances online and managed: the base of the window and of the tolerated errors.
+    pub dispatchable: u64,
+    /// Instances in flight at most (`targetConcurrency` as a number).
+    pub window: u64,
+    /// Counted instance errors tolerated (`targetErrorThreshold` as a number); None never stops.
+    pub tolerated: Option<u64>,
+    /// Counted instance errors (Failed, Execution Timed Out) as last written.
+    pub errors: u64,
+    /// Whether the instance error threshold was passed: nothing new starts.
+    pub stopping: bool,
+    /// Instances per state, as the last dispatch round (or aggregate) saw them.
+    pub counts: Counts,
+    /// Compliance totals, written by aggregate.
+    pub compliance: Option<Compliance>,
+}
+
+impl LocationRecord {
+    /// A location as plan records it: Pending, nothing known yet.
+    pub fn pending(location: Location) -> Self {
+        LocationRecord {
+            location,
+            phase: Phase::Pending,
+            outcome: None,
+            reason: None,
+            targeted: 0,
+            dispatchable: 0,
+            window: 1,
+            tolerated: None,
+            errors: 0,
+            stopping: false,
+            counts: Counts::new(),
+            compliance: None,
+        }
+    }
+}
+
+/// What expansion found in a location: written once, when the location starts dispatching.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expansion {
+    pub targeted: u64,
+    pub dispatchable: u64,
+    pub window: u64,
+    pub tolerated: Option<u64>,
+    pub counts: Counts,
+}
+
+/// One instance of a location.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRecord {
+    /// `i-...` (EC2) or `mi-...` (hybrid).
+    pub instance_id: String,
+    pub state: InstanceState,
+    /// SSM's PingStatus at expansion.
+    pub ping_status: Option<String>,
+    /// SSM's PlatformType at expansion.
+    pub platform: Option<String>,
+    /// Sequence number of the batch that claimed it.
+    pub batch: Option<u64>,
+    pub command_id: Option<String>,
+    /// The invocation's `Status`, as SSM last reported it.
+    pub ssm_status: Option<String>,
+    /// The invocation's `StatusDetails`, or fleetpatch's reason for a state it set itself.
+    pub status_details: Option<String>,
+}
+
+impl InstanceRecord {
+    pub fn new(id: &str, state: InstanceState) -> Self {
+        InstanceRecord {
+            instance_id: id.to_string(),
+            state,
+            ping_status: None,
+            platform: None,
+            batch: None,
+            command_id: None,
+            ssm_status: None,
+            status_details: None,
+        }
+    }
+}
+
+/// One instance's move as a handler decided it: `record` holds the new state and SSM's
+/// status; it is written only if the instance is still in `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceMove {
+    pub record: InstanceRecord,
+    pub from: InstanceState,
+}
+
+impl InstanceMove {
+    /// A Pending instance that will never start, and why.
+    pub fn not_started(id: &str, why: &str) -> Self {
+        let mut record = InstanceRecord::new(id, InstanceState::NotStarted);
+        record.status_details = Some(why.to_string());
+        InstanceMove {
+            record,
+            from: InstanceState::Pending,
+        }
+    }
+}
+
+/// A SendCommand batch: the claim, written before the send, that makes dispatch idempotent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchRecord {
+    /// Sequence number within the location (from the location's atomic counter).
+    pub seq: u64,
+    /// At most 50 (SendCommand's limit per call, see `fleet::SEND_CHUNK`).
+    pub instance_ids: Vec<String>,
+    /// The command's Comment: finds the command again with ListCommands.
+    pub comment: String,
+    /// Epoch seconds.
+    pub claimed_at: i64,
+    pub state: BatchState,
+    pub command_id: Option<String>,
+}
+
+/// Patch compliance counts (DescribeInstancePatchStates), summed over instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compliance {
+    /// Instances with a patch state.
+    pub instances: u64,
+    /// Instances with nothing missing, failed or pending reboot.
+    pub compliant_instances: u64,
+    pub installed: u64,
+    pub installed_other: u64,
+    pub installed_pending_reboot: u64,
+    pub missing: u64,
+    pub failed: u64,
+    pub not_applicable: u64,
+}
+
+impl Compliance {
+    pub fn add(&mut self, other: &Compliance) {
+        self.instances += other.instances;
+        self.compliant_instances += other.compliant_instances;
+        self.installed += other.installed;
+        self.installed_other += other.installed_other;
+        self.installed_pending_reboot += other.installed_pending_reboot;
+        self.missing += other.missing;
+        self.failed += other.failed;
+        self.not_applicable += other.not_applicable;
+    }
+}
+
+/// The result of recording a location's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// False when the location had already been settled (a retry): nothing was counted.
+    pub first_time: bool,
+    /// The run's counters after this location.
+    pub locations_failed: u64,
+    pub locations_done: u64,
+}

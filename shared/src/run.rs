@@ -1,0 +1,207 @@
+//! The run lifecycle, as pure decisions: when a location may start or must stop, how a
+//! location ends, when the run stops, and its final status. Handlers load state, ask these
+//! functions, and apply the answer; the store's conditional writes make each transition
+//! happen once.
+//!
+//! A location moves Pending -> Dispatching -> Done (`Phase`): plan writes it Pending, expand
+//! moves it to Dispatching (or straight to an outcome), settle records its outcome once. A
+//! run moves Running -> Stopping (the location error threshold was passed: locations not yet
+//! started are skipped, those running finish) -> a final status written once by aggregate.
+//!
+//! New run-level behaviour (waves, cancel, resume) belongs here: a new status or transition,
+//! a new reason a location may not start, a new final status.
+
+use crate::model::{
+    InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus, Settled,
+};
+use crate::ratecontrol::threshold_passed;
+
+/// Why pending instances end NotStarted (recorded as their `statusDetails`).
+pub const THRESHOLD_PASSED: &str = "instance error threshold passed";
+pub const LOCATION_ERRORED: &str = "the location ended with an error";
+pub const LOCATION_ENDED_EARLY: &str = "the location ended before it started";
+/// Why aggregate settles a location the Map never settled.
+pub const NEVER_FINISHED: &str = "the location never finished (its child execution ended early)";
+
+/// What a location handler does on entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// Go on with the location.
+    Proceed,
+    /// Answer this outcome without touching the account.
+    Finish(LocationOutcome, Option<String>),
+}
+
+/// A location already settled answers its recorded outcome (a retry, or a late duplicate).
+fn settled(location: &LocationRecord) -> Option<Entry> {
+    (location.phase == Phase::Done).then(|| {
+        Entry::Finish(
+            location.outcome.unwrap_or(LocationOutcome::Error),
+            location.reason.clone(),
+        )
+    })
+}
+
+/// Whether a location may start (expand). A stopping run starts nothing new: the location is
+/// Skipped and its account never called.
+pub fn may_start(run: &RunRecord, location: &LocationRecord) -> Entry {
+    if let Some(done) = settled(location) {
+        return done;
+    }
+    if run.status != RunStatus::Running {
+        let why = format!(
+            "not started: the run's location error threshold ({}) was passed",
+            run.input.location_error_threshold
+        );
+        return Entry::Finish(LocationOutcome::Skipped, Some(why));
+    }
+    Entry::Proceed
+}
+
+/// Whether a started location goes on (dispatch). A stopping run lets running locations
+/// finish, as SSM lets running invocations finish.
+pub fn may_continue(location: &LocationRecord) -> Entry {
+    settled(location).unwrap_or(Entry::Proceed)
+}
+
+/// The outcome of a location whose instances all reached a final state.
+pub fn location_outcome(
+    states: impl IntoIterator<Item = InstanceState>,
+    threshold_passed: bool,
+) -> LocationOutcome {
+    let mut sent = 0u64;
+    let mut errors = 0u64;
+    let mut not_succeeded = 0u64;
+    for s in states {
+        if s.was_sent() {
+            sent += 1;
+            if s.counts_as_error() {
+                errors += 1;
+            } else if s != InstanceState::Succeeded {
+                not_succeeded += 1;
+            }
+        }
+    }
+    if threshold_passed {
+        LocationOutcome::ThresholdExceeded
+    } else if errors > 0 {
+        LocationOutcome::CompletedWithErrors
+    } else if sent == 0 {
+        LocationOutcome::NoTargets
+    } else if not_succeeded > 0 {
+        LocationOutcome::Incomplete
+    } else {
+        LocationOutcome::Succeeded
+    }
+}
+
+/// A location's outcome once every instance is final, with its reason; None while some are
+/// still live. `stopping`: the instance error threshold was passed.
+pub fn location_finished(
+    run: &RunRecord,
+    states: &[InstanceState],
+    errors: u64,
+    stopping: bool,
+) -> Option<(LocationOutcome, Option<String>)> {
+    if !states.iter().all(|s| s.is_terminal()) {
+        return None;
+    }
+    let outcome = location_outcome(states.iter().copied(), stopping);
+    let reason = (outcome == LocationOutcome::ThresholdExceeded).then(|| {
+        format!(
+            "{errors} counted error(s) passed targetErrorThreshold {}; remaining instances not started",
+            run.input.target_error_threshold
+        )
+    });
+    Some((outcome, reason))
+}
+
+/// Whether settling this location moves the run to Stopping: its first settlement, a failed
+/// outcome, and the failed locations now pass `locationErrorThreshold`.
+pub fn stops_run(settled: &Settled, outcome: LocationOutcome, run: &RunRecord) -> bool {
+    settled.first_time
+        && outcome.counts_as_failure()
+        && run.status == RunStatus::Running
+        && threshold_passed(settled.locations_failed, run.locations_tolerated)
+}
+
+/// The final status of a run from its locations. Rule: the run stopped by the location
+/// threshold if it was stopping; succeeded if every location succeeded or had nothing to
+/// patch; otherwise completed with errors.
+pub fn final_status(stopping: bool, outcomes: &[LocationOutcome]) -> RunStatus {
+    if stopping {
+        RunStatus::StoppedByThreshold
+    } else if outcomes
+        .iter()
+        .all(|o| matches!(o, LocationOutcome::Succeeded | LocationOutcome::NoTargets))
+    {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::CompletedWithErrors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_outcome_follows_its_instances() {
+        use InstanceState::*;
+        assert_eq!(
+            location_outcome([Succeeded, Offline, Unmanaged], false),
+            LocationOutcome::Succeeded
+        );
+        assert_eq!(
+            location_outcome([Succeeded, DeliveryTimedOut], false),
+            LocationOutcome::Incomplete
+        );
+        assert_eq!(
+            location_outcome([Succeeded, Failed], false),
+            LocationOutcome::CompletedWithErrors
+        );
+        assert_eq!(
+            location_outcome([Offline, Unmanaged], false),
+            LocationOutcome::NoTargets
+        );
+        assert_eq!(
+            location_outcome([Failed, NotStarted], true),
+            LocationOutcome::ThresholdExceeded
+        );
+        assert!(LocationOutcome::AccessDenied.counts_as_failure());
+        assert!(LocationOutcome::ThresholdExceeded.counts_as_failure());
+        assert!(!LocationOutcome::CompletedWithErrors.counts_as_failure());
+        assert!(!LocationOutcome::Incomplete.counts_as_failure());
+        assert!(!LocationOutcome::Skipped.counts_as_failure());
+    }
+
+    #[test]
+    fn final_status_for_each_outcome_mix() {
+        use LocationOutcome::*;
+        assert_eq!(
+            final_status(false, &[Succeeded, NoTargets]),
+            RunStatus::Succeeded
+        );
+        assert_eq!(
+            final_status(false, &[Succeeded, CompletedWithErrors]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[Succeeded, AccessDenied]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[GroupNotFound]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(false, &[Incomplete]),
+            RunStatus::CompletedWithErrors
+        );
+        assert_eq!(
+            final_status(true, &[ThresholdExceeded, Skipped, Skipped]),
+            RunStatus::StoppedByThreshold
+        );
+        assert_eq!(final_status(false, &[]), RunStatus::Succeeded);
+    }
+}

@@ -1,0 +1,179 @@
+//! The run item: created once by plan (or recorded as rejected), its status moved by
+//! settle and aggregate, its counters added to by every location.
+
+use super::client::{build_err, conditional};
+use super::items::{json, n, run_item, s};
+use super::keys::run_key;
+use super::{Store, MAX_LISTED_REASONS, MAX_RAW_INPUT_BYTES};
+use crate::clock::{iso, now_epoch};
+use crate::error::{from_sdk, Error, Result};
+use crate::model::{cut_text, first, RunRecord, RunStatus};
+use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use serde::Serialize;
+
+impl Store {
+    /// The run item as [`Store::create_run`] writes it.
+    pub fn run_item(&self, run: &RunRecord) -> Result<super::Item> {
+        let mut item = run_item(run)?;
+        item.insert("expiresAt".into(), self.expires());
+        Ok(item)
+    }
+
+    /// Writes a new run item. Returns false when the run already exists (a retried plan).
+    pub async fn create_run(&self, run: &RunRecord) -> Result<bool> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.run_item(run)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        conditional("dynamodb:PutItem", r)
+    }
+
+    /// Records a rejected run: its reasons and the raw input, nothing else (both bounded:
+    /// [`MAX_RAW_INPUT_BYTES`], [`MAX_LISTED_REASONS`]).
+    pub async fn put_rejected_run(
+        &self,
+        run_id: &str,
+        raw_input: &str,
+        reasons: &[String],
+    ) -> Result<()> {
+        let now = now_epoch();
+        let (raw, raw_cut) = cut_text(raw_input, MAX_RAW_INPUT_BYTES);
+        let (listed, omitted) = first(reasons.to_vec(), MAX_LISTED_REASONS);
+
+        let mut item = run_key(run_id);
+        item.insert("entity".into(), s("Run"));
+        item.insert("runId".into(), s(run_id));
+        item.insert("status".into(), s(RunStatus::Rejected.as_str()));
+        item.insert("rawInput".into(), s(raw));
+        item.insert(
+            "rejectReasons".into(),
+            AttributeValue::L(listed.iter().map(s).collect()),
+        );
+        if raw_cut > 0 {
+            item.insert("rawInputOmittedBytes".into(), n(raw_cut));
+        }
+        if omitted > 0 {
+            item.insert("rejectReasonsOmitted".into(), n(omitted));
+        }
+        item.insert("createdAt".into(), s(iso(now)));
+        item.insert("finishedAt".into(), s(iso(now)));
+        item.insert("expiresAt".into(), self.expires());
+
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:PutItem", e))?;
+        Ok(())
+    }
+
+    /// Reads a run (strongly consistent). A rejected run is an error naming its reasons.
+    pub async fn get_run(&self, run_id: &str) -> Result<RunRecord> {
+        let item = self
+            .get(run_key(run_id))
+            .await?
+            .ok_or_else(|| Error::Record(format!("run {run_id} not found")))?;
+        RunRecord::try_from(&item)
+    }
+
+    /// Moves the run from `from` to `to`. Returns false when it was not in `from`.
+    pub async fn set_run_status(
+        &self,
+        run_id: &str,
+        from: RunStatus,
+        to: RunStatus,
+    ) -> Result<bool> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("SET #st = :to, updatedAt = :now")
+            .condition_expression("#st = :from")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":from", s(from.as_str()))
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        conditional("dynamodb:UpdateItem", r)
+    }
+
+    /// Writes the run's final status and summary, once. Returns false when another attempt
+    /// of aggregate (a retry, or a timed-out one finishing late) already finished the run:
+    /// its summary stands.
+    pub async fn finish_run<T: Serialize>(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+        summary: &T,
+    ) -> Result<bool> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("SET #st = :st, summary = :sum, finishedAt = :now")
+            .condition_expression("attribute_not_exists(finishedAt)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":st", s(status.as_str()))
+            .expression_attribute_values(":sum", json(summary)?)
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        conditional("dynamodb:UpdateItem", r)
+    }
+
+    /// Whether the "Patch Run Completed" event of the run was sent (`completedEventAt`).
+    pub async fn completed_event_sent(&self, run_id: &str) -> Result<bool> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .projection_expression("completedEventAt")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
+        Ok(out.item.is_some_and(|i| i.contains_key("completedEventAt")))
+    }
+
+    pub async fn mark_completed_event_sent(&self, run_id: &str) -> Result<()> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("SET completedEventAt = :now")
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// The run item's instance counters, as one transaction item (atomic ADD): every
+    /// transaction that records a send or an ending carries it.
+    pub(super) fn run_counters(
+        &self,
+        run_id: &str,
+        sent: u64,
+        done: u64,
+    ) -> Result<TransactWriteItem> {
+        let u = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression("ADD instancesSent :s, instancesDone :d")
+            .expression_attribute_values(":s", n(sent))
+            .expression_attribute_values(":d", n(done))
+            .build()
+            .map_err(build_err)?;
+        Ok(TransactWriteItem::builder().update(u).build())
+    }
+}
