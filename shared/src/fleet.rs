@@ -7,8 +7,7 @@
 //! ([`SendOutcome::Refused`]) or may ([`SendOutcome::Unknown`]).
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
-use crate::model::Compliance;
-use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
+use crate::model::{map_invocation_status, Compliance, InstanceState, Operation, RebootOption};
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
