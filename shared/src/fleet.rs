@@ -44,7 +44,8 @@ pub fn instance_id_from_arn(arn: &str) -> Option<String> {
     (id.starts_with("i-") || id.starts_with("mi-")).then(|| id.to_string())
 }
 
-/// Lists the instance IDs of a resource group, following every page.
+/// Lists the instance IDs of a resource group (EC2 instances and managed nodes only), following
+/// every page; sorted, each ID once.
 pub async fn list_group_instances(
     client: &aws_sdk_resourcegroups::Client,
     group: &str,
