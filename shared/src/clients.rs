@@ -200,7 +200,8 @@ impl AssumeRoleFactory {
 }
 
 /// STS error codes that mean the role cannot be assumed from here (missing role, no trust,
-/// Region not enabled, unknown account): [`AssumeError::AccessDenied`], not retried.
+/// Region not enabled, the caller's credentials not valid there):
+/// [`AssumeError::AccessDenied`], not retried.
 const REFUSED_CODES: [&str; 4] = [
     "AccessDenied",
     "AccessDeniedException",
