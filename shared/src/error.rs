@@ -188,7 +188,11 @@ mod tests {
             serde_json::from_str(include_str!("../../statemachine/patching.asl.json")).unwrap();
         let mut found = Vec::new();
         tasks(&asl["States"], &mut found);
-        assert_eq!(found.len(), 5, "plan, expand, dispatch, settle, aggregate");
+        assert_eq!(
+            found.len(),
+            6,
+            "plan, expand, dispatch, settle, aggregate, aggregate from records"
+        );
         for (name, st) in found {
             let retried: Vec<&str> = st["Retry"]
                 .as_array()

@@ -102,6 +102,13 @@ impl LocationTask {
 #[serde(rename_all = "camelCase")]
 pub struct AggregateRequest {
     pub run_id: String,
+    /// The fallback after aggregate failed for good (the state machine's Catch): finish the
+    /// run from the table alone, with no call to a target account.
+    #[serde(default)]
+    pub records_only: bool,
+    /// What made the full aggregation fail, named in the summary.
+    #[serde(default)]
+    pub error: Option<CaughtError>,
 }
 
 #[cfg(test)]
