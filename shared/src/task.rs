@@ -1,5 +1,7 @@
 //! The payloads the state machine passes between steps. They stay small and never grow with
-//! the number of instances: everything else lives in DynamoDB.
+//! the number of instances: everything else lives in DynamoDB. Step Functions caps a
+//! payload at 256 KiB; the largest, plan's list of locations, is bounded by
+//! [`crate::plan::MAX_LOCATIONS`].
 
 use crate::error::{Error, Result};
 use crate::model::{Location, LocationOutcome};
@@ -20,7 +22,6 @@ pub struct PlanRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanResponse {
-    /// The run ID.
     pub run_id: String,
     /// How many locations run at once (MaxConcurrencyPath).
     pub location_concurrency: u64,
@@ -34,7 +35,6 @@ pub struct CaughtError {
     /// The error type (e.g. `AwsError`, `States.Timeout`).
     #[serde(rename = "Error", default)]
     pub error: String,
-    /// The message.
     #[serde(rename = "Cause", default)]
     pub cause: String,
 }
@@ -44,14 +44,13 @@ pub struct CaughtError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationTask {
-    /// The run ID.
     pub run_id: String,
     /// `ACCOUNT/REGION`.
     pub location: String,
     /// True when nothing more is to be sent or followed.
     #[serde(default)]
     pub done: bool,
-    /// Seconds to wait before the next dispatch.
+    /// Seconds the state machine waits before the next dispatch.
     #[serde(default)]
     pub wait_seconds: u64,
     /// The location's outcome, once known.
@@ -66,7 +65,7 @@ pub struct LocationTask {
 }
 
 impl LocationTask {
-    /// The parsed location.
+    /// The parsed location; a malformed one is a `PayloadError`.
     pub fn location(&self) -> Result<Location> {
         self.location.parse().map_err(Error::Payload)
     }
@@ -102,8 +101,14 @@ impl LocationTask {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AggregateRequest {
-    /// The run ID.
     pub run_id: String,
+    /// The fallback after aggregate failed for good (the state machine's Catch): finish the
+    /// run from the table alone, with no call to a target account.
+    #[serde(default)]
+    pub records_only: bool,
+    /// What made the full aggregation fail, named in the summary.
+    #[serde(default)]
+    pub error: Option<CaughtError>,
 }
 
 #[cfg(test)]

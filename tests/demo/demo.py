@@ -88,7 +88,7 @@ class Progress:
 
 
 def print_report(state: dict, client, run_id: str):
-    exe = ROOT / "target" / "debug" / "fleetpatch-report"
+    exe = localstack.target_dir() / "debug" / "fleetpatch-report"
     env = {**os.environ, "AWS_ENDPOINT_URL": state["endpoint"], "AWS_REGION": state["region"],
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_EC2_METADATA_DISABLED": "true"}

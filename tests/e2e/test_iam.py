@@ -27,6 +27,7 @@ from conftest import IAM_USED, ROOT, base_input, describe, execute
 
 sys.path.insert(0, str(ROOT / "tests" / "localstack"))
 import iam  # noqa: E402
+import stack as localstack  # noqa: E402
 
 FLEET = ROOT / "tests" / "fleets" / "e2e.toml"
 MGMT = "111111111111"
@@ -166,7 +167,7 @@ def gate(tmp_path):
     """fleetsim in front of the evaluator, with plan's PutItem and the target
     role's SendCommand removed from copies of the templates (no moto: allowed forwarded
     calls answer 501, denied ones never leave fleetsim)."""
-    binary = ROOT / "target" / "debug" / "fleetsim"
+    binary = localstack.target_dir() / "debug" / "fleetsim"
     if not binary.exists():
         subprocess.run(["cargo", "build", "-p", "fleetsim"], cwd=ROOT, check=True)
     procs = []

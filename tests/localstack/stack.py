@@ -40,7 +40,22 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
+
+
+def target_dir() -> Path:
+    """Where cargo puts its builds: asked of cargo, so that a global CARGO_TARGET_DIR (or a
+    `build.target-dir` in a cargo config) is honoured."""
+    global _TARGET_DIR
+    if _TARGET_DIR is None:
+        out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps"],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        _TARGET_DIR = Path(json.loads(out)["target_directory"])
+    return _TARGET_DIR
+
+
+_TARGET_DIR: Path | None = None
 DEFAULT_DIR = Path(os.environ.get("FLEETPATCH_STACK_DIR", ROOT / ".local" / "stack"))
 DEFAULT_FLEET = ROOT / "tests" / "fleets" / "demo.toml"
 FUNCTIONS = ["plan", "expand", "dispatch", "settle", "aggregate"]
@@ -236,7 +251,7 @@ class Stack:
                 iam_url = "http://" + wait_until("iam evaluator", iam_listening, 60, iam_log, p)
 
             # 1. fleetsim: its port is what moto and the functions call.
-            argv = [str(ROOT / "target" / "debug" / "fleetsim"), "--port", "0",
+            argv = [str(target_dir() / "debug" / "fleetsim"), "--port", "0",
                     "--fleet", str(self.fleet), "--moto-url", moto_url, "--lambda-url", lambda_url]
             if iam_url:
                 argv += ["--iam-url", iam_url]
@@ -254,8 +269,10 @@ class Stack:
             sim_port = int(sim_url.rsplit(":", 1)[1])
 
             # 2. moto, sending its service integrations (lambda:invoke) to fleetsim.
-            p = self._spawn("moto", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1",
-                                     "-p", str(moto_port)],
+            # moto through its launcher: the same server, with DynamoDB transactions that copy
+            # only the items they touch, under one lock (see moto_server.py).
+            p = self._spawn("moto", [sys.executable, str(HERE / "moto_server.py"),
+                                     "-H", "127.0.0.1", "-p", str(moto_port)],
                             {"MOTO_PORT": str(sim_port), "MOTO_ACCOUNT_ID": self.account})
             wait_until("moto", lambda: http("POST", f"{moto_url}/moto-api/config",
                                             {"stepfunctions": {"execute_state_machine": True}},

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import time
 import urllib.request
 
@@ -18,7 +19,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
-BIN = os.environ.get("FLEETSIM_BIN", str(ROOT / "target" / "debug" / "fleetsim"))
+sys.path.insert(0, str(ROOT / "tests" / "localstack"))
+import stack as localstack  # noqa: E402
+
+BIN = os.environ.get("FLEETSIM_BIN", str(localstack.target_dir() / "debug" / "fleetsim"))
 FLEET = ROOT / "tests" / "fleets" / "small.toml"
 ROLE = "AWS-SystemsManager-AutomationExecutionRole"
 A = "222222222222"
