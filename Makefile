@@ -9,12 +9,12 @@ PY          := $(VENV)/bin/python
 PIP         := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help venv build test test-rust test-static test-fidelity test-e2e lint lint-rust lint-infra demo up down bench clean-local
+.PHONY: help venv build test test-rust test-static test-fidelity test-e2e lint lint-rust lint-deny lint-infra demo up down bench clean-local
 
 help:
 	@echo "make demo       run a full patch run on the simulated fleet and print the report"
 	@echo "make test       run every test (unit, handler, simulator, fidelity, end to end)"
-	@echo "make lint       rustfmt, clippy (warnings denied), cfn-lint, checkov, ASL validation"
+	@echo "make lint       rustfmt, clippy (warnings denied), cargo-deny, cfn-lint, checkov, ASL validation"
 	@echo "make up / down  keep the local stack running for exploration / stop it"
 	@echo "make bench      print planning and dispatch-decision figures"
 
@@ -35,9 +35,10 @@ test-rust:
 	cargo test --workspace
 
 # Python tests that need no stack: the run input's JSON Schema against the table of cases the
-# Rust validation also reads; the template's delayed start (one run a month).
+# Rust validation also reads; the template's delayed start (one run a month); the local
+# stack's fixes to moto's DynamoDB.
 test-static: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra
+	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra tests/localstack
 
 test-fidelity: venv
 	cargo build -p fleetsim
@@ -46,11 +47,22 @@ test-fidelity: venv
 test-e2e: venv build
 	$(PY) -m pytest -q -p no:cacheprovider tests/e2e
 
-lint: lint-rust lint-infra
+lint: lint-rust lint-deny lint-infra
 
 lint-rust:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
+
+# The dependency tree against deny.toml: accepted licences, banned versions, crates.io only.
+# Needs no network. cargo-deny is not a Cargo dependency: install it once (.ci/run pins the
+# same version). The advisories check (`cargo deny check advisories`) fetches the RustSec
+# database, so it is not part of lint.
+CARGO_DENY_VERSION := 0.20.2
+lint-deny:
+	@cargo deny --version >/dev/null 2>&1 || { \
+	  echo "cargo-deny is missing: install it with 'cargo install --locked cargo-deny@$(CARGO_DENY_VERSION)'" >&2; \
+	  exit 1; }
+	cargo deny --locked check --hide-inclusion-graph licenses bans sources
 
 lint-infra:
 	bash infra/lint.sh $(VENV_INFRA)

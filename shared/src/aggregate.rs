@@ -17,7 +17,7 @@ use crate::progress::{follow_commands, pending_ids, recover_claims, retire_pendi
 use crate::report::{summarize, RunSummary};
 use crate::run::{self, LOCATION_ENDED_EARLY, NEVER_FINISHED};
 use crate::store::Store;
-use crate::task::AggregateRequest;
+use crate::task::{AggregateRequest, CaughtError};
 use futures::stream::{self, StreamExt};
 use tracing::{info, warn};
 
@@ -31,6 +31,18 @@ pub struct Aggregator<F> {
     /// Compliance is read in the target accounts, through the execution role.
     pub factory: F,
     pub events: aws_sdk_eventbridge::Client,
+}
+
+/// Why a run's summary lacks compliance and last states: aggregate failed for good.
+fn records_only_reason(error: Option<&CaughtError>) -> String {
+    let why = match error {
+        Some(e) => {
+            let cause: String = e.cause.chars().take(300).collect();
+            format!("{}: {cause}", e.error)
+        }
+        None => "unknown error".into(),
+    };
+    format!("finished from the table alone after aggregate failed ({why}): compliance and the last SSM status of instances left in flight were not read")
 }
 
 /// What finishing a location learned: compliance, and the counts when the instance items
@@ -51,8 +63,16 @@ impl<F: ClientFactory> Aggregator<F> {
         let mut locations = self.store.list_locations(run_id).await?;
         self.settle_unfinished(run_id, &mut locations).await?;
 
-        // 2. Finish each location: last states, compliance.
-        self.finish_locations(run_id, &run, &mut locations).await;
+        // 2. Finish each location: last states, compliance; or, as the fallback after
+        // aggregate failed for good, end what the table alone can end.
+        let not_read = if req.records_only {
+            self.retire_pending_everywhere(run_id, &mut locations)
+                .await?;
+            Some(records_only_reason(req.error.as_ref()))
+        } else {
+            self.finish_locations(run_id, &run, &mut locations).await;
+            None
+        };
 
         // 3. Decide the final status (the run item is read again: settle may have moved it
         // to Stopping since step 1).
@@ -62,7 +82,8 @@ impl<F: ClientFactory> Aggregator<F> {
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
         let status = run::final_status(run.status == RunStatus::Stopping, &outcomes);
-        let summary = summarize(run_id, status, &run, &locations);
+        let mut summary = summarize(run_id, status, &run, &locations);
+        summary.not_read = not_read;
 
         // 4. Record and announce, once.
         self.record_and_announce(run_id, status, summary).await
@@ -124,8 +145,36 @@ impl<F: ClientFactory> Aggregator<F> {
         }
     }
 
+    /// The fallback's step 2: Pending instances end NotStarted (a DynamoDB write only);
+    /// instances left in flight keep their last recorded state, named in the summary.
+    async fn retire_pending_everywhere(
+        &self,
+        run_id: &str,
+        locations: &mut [LocationRecord],
+    ) -> Result<()> {
+        for l in locations.iter_mut() {
+            if count_where(&l.counts, |s| s == InstanceState::Pending) == 0 {
+                continue;
+            }
+            let (mut instances, _) = self.store.list_location_items(run_id, &l.location).await?;
+            let pending = pending_ids(&instances);
+            retire_pending(
+                &self.store,
+                run_id,
+                &l.location,
+                &mut instances,
+                &pending,
+                LOCATION_ENDED_EARLY,
+            )
+            .await?;
+            l.counts = count_states(instances.iter().map(|i| i.state));
+        }
+        Ok(())
+    }
+
     /// Writes the summary and final status once; sends the completion event unless another
     /// attempt (a retry beside this timed-out one) already finished and announced the run.
+    /// The event always carries the summary the record holds.
     async fn record_and_announce(
         &self,
         run_id: &str,
@@ -133,13 +182,20 @@ impl<F: ClientFactory> Aggregator<F> {
         summary: RunSummary,
     ) -> Result<RunSummary> {
         let first = self.store.finish_run(run_id, status, &summary).await?;
-        if !first && self.store.completed_event_sent(run_id).await? {
-            info!(
-                run_id,
-                "run already finished and announced by another attempt"
-            );
-            return Ok(summary);
-        }
+        let summary = if first {
+            summary
+        } else {
+            if self.store.completed_event_sent(run_id).await? {
+                info!(
+                    run_id,
+                    "run already finished and announced by another attempt"
+                );
+                return Ok(summary);
+            }
+            // An earlier attempt finished the run but did not announce it: the event says
+            // what the record says.
+            self.store.run_summary(run_id).await?.unwrap_or(summary)
+        };
 
         let bus = &self.config.event_bus;
         events::put_event(&self.events, bus, events::RUN_COMPLETED, &summary).await?;
@@ -164,7 +220,10 @@ impl<F: ClientFactory> Aggregator<F> {
     ) -> Result<Finished> {
         let sent = count_where(&l.counts, InstanceState::was_sent);
         let live = count_where(&l.counts, |s| !s.is_terminal());
-        if sent == 0 && live == 0 {
+        // Nothing ran; or an earlier attempt (one that timed out, before its retry) already
+        // finished this location: its compliance is recorded and nothing is live.
+        let finished_before = l.compliance.is_some() && live == 0;
+        if sent == 0 && live == 0 || finished_before {
             return Ok(Finished::default());
         }
 

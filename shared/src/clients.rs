@@ -2,6 +2,11 @@
 //! credentials. In production [`AssumeRoleFactory`] assumes the execution role in the
 //! target account (session name carrying the run id) and caches the credentials only until
 //! shortly before they expire; tests use [`FixedClients`].
+//!
+//! Invariants: cached credentials are never handed out within [`EXPIRY_MARGIN`] of their
+//! expiry; a role that cannot be assumed is [`AssumeError::AccessDenied`], which callers do
+//! not retry, anything else is retryable; target clients inherit the function's own
+//! timeouts, endpoint and app name.
 
 use crate::error::{from_sdk, Error};
 use crate::model::Location;
@@ -9,30 +14,30 @@ use aws_config::Region;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_credential_types::Credentials;
+use aws_sdk_sts::error::SdkError;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-/// Clients acting in one target account and Region.
+/// Clients acting in one target account and Region, with the execution role's credentials.
 #[derive(Debug, Clone)]
 pub struct TargetClients {
-    /// Systems Manager.
     pub ssm: aws_sdk_ssm::Client,
-    /// Resource Groups.
     pub groups: aws_sdk_resourcegroups::Client,
 }
 
 /// Why clients for a location could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum AssumeError {
-    /// The execution role does not exist or does not trust the orchestrator.
+    /// The role cannot be assumed (missing, not trusting the orchestrator, Region not
+    /// enabled): retrying will not help.
     #[error("cannot assume {role_arn}: {message}")]
     AccessDenied {
-        /// The role that was refused.
         role_arn: String,
-        /// What STS said.
+        /// STS's error code and message.
         message: String,
     },
     /// Anything else (throttling, network): worth retrying.
@@ -40,7 +45,7 @@ pub enum AssumeError {
     Other(#[from] Error),
 }
 
-/// Hands out clients for a location.
+/// Hands out clients for a location: the seam between handlers and credentials.
 pub trait ClientFactory: Send + Sync {
     /// Clients acting in `location` through `role_name`, for the run `run_id`.
     fn clients(
@@ -78,6 +83,7 @@ pub fn role_arn(partition: &str, account: &str, role_name: &str) -> String {
     format!("arn:{partition}:iam::{account}:role/{role_name}")
 }
 
+#[derive(Clone)]
 struct Cached {
     credentials: Credentials,
     expires: SystemTime,
@@ -126,6 +132,8 @@ impl AssumeRoleFactory {
         }
     }
 
+    /// Credentials for `role_name` in `account`: from the cache while they have more than
+    /// [`EXPIRY_MARGIN`] left, else from STS (and cached).
     async fn assume(
         &self,
         account: &str,
@@ -140,34 +148,30 @@ impl AssumeRoleFactory {
         if let Some(c) = self.cached(&key, SystemTime::now()) {
             return Ok(c);
         }
+
         let arn = role_arn(&self.partition, account, role_name);
+        let fresh = self.assume_role(&arn, run_id).await?;
+
+        self.remember(key, &fresh);
+        Ok(fresh.credentials)
+    }
+
+    /// One STS AssumeRole call, its answer turned into SDK credentials.
+    async fn assume_role(
+        &self,
+        arn: &str,
+        run_id: &str,
+    ) -> std::result::Result<Cached, AssumeError> {
         let out = self
             .sts
             .assume_role()
-            .role_arn(&arn)
+            .role_arn(arn)
             .role_session_name(session_name(run_id))
             .duration_seconds(SESSION_SECONDS)
             .send()
-            .await;
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                let code = e.code().unwrap_or_default().to_string();
-                if matches!(
-                    code.as_str(),
-                    "AccessDenied"
-                        | "AccessDeniedException"
-                        | "RegionDisabledException"
-                        | "InvalidClientTokenId"
-                ) {
-                    return Err(AssumeError::AccessDenied {
-                        role_arn: arn,
-                        message: format!("{code}: {}", e.message().unwrap_or_default()),
-                    });
-                }
-                return Err(AssumeError::Other(from_sdk("sts:AssumeRole", e)));
-            }
-        };
+            .await
+            .map_err(|e| assume_error(arn, e))?;
+
         let c = out.credentials.ok_or_else(|| {
             AssumeError::Other(Error::Record(
                 "AssumeRole answered without credentials".into(),
@@ -181,17 +185,39 @@ impl AssumeRoleFactory {
             Some(expires),
             "fleetpatch-assume-role",
         );
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.insert(
-                key,
-                Cached {
-                    credentials: credentials.clone(),
-                    expires,
-                },
-            );
-        }
-        Ok(credentials)
+        Ok(Cached {
+            credentials,
+            expires,
+        })
     }
+
+    /// Caches fresh credentials. A poisoned lock only costs a later STS call.
+    fn remember(&self, key: (String, String, String), fresh: &Cached) {
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.insert(key, fresh.clone());
+        }
+    }
+}
+
+/// STS error codes that mean the role cannot be assumed from here (missing role, no trust,
+/// Region not enabled, the caller's credentials not valid there):
+/// [`AssumeError::AccessDenied`], not retried.
+const REFUSED_CODES: [&str; 4] = [
+    "AccessDenied",
+    "AccessDeniedException",
+    "RegionDisabledException",
+    "InvalidClientTokenId",
+];
+
+fn assume_error(arn: &str, e: SdkError<AssumeRoleError>) -> AssumeError {
+    let code = e.code().unwrap_or_default().to_string();
+    if REFUSED_CODES.contains(&code.as_str()) {
+        return AssumeError::AccessDenied {
+            role_arn: arn.to_string(),
+            message: format!("{code}: {}", e.message().unwrap_or_default()),
+        };
+    }
+    AssumeError::Other(from_sdk("sts:AssumeRole", e))
 }
 
 impl ClientFactory for AssumeRoleFactory {
@@ -218,7 +244,6 @@ impl ClientFactory for AssumeRoleFactory {
 /// Test factory: the same clients for every location, except accounts listed as denied.
 #[derive(Debug, Clone)]
 pub struct FixedClients {
-    /// The clients handed out.
     pub clients: TargetClients,
     /// Accounts whose role cannot be assumed.
     pub denied: HashSet<String>,
@@ -261,6 +286,7 @@ pub async fn load_sdk_config(app_name: &str) -> SdkConfig {
         .connect_timeout(Duration::from_secs(5))
         .operation_attempt_timeout(Duration::from_secs(20))
         .build();
+
     let loader =
         aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     let loader = match aws_config::AppName::new(app_name.to_string()) {
@@ -270,6 +296,7 @@ pub async fn load_sdk_config(app_name: &str) -> SdkConfig {
             loader
         }
     };
+
     loader.load().await
 }
 

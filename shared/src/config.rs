@@ -1,5 +1,8 @@
 //! Configuration read once per cold start from the environment. Every variable the
 //! functions read is named here, and `infra/template.yaml` sets the same names.
+//!
+//! A variable that is set but malformed or out of range is a `ConfigError` naming it, never
+//! a silent default: a misconfigured function fails its first invocation, visibly.
 
 use crate::error::{Error, Result};
 
@@ -7,14 +10,13 @@ use crate::error::{Error, Result};
 pub const ENV_TABLE: &str = "FLEETPATCH_TABLE";
 /// Event bus for run events (default `default`).
 pub const ENV_EVENT_BUS: &str = "FLEETPATCH_EVENT_BUS";
-/// Seconds the state machine waits between two dispatch polls (default 30).
+/// Seconds the state machine waits between two dispatch polls (default 30, 1 to 3600).
 pub const ENV_POLL_SECONDS: &str = "FLEETPATCH_POLL_SECONDS";
-/// Days a run's records are kept before DynamoDB's TTL removes them (default 90).
+/// Days a run's records are kept before DynamoDB's TTL removes them (default 90, 1 to 3650).
 pub const ENV_RECORD_TTL_DAYS: &str = "FLEETPATCH_RECORD_TTL_DAYS";
 /// AWS partition of the target role ARNs (default `aws`).
 pub const ENV_PARTITION: &str = "FLEETPATCH_PARTITION";
 
-/// The functions' configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// DynamoDB table holding runs, locations and instances.
@@ -40,6 +42,7 @@ impl Config {
         let table = get(ENV_TABLE)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Config(format!("{ENV_TABLE} is required (the table name)")))?;
+
         let number = |name: &str, default: u64, min: u64, max: u64| -> Result<u64> {
             match get(name) {
                 None => Ok(default),
@@ -54,6 +57,7 @@ impl Config {
                     }),
             }
         };
+
         Ok(Config {
             table,
             event_bus: get(ENV_EVENT_BUS).unwrap_or_else(|| "default".to_string()),

@@ -1,6 +1,10 @@
 //! The one error type of fleetpatch. Each variant has a stable `error_type`: the name Step
 //! Functions' Retry and Catch match on (`Transient` is retried with backoff; everything else
 //! is caught per location, and `InvalidInput` fails the execution at planning).
+//!
+//! The `error_type` names are a contract with `statemachine/patching.asl.json`: renaming one
+//! breaks a Retry or Catch there, and the tests below read the ASL to check them. An SDK error
+//! becomes `Transient` only when retrying it as is can succeed (throttles, 5xx, no answer).
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
@@ -16,19 +20,15 @@ pub enum Error {
     /// A throttle, a timeout or a 5xx: worth retrying as is.
     #[error("transient failure in {operation}: {message}")]
     Transient {
-        /// The AWS operation (or step) that failed.
+        /// The AWS operation (or fleetpatch step) that failed.
         operation: String,
-        /// What the service or the connection said.
         message: String,
     },
     /// An AWS call failed for a reason retrying will not fix.
     #[error("{operation} failed: {code}: {message}")]
     Aws {
-        /// The AWS operation.
         operation: String,
-        /// The error code the service returned.
         code: String,
-        /// The service's message.
         message: String,
     },
     /// A stored record is missing or does not have the shape this code writes.
@@ -65,7 +65,7 @@ impl From<Error> for Diagnostic {
     }
 }
 
-/// Codes that mean "slow down or try again".
+/// Codes that mean "slow down or try again": the same request can succeed later.
 const TRANSIENT_CODES: [&str; 12] = [
     "ThrottlingException",
     "Throttling",
@@ -130,9 +130,12 @@ pub fn refused_before_effect<E>(err: &SdkError<E, HttpResponse>) -> bool {
     }
 }
 
+/// The error and all its sources, joined by `: `. An SDK error's own message is only its kind
+/// ("dispatch failure", "request has timed out"); the cause is in its sources.
 fn describe_chain(err: &dyn std::error::Error) -> String {
     let mut out = err.to_string();
     let mut src = err.source();
+
     while let Some(s) = src {
         out.push_str(": ");
         out.push_str(&s.to_string());
@@ -141,7 +144,6 @@ fn describe_chain(err: &dyn std::error::Error) -> String {
     out
 }
 
-/// The result type of fleetpatch.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
@@ -186,7 +188,11 @@ mod tests {
             serde_json::from_str(include_str!("../../statemachine/patching.asl.json")).unwrap();
         let mut found = Vec::new();
         tasks(&asl["States"], &mut found);
-        assert_eq!(found.len(), 5, "plan, expand, dispatch, settle, aggregate");
+        assert_eq!(
+            found.len(),
+            6,
+            "plan, expand, dispatch, settle, aggregate, aggregate from records"
+        );
         for (name, st) in found {
             let retried: Vec<&str> = st["Retry"]
                 .as_array()

@@ -1,5 +1,9 @@
 //! The EventBridge adapter: "Patch Run Started" and "Patch Run Completed" events, source
 //! `fleetpatch`, on the configured bus.
+//!
+//! An event is either accepted or an error: an entry EventBridge refuses
+//! (`FailedEntryCount`) is `Transient`, so the step is retried, and a detail too large to
+//! send is a `RecordError` before any call.
 
 use crate::error::{from_sdk, Error, Result};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -14,7 +18,8 @@ pub const RUN_COMPLETED: &str = "Patch Run Completed";
 /// EventBridge refuses entries larger than 256 KiB; fleetpatch keeps details well under.
 pub const MAX_DETAIL_BYTES: usize = 200 * 1024;
 
-/// Sends one event and checks that EventBridge accepted it.
+/// Sends one event and checks that EventBridge accepted it: a refused entry is `Transient`,
+/// with EventBridge's codes and messages.
 pub async fn put_event<T: Serialize>(
     client: &aws_sdk_eventbridge::Client,
     bus: &str,
@@ -28,6 +33,7 @@ pub async fn put_event<T: Serialize>(
             detail.len()
         )));
     }
+
     let out = client
         .put_events()
         .entries(
@@ -41,6 +47,7 @@ pub async fn put_event<T: Serialize>(
         .send()
         .await
         .map_err(|e| from_sdk("events:PutEvents", e))?;
+
     if out.failed_entry_count > 0 {
         let why = out
             .entries

@@ -1,12 +1,20 @@
 //! The target-account adapter: Resource Groups and Systems Manager calls made with the
 //! execution role's credentials. SDK types stop here; callers get fleetpatch's types.
+//!
+//! Invariants: every list follows all pages; no call carries more than [`SEND_CHUNK`]
+//! instance IDs; SendCommand is never retried here (a retry after a lost answer would patch
+//! twice), and its outcome says whether the command surely does not exist
+//! ([`SendOutcome::Refused`]) or may ([`SendOutcome::Unknown`]).
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
-use crate::model::Compliance;
-use crate::model::{map_invocation_status, InstanceState, Operation, RebootOption};
+use crate::model::{map_invocation_status, Compliance, InstanceState, Operation, RebootOption};
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
+use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{
     CloudWatchOutputConfig, CommandFilter, CommandFilterKey, InstanceInformationStringFilter,
+    InstancePatchState,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::HashMap;
@@ -14,7 +22,7 @@ use std::collections::HashMap;
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
 pub use crate::window::SEND_CHUNK;
-/// The document fleetpatch runs.
+/// The SSM document every command runs.
 pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 
 /// Why a group could not be listed.
@@ -23,7 +31,6 @@ pub enum GroupError {
     /// The group does not exist in this account and Region.
     #[error("resource group {0} not found")]
     NotFound(String),
-    /// Anything else.
     #[error(transparent)]
     Other(#[from] Error),
 }
@@ -37,7 +44,8 @@ pub fn instance_id_from_arn(arn: &str) -> Option<String> {
     (id.starts_with("i-") || id.starts_with("mi-")).then(|| id.to_string())
 }
 
-/// Lists the instance IDs of a resource group, following every page.
+/// Lists the instance IDs of a resource group (EC2 instances and managed nodes only), following
+/// every page; sorted, each ID once.
 pub async fn list_group_instances(
     client: &aws_sdk_resourcegroups::Client,
     group: &str,
@@ -47,6 +55,7 @@ pub async fn list_group_instances(
         .set_values(Some(RESOURCE_TYPES.iter().map(|s| s.to_string()).collect()))
         .build()
         .map_err(|e| Error::Record(e.to_string()))?;
+
     let mut pages = client
         .list_group_resources()
         .group(group)
@@ -79,6 +88,7 @@ pub async fn list_group_instances(
             }
         }
     }
+
     ids.sort();
     ids.dedup();
     Ok(ids)
@@ -106,6 +116,7 @@ pub async fn describe_managed(
             .set_values(Some(chunk.to_vec()))
             .build()
             .map_err(|e| Error::Record(e.to_string()))?;
+
         let mut pages = client
             .describe_instance_information()
             .filters(filter)
@@ -136,15 +147,13 @@ pub async fn describe_managed(
 /// Everything a SendCommand needs besides the instance IDs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandSpec {
-    /// Scan or Install.
     pub operation: Operation,
-    /// The run's baseline snapshot.
+    /// The run's baseline snapshot: every instance of a run patches against the same one.
     pub snapshot_id: String,
-    /// Optional override list URL.
+    /// URL of an install override list (the document's `InstallOverrideList`).
     pub install_override_list: Option<String>,
-    /// Reboot behaviour.
     pub reboot_option: RebootOption,
-    /// Delivery timeout in seconds.
+    /// Delivery timeout, in seconds.
     pub timeout_seconds: i32,
     /// CloudWatch Logs group for output, if any.
     pub log_group: Option<String>,
@@ -153,17 +162,16 @@ pub struct CommandSpec {
 /// The outcome of one SendCommand attempt.
 #[derive(Debug)]
 pub enum SendOutcome {
-    /// SSM accepted the command.
+    /// SSM accepted the command: its command ID.
     Sent(String),
     /// SSM answered with a refusal that proves nothing was sent (a 4xx: throttling,
     /// validation). `invalid_instances` is true when the refusal was InvalidInstanceId (some
-    /// ID is no longer managed).
+    /// ID is no longer managed); `throttled` when the code is a throttle or another
+    /// transient code (the batch can simply be sent again later).
     Refused {
-        /// Error code and message.
+        /// `code: message`.
         reason: String,
-        /// Whether it was InvalidInstanceId.
         invalid_instances: bool,
-        /// Whether it was a throttle.
         throttled: bool,
     },
     /// No answer (timeout, lost connection), or an answer that does not prove the call had
@@ -180,6 +188,27 @@ pub async fn send_command(
     spec: &CommandSpec,
     comment: &str,
 ) -> SendOutcome {
+    let answer = send_command_request(client, ids, spec, comment)
+        .customize()
+        .config_override(
+            aws_sdk_ssm::config::Config::builder()
+                .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()),
+        )
+        .send()
+        .await;
+
+    send_outcome(answer)
+}
+
+/// The SendCommand request: every instance at once (`MaxConcurrency` and `MaxErrors` are
+/// the batch size: fleetpatch does its own rate control), output to CloudWatch Logs when a
+/// log group is given.
+fn send_command_request(
+    client: &aws_sdk_ssm::Client,
+    ids: &[String],
+    spec: &CommandSpec,
+    comment: &str,
+) -> SendCommandFluentBuilder {
     let mut req = client
         .send_command()
         .document_name(DOCUMENT)
@@ -194,6 +223,7 @@ pub async fn send_command(
             "RebootOption",
             vec![spec.reboot_option.as_str().to_string()],
         );
+
     if let Some(url) = &spec.install_override_list {
         req = req.parameters("InstallOverrideList", vec![url.clone()]);
     }
@@ -205,15 +235,15 @@ pub async fn send_command(
                 .build(),
         );
     }
-    let r = req
-        .customize()
-        .config_override(
-            aws_sdk_ssm::config::Config::builder()
-                .retry_config(aws_sdk_ssm::config::retry::RetryConfig::disabled()),
-        )
-        .send()
-        .await;
-    match r {
+    req
+}
+
+/// Reads SendCommand's answer: a command ID, a refusal that proves nothing was sent, or
+/// anything that leaves the command's existence unknown.
+fn send_outcome(
+    answer: std::result::Result<SendCommandOutput, SdkError<SendCommandError>>,
+) -> SendOutcome {
+    match answer {
         Ok(out) => match out.command.and_then(|c| c.command_id) {
             Some(id) => SendOutcome::Sent(id),
             None => SendOutcome::Unknown("SendCommand answered without a command ID".into()),
@@ -240,7 +270,6 @@ pub async fn send_command(
 /// A command found by its Comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundCommand {
-    /// The command ID.
     pub command_id: String,
     /// The instance IDs the command was sent to.
     pub instance_ids: Vec<String>,
@@ -257,6 +286,7 @@ pub async fn find_commands_by_comment(
     let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map_err(|e| Error::Record(e.to_string()))?;
+
     let filters = [
         (CommandFilterKey::DocumentName, DOCUMENT.to_string()),
         (CommandFilterKey::InvokedAfter, after),
@@ -271,6 +301,7 @@ pub async fn find_commands_by_comment(
                 .map_err(|e| Error::Record(e.to_string()))?,
         );
     }
+
     let mut pages = req.into_paginator().send();
     let mut found = Vec::new();
     while let Some(page) = pages.next().await {
@@ -315,6 +346,7 @@ pub async fn list_invocations(
         .max_results(50)
         .into_paginator()
         .send();
+
     while let Some(page) = pages.next().await {
         let page = match page {
             Ok(p) => p,
@@ -367,27 +399,31 @@ pub async fn patch_states(
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| from_sdk("ssm:DescribeInstancePatchStates", e))?;
             for p in page.instance_patch_states.unwrap_or_default() {
-                let c = |v: Option<i32>| v.unwrap_or(0).max(0) as u64;
-                let missing = c(Some(p.missing_count));
-                let failed = c(Some(p.failed_count));
-                let pending = c(p.installed_pending_reboot_count);
-                out.insert(
-                    p.instance_id.clone(),
-                    Compliance {
-                        instances: 1,
-                        compliant_instances: u64::from(missing == 0 && failed == 0 && pending == 0),
-                        installed: c(Some(p.installed_count)),
-                        installed_other: c(Some(p.installed_other_count)),
-                        installed_pending_reboot: pending,
-                        missing,
-                        failed,
-                        not_applicable: c(Some(p.not_applicable_count)),
-                    },
-                );
+                out.insert(p.instance_id.clone(), compliance_of(&p));
             }
         }
     }
     Ok(out)
+}
+
+/// One instance's compliance. It is compliant when no patch is missing, failed or waiting
+/// for a reboot. Counts SSM leaves out, or gives as negative, read as 0.
+fn compliance_of(p: &InstancePatchState) -> Compliance {
+    let c = |v: Option<i32>| v.unwrap_or(0).max(0) as u64;
+    let missing = c(Some(p.missing_count));
+    let failed = c(Some(p.failed_count));
+    let pending = c(p.installed_pending_reboot_count);
+
+    Compliance {
+        instances: 1,
+        compliant_instances: u64::from(missing == 0 && failed == 0 && pending == 0),
+        installed: c(Some(p.installed_count)),
+        installed_other: c(Some(p.installed_other_count)),
+        installed_pending_reboot: pending,
+        missing,
+        failed,
+        not_applicable: c(Some(p.not_applicable_count)),
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,11 @@
 //! IDs) into the list of accounts to target. OUs include their child OUs; an account that is
 //! not ACTIVE (SUSPENDED, PENDING_CLOSURE, ...) is skipped and reported, whether an OU holds
 //! it or the input names it (DescribeAccount); excludes are applied, duplicates removed
-//! (first seen wins).
+//! (first seen wins), so that each account appears once, targeted or skipped.
+//!
+//! When the organization cannot be read from the orchestrator's account (no organization, or
+//! not its management or delegated administrator account), accounts named by ID are targeted
+//! as named: their execution role decides.
 
 use crate::error::{from_sdk, Error, Result};
 use crate::input::{AccountTarget, FieldError};
@@ -11,12 +15,11 @@ use aws_sdk_organizations::types::{Account, ChildType};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tracing::warn;
 
-/// The resolved targets.
+/// The accounts a run targets, and those it leaves out (excluded, or not ACTIVE).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Resolved {
-    /// Accounts to target, in the order they were first named.
+    /// In the order they were first named.
     pub accounts: Vec<String>,
-    /// Accounts left out, and why.
     pub skipped: Vec<SkippedAccount>,
 }
 
@@ -34,7 +37,6 @@ fn status_of(a: &Account) -> String {
 
 /// What DescribeAccount said of an account named by ID.
 enum Described {
-    /// Its status in the organization.
     Status(String),
     /// Not in this organization (or no organization to ask): targeted as named; the
     /// execution role decides.
@@ -44,6 +46,7 @@ enum Described {
     Unreadable,
 }
 
+/// DescribeAccount for an account named by ID.
 async fn describe(client: &aws_sdk_organizations::Client, id: &str) -> Result<Described> {
     match client.describe_account().account_id(id).send().await {
         Ok(out) => Ok(out
@@ -73,52 +76,24 @@ pub async fn resolve(
     targets: &[AccountTarget],
     exclude: &[String],
 ) -> Result<std::result::Result<Resolved, Vec<FieldError>>> {
-    let mut out = Resolved::default();
+    let mut found = Found {
+        resolved: Resolved::default(),
+        exclude,
+        readable: true,
+    };
     let mut bad = Vec::new();
-    let mut readable = true;
-    let seen = |out: &Resolved, id: &str| {
-        out.accounts.iter().any(|a| a == id) || out.skipped.iter().any(|s| s.account == id)
-    };
-    let add = |out: &mut Resolved, id: String, status: &str| {
-        if seen(out, &id) {
-            return;
-        }
-        if exclude.contains(&id) {
-            out.skipped.push(SkippedAccount {
-                account: id,
-                reason: "excluded".into(),
-            });
-        } else if !status.is_empty() && status != ACTIVE {
-            out.skipped.push(SkippedAccount {
-                account: id,
-                reason: status.to_string(),
-            });
-        } else {
-            out.accounts.push(id);
-        }
-    };
+
     for (i, t) in targets.iter().enumerate() {
         match t {
             AccountTarget::Account(id) => {
-                let status = if !readable || seen(&out, id) || exclude.contains(id) {
-                    String::new()
-                } else {
-                    match describe(client, id).await? {
-                        Described::Status(s) => s,
-                        Described::Unknown => String::new(),
-                        Described::Unreadable => {
-                            readable = false;
-                            String::new()
-                        }
-                    }
-                };
-                add(&mut out, id.clone(), &status);
+                let status = found.status_of_named(client, id).await?;
+                found.add(id.clone(), &status);
             }
             AccountTarget::OrganizationalUnit(parent) | AccountTarget::Root(parent) => {
                 match accounts_below(client, parent).await {
-                    Ok(found) => {
-                        for (id, status) in found {
-                            add(&mut out, id, &status);
+                    Ok(accounts) => {
+                        for (id, status) in accounts {
+                            found.add(id, &status);
                         }
                     }
                     Err(ParentError::NotFound(msg)) => bad.push(FieldError {
@@ -130,20 +105,88 @@ pub async fn resolve(
             }
         }
     }
-    if bad.is_empty() && out.accounts.is_empty() {
+
+    if bad.is_empty() && found.resolved.accounts.is_empty() {
         bad.push(FieldError {
             field: "accounts".into(),
             rule: "no active account is left after OU resolution, accounts that are not ACTIVE and excludeAccounts".into(),
         });
     }
-    Ok(if bad.is_empty() { Ok(out) } else { Err(bad) })
+    Ok(if bad.is_empty() {
+        Ok(found.resolved)
+    } else {
+        Err(bad)
+    })
+}
+
+/// The accounts resolved so far. Each account is listed once, in `accounts` or in `skipped`,
+/// where it was first seen.
+struct Found<'a> {
+    resolved: Resolved,
+    exclude: &'a [String],
+    /// False once DescribeAccount has shown the organization cannot be read from here.
+    readable: bool,
+}
+
+impl Found<'_> {
+    fn seen(&self, id: &str) -> bool {
+        self.resolved.accounts.iter().any(|a| a == id)
+            || self.resolved.skipped.iter().any(|s| s.account == id)
+    }
+
+    /// Adds an account unless already seen: skipped when excluded or when its status is known
+    /// and not ACTIVE, targeted otherwise.
+    fn add(&mut self, id: String, status: &str) {
+        if self.seen(&id) {
+            return;
+        }
+
+        if self.exclude.contains(&id) {
+            self.resolved.skipped.push(SkippedAccount {
+                account: id,
+                reason: "excluded".into(),
+            });
+        } else if !status.is_empty() && status != ACTIVE {
+            self.resolved.skipped.push(SkippedAccount {
+                account: id,
+                reason: status.to_string(),
+            });
+        } else {
+            self.resolved.accounts.push(id);
+        }
+    }
+
+    /// The status of an account the input names by ID, empty when unknown. DescribeAccount is
+    /// not called for an account already seen or excluded, nor once the organization has
+    /// proved unreadable.
+    async fn status_of_named(
+        &mut self,
+        client: &aws_sdk_organizations::Client,
+        id: &str,
+    ) -> Result<String> {
+        if !self.readable || self.seen(id) || self.exclude.iter().any(|e| e == id) {
+            return Ok(String::new());
+        }
+
+        Ok(match describe(client, id).await? {
+            Described::Status(s) => s,
+            Described::Unknown => String::new(),
+            Described::Unreadable => {
+                self.readable = false;
+                String::new()
+            }
+        })
+    }
 }
 
 enum ParentError {
+    /// The ID names no OU or root of this organization (or is malformed): bad input.
     NotFound(String),
     Other(Error),
 }
 
+/// Reads a listing error: ParentNotFound and InvalidInput mean the input named no parent
+/// (`modelled_not_found` when the SDK's modelled error already says so).
 fn parent_error<E, R>(
     op: &str,
     e: aws_smithy_runtime_api::client::result::SdkError<E, R>,
@@ -172,6 +215,7 @@ async fn accounts_below(
 ) -> std::result::Result<Vec<(String, String)>, ParentError> {
     let mut found = Vec::new();
     let mut queue = vec![parent.to_string()];
+
     while let Some(p) = queue.pop() {
         let mut pages = client
             .list_accounts_for_parent()
@@ -192,6 +236,7 @@ async fn accounts_below(
                 }
             }
         }
+
         let mut pages = client
             .list_children()
             .parent_id(&p)
@@ -213,9 +258,11 @@ async fn accounts_below(
                     .filter_map(|c| c.id),
             );
         }
+
         // Depth-first, children in listed order.
         children.reverse();
         queue.extend(children);
     }
+
     Ok(found)
 }

@@ -12,7 +12,12 @@
 //!   starting new targets when the error count goes *past* that number (SSM's meaning: with
 //!   `MaxErrors` 0 the first error stops it; with 10% of 50 the 6th error stops it).
 //!   `100%` never stops.
+//!
+//! A [`Rate`] is read and written as the text a person wrote (`"10%"`, `"0"`, `"50"`): the
+//! grammar has one spelling per value, so the text round-trips byte for byte.
 
+use serde::{Deserialize, Deserializer, Serializer};
+use std::borrow::Cow;
 use std::fmt;
 
 /// A parsed rate-control value: an absolute number or a percentage of the targets.
@@ -118,12 +123,45 @@ fn parse(s: &str, zero_allowed: bool) -> Option<Rate> {
     }
 }
 
+/// The text a person wrote: `10%`, `0`, `50`.
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rate::Count(n) => write!(f, "{n}"),
             Rate::Percent(p) => write!(f, "{p}%"),
         }
+    }
+}
+
+/// Serde for a field in `MaxConcurrency` grammar (`#[serde(with = "...::concurrency")]`).
+pub mod concurrency {
+    use super::*;
+
+    /// Writes the rate as its text.
+    pub fn serialize<S: Serializer>(rate: &Rate, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(rate)
+    }
+
+    /// Reads the text; a value outside the grammar is an error, never a default.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let text = Cow::<str>::deserialize(d)?;
+        Rate::parse_concurrency(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Serde for a field in `MaxErrors` grammar (`#[serde(with = "...::errors")]`).
+pub mod errors {
+    use super::*;
+
+    /// Writes the rate as its text.
+    pub fn serialize<S: Serializer>(rate: &Rate, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(rate)
+    }
+
+    /// Reads the text; a value outside the grammar is an error, never a default.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Rate, D::Error> {
+        let text = Cow::<str>::deserialize(d)?;
+        Rate::parse_errors(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -213,6 +251,58 @@ mod tests {
         assert_eq!(c("50").window(120), 50);
         assert_eq!(c("50").window(7), 7);
         assert_eq!(c("3").window(0), 3);
+    }
+
+    /// Every string of up to five characters over digits and `%`: the parser accepts
+    /// exactly what the schema's pattern accepts, the pattern is SSM's, and what it reads
+    /// is written back as the same text.
+    #[test]
+    fn the_parsers_agree_with_the_schema_patterns() {
+        let schema: serde_json::Value =
+            serde_json::from_str(include_str!("../../statemachine/run-input.schema.json")).unwrap();
+        type Parse = fn(&str) -> Result<Rate, RateError>;
+        let grammars: [(&str, &str, Parse); 2] = [
+            (
+                "targetConcurrency",
+                MAX_CONCURRENCY_PATTERN,
+                Rate::parse_concurrency,
+            ),
+            (
+                "targetErrorThreshold",
+                MAX_ERRORS_PATTERN,
+                Rate::parse_errors,
+            ),
+        ];
+
+        for (field, ssm_pattern, parse) in grammars {
+            let pattern = &schema["properties"][field]["pattern"];
+            assert_eq!(pattern, ssm_pattern);
+            let matches =
+                jsonschema::validator_for(&serde_json::json!({ "pattern": pattern })).unwrap();
+
+            let mut texts = vec![String::new()];
+            for _ in 0..5 {
+                let longer: Vec<String> = texts
+                    .iter()
+                    .flat_map(|t| "01239%".chars().map(move |c| format!("{t}{c}")))
+                    .collect();
+                texts.extend(longer);
+            }
+            texts.sort_unstable();
+            texts.dedup();
+
+            for text in &texts {
+                let parsed = parse(text);
+                assert_eq!(
+                    parsed.is_ok(),
+                    matches.is_valid(&serde_json::json!(text)),
+                    "{field} {text:?}"
+                );
+                if let Ok(rate) = parsed {
+                    assert_eq!(&rate.to_string(), text);
+                }
+            }
+        }
     }
 
     #[test]

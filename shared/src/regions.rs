@@ -21,6 +21,7 @@ pub async fn aws_regions(ssm: &aws_sdk_ssm::Client) -> Result<BTreeSet<String>> 
         .max_results(PAGE_SIZE)
         .into_paginator()
         .send();
+
     let mut out = BTreeSet::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| from_sdk("ssm:GetParametersByPath", e))?;
@@ -33,6 +34,7 @@ pub async fn aws_regions(ssm: &aws_sdk_ssm::Client) -> Result<BTreeSet<String>> 
             out.extend(code);
         }
     }
+
     if out.is_empty() {
         return Err(Error::Transient {
             operation: "ssm:GetParametersByPath".into(),

@@ -62,6 +62,10 @@ pub struct RunSummary {
     pub problem_locations_truncated: bool,
     /// Problem locations not listed (each is in the table).
     pub problem_locations_omitted: u64,
+    /// Set when the run was finished from its records alone (aggregate failed for good):
+    /// compliance and the last SSM status of instances left in flight were not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_read: Option<String>,
 }
 
 /// A reason cut to [`MAX_REASON_BYTES`], saying how much was left out.
@@ -130,6 +134,7 @@ pub fn summarize(
         problem_locations: problems,
         problem_locations_truncated: problems_omitted > 0,
         problem_locations_omitted: problems_omitted,
+        not_read: None,
     }
 }
 

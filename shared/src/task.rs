@@ -1,5 +1,7 @@
 //! The payloads the state machine passes between steps. They stay small and never grow with
-//! the number of instances: everything else lives in DynamoDB.
+//! the number of instances: everything else lives in DynamoDB. Step Functions caps a
+//! payload at 256 KiB; the largest, plan's list of locations, is bounded by
+//! [`crate::plan::MAX_LOCATIONS`].
 
 use crate::error::{Error, Result};
 use crate::limits;
@@ -21,7 +23,6 @@ pub struct PlanRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanResponse {
-    /// The run ID.
     pub run_id: String,
     /// How many locations run at once (MaxConcurrencyPath).
     pub location_concurrency: u64,
@@ -35,7 +36,6 @@ pub struct CaughtError {
     /// The error type (e.g. `AwsError`, `States.Timeout`).
     #[serde(rename = "Error", default)]
     pub error: String,
-    /// The message.
     #[serde(rename = "Cause", default)]
     pub cause: String,
 }
@@ -45,14 +45,13 @@ pub struct CaughtError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LocationTask {
-    /// The run ID.
     pub run_id: String,
     /// `ACCOUNT/REGION`.
     pub location: String,
     /// True when nothing more is to be sent or followed.
     #[serde(default)]
     pub done: bool,
-    /// Seconds to wait before the next dispatch.
+    /// Seconds the state machine waits before the next dispatch.
     #[serde(default)]
     pub wait_seconds: u64,
     /// The location's outcome, once known.
@@ -74,7 +73,7 @@ pub struct LocationTask {
 }
 
 impl LocationTask {
-    /// The parsed location.
+    /// The parsed location; a malformed one is a `PayloadError`.
     pub fn location(&self) -> Result<Location> {
         self.location.parse().map_err(Error::Payload)
     }
@@ -125,8 +124,14 @@ impl LocationTask {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AggregateRequest {
-    /// The run ID.
     pub run_id: String,
+    /// The fallback after aggregate failed for good (the state machine's Catch): finish the
+    /// run from the table alone, with no call to a target account.
+    #[serde(default)]
+    pub records_only: bool,
+    /// What made the full aggregation fail, named in the summary.
+    #[serde(default)]
+    pub error: Option<CaughtError>,
 }
 
 #[cfg(test)]
@@ -180,33 +185,5 @@ mod tests {
         assert_eq!((next.rounds, next.segment_end), (601, false));
         assert_eq!(next.wait_seconds, limits::LATER_POLL_FLOOR_SECONDS);
         assert_eq!(t.finished(LocationOutcome::Succeeded, None).rounds, 599);
-    }
-
-    #[test]
-    fn the_json_schema_lists_exactly_the_fields_the_validator_knows() {
-        let schema: serde_json::Value =
-            serde_json::from_str(include_str!("../../statemachine/run-input.schema.json")).unwrap();
-        let mut props: Vec<&str> = schema["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        props.sort_unstable();
-        let mut known = crate::input::KNOWN_FIELDS.to_vec();
-        known.sort_unstable();
-        assert_eq!(props, known);
-        assert_eq!(
-            schema["required"],
-            serde_json::json!(["operation", "resourceGroup", "accounts", "regions"])
-        );
-        assert_eq!(
-            schema["properties"]["targetConcurrency"]["default"],
-            crate::input::DEFAULT_TARGET_CONCURRENCY
-        );
-        assert_eq!(
-            schema["properties"]["locationErrorThreshold"]["default"],
-            crate::input::DEFAULT_LOCATION_ERROR_THRESHOLD
-        );
     }
 }

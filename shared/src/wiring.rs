@@ -1,4 +1,6 @@
 //! Cold-start wiring shared by the functions' `main`s: configuration once, clients once.
+//! Each function's `main` is one call to [`serve`] with the builder of its handler below;
+//! nothing here runs per invocation except the handler itself.
 
 use crate::aggregate::Aggregator;
 use crate::clients::{load_sdk_config, AssumeRoleFactory};
@@ -18,16 +20,16 @@ use std::future::Future;
 pub trait Handler {
     /// The payload the state machine sends.
     type Request: DeserializeOwned;
-    /// The answer.
     type Response: Serialize;
     /// The SDK app name of the function (`fleetpatch-<binary>`): every AWS call it makes
     /// carries `app/<name>` in its user agent, which CloudTrail records, and which the
     /// local stack uses to evaluate the call against this function's role.
     const APP_NAME: &'static str;
-    /// Handles one invocation.
     fn call(&self, req: Self::Request) -> impl Future<Output = Result<Self::Response>>;
 }
 
+// Each handler already has an inherent `handle`; the macro only names its payload types and
+// its app name, five times over.
 macro_rules! handler {
     ($ty:ty, $req:ty, $resp:ty, $app:literal) => {
         impl Handler for $ty {
@@ -81,6 +83,7 @@ pub async fn serve<H: Handler>(
     lambda_runtime::tracing::init_default_subscriber();
     let (config, sdk) = init(H::APP_NAME).await?;
     let handler = build(config, &sdk);
+
     let handler = &handler;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<H::Request>| async move {
@@ -106,7 +109,9 @@ fn store(config: &Config, sdk: &SdkConfig) -> Store {
     )
 }
 
-/// The `plan` function's context.
+// One builder per function: the clients its handler uses, built from the function's own AWS
+// configuration (target-account clients come later, from the AssumeRoleFactory).
+
 pub fn planner(config: Config, sdk: &SdkConfig) -> Planner {
     Planner {
         store: store(&config, sdk),
@@ -117,7 +122,6 @@ pub fn planner(config: Config, sdk: &SdkConfig) -> Planner {
     }
 }
 
-/// The `expand` function's context.
 pub fn expander(config: Config, sdk: &SdkConfig) -> Expander<AssumeRoleFactory> {
     Expander {
         store: store(&config, sdk),
@@ -126,7 +130,6 @@ pub fn expander(config: Config, sdk: &SdkConfig) -> Expander<AssumeRoleFactory> 
     }
 }
 
-/// The `dispatch` function's context.
 pub fn dispatcher(config: Config, sdk: &SdkConfig) -> Dispatcher<AssumeRoleFactory> {
     Dispatcher {
         store: store(&config, sdk),
@@ -135,14 +138,12 @@ pub fn dispatcher(config: Config, sdk: &SdkConfig) -> Dispatcher<AssumeRoleFacto
     }
 }
 
-/// The `settle` function's context.
 pub fn settler(config: Config, sdk: &SdkConfig) -> Settler {
     Settler {
         store: store(&config, sdk),
     }
 }
 
-/// The `aggregate` function's context.
 pub fn aggregator(config: Config, sdk: &SdkConfig) -> Aggregator<AssumeRoleFactory> {
     Aggregator {
         store: store(&config, sdk),

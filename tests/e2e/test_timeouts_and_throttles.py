@@ -254,3 +254,29 @@ def test_dynamodb_conflicts_and_throttles_on_the_run_item_lose_and_double_nothin
     assert run.record["locationsDone"] == 4 and run.record["locationsFailed"] == 0, run.record
     assert run.record["instancesSent"] == 16 and run.record["instancesDone"] == 16, run.record
     assert_records_agree(run)
+
+
+# -- aggregate failing for good: the run still ends ----------------------------------------
+def test_a_run_whose_aggregate_fails_for_good_still_ends_from_its_records(stack):
+    # GIVEN aggregate's first read of the run's locations refused with an error no Retry
+    # covers (AccessDeniedException, as a broken table policy would answer)
+    acct = "460000000001"
+    # (only aggregate lists a run's locations: a Query with the SK prefix LOC#)
+    stack.faults([{"kind": "error", "service": "dynamodb", "operation": "Query",
+                   "body_contains": '{"S":"LOC#"}', "status": 400,
+                   "code": "AccessDeniedException", "count": 1}])
+    # WHEN an Install runs
+    run = execute(stack, "aggregate-fallback", base_input(resourceGroup="e2e-aggregate-fallback",
+                                                          accounts=[acct]))
+    # THEN the execution still succeeded, through the fallback, and the run is not left
+    # Running: it has its final status, and its summary says what was not read, and why
+    assert run.execution["status"] == "SUCCEEDED", run.execution
+    assert run.stats["forwarded_calls"]["dynamodb:Query"]["injected_errors"] == 1
+    assert run.record["status"] == "Succeeded", run.record["status"]
+    assert "AccessDeniedException" in run.summary["notRead"], run.summary
+    assert "compliance" in run.summary["notRead"]
+    # AND every instance still has its outcome, and the run was announced once, as recorded
+    assert_all_succeeded(run, [acct])
+    done = [e for e in run.events if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1
+    assert done[0]["detail"]["notRead"] == run.summary["notRead"]

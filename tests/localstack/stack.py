@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -268,8 +269,10 @@ class Stack:
             sim_port = int(sim_url.rsplit(":", 1)[1])
 
             # 2. moto, sending its service integrations (lambda:invoke) to fleetsim.
-            p = self._spawn("moto", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1",
-                                     "-p", str(moto_port)],
+            # moto through its launcher: the same server, with DynamoDB transactions that copy
+            # only the items they touch, under one lock (see moto_server.py).
+            p = self._spawn("moto", [sys.executable, str(HERE / "moto_server.py"),
+                                     "-H", "127.0.0.1", "-p", str(moto_port)],
                             {"MOTO_PORT": str(sim_port), "MOTO_ACCOUNT_ID": self.account})
             wait_until("moto", lambda: http("POST", f"{moto_url}/moto-api/config",
                                             {"stepfunctions": {"execute_state_machine": True}},

@@ -1,12 +1,14 @@
 """The run input's JSON Schema against the shared table of cases.
 
-statemachine/run-input.cases.json is read here and by the Rust validation's test
-(shared/src/input.rs): the schema a person checks a payload with, and the plan function that
-runs it, must accept and refuse the same inputs, naming the same fields.
+statemachine/run-input.cases.json is read here and by the plan function's validation test
+(shared/src/input/tests.rs). The plan function checks inputs against this same schema file
+(with the Rust jsonschema crate): here the table shows that the schema says what the table
+says with a second, independent implementation of JSON Schema.
 
-Known gap, left out of the table: jsonschema applies `pattern` with Python's re.search, whose
+Known gap, left out of the table: Python's jsonschema applies `pattern` with re.search, whose
 `$` also matches before a final newline, so it accepts "111122223333\n" where the schema's
-own dialect (ECMA-262) and the Rust validation refuse it.
+own dialect (ECMA-262) and the plan function (Rust's regex: `$` is the end of the text)
+refuse it.
 """
 
 import json

@@ -145,6 +145,34 @@ impl Store {
         Ok(out.item.is_some_and(|i| i.contains_key("completedEventAt")))
     }
 
+    /// The summary a finished run stored, if any.
+    pub async fn run_summary<T: serde::de::DeserializeOwned>(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<T>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .projection_expression("summary")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
+        let Some(raw) = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("summary"))
+            .and_then(|v| v.as_s().ok())
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(raw)
+            .map(Some)
+            .map_err(|e| Error::Record(format!("attribute summary: {e}")))
+    }
+
     pub async fn mark_completed_event_sent(&self, run_id: &str) -> Result<()> {
         self.client
             .update_item()

@@ -20,12 +20,20 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use fleetpatch::aggregate::Aggregator;
 use fleetpatch::config::Config;
 use fleetpatch::model::{
-    InstanceState, Location, LocationOutcome, LocationRecord, Phase, RunStatus,
+    Compliance, InstanceState, Location, LocationOutcome, LocationRecord, Phase, RunStatus,
 };
 use fleetpatch::report::RunSummary;
 use fleetpatch::store::items;
-use fleetpatch::task::AggregateRequest;
+use fleetpatch::task::{AggregateRequest, CaughtError};
 use serde_json::json;
+
+fn request() -> AggregateRequest {
+    AggregateRequest {
+        run_id: RUN.into(),
+        records_only: false,
+        error: None,
+    }
+}
 
 fn done_location(account: &str, outcome: &str, counts: &[(&str, u64)]) -> Item {
     let mut l = LocationRecord::pending(Location::new(account, REGION));
@@ -165,10 +173,7 @@ async fn summary_compliance_and_event_for_a_run_with_a_failed_location() {
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
     };
     // WHEN the run is aggregated
-    let summary = agg
-        .handle(AggregateRequest { run_id: RUN.into() })
-        .await
-        .unwrap();
+    let summary = agg.handle(request()).await.unwrap();
     // THEN compliance was read for the 120 instances that ran, 50 at a time
     assert_eq!(asked.all(), vec![50, 50, 20]);
     assert_eq!(summary.compliance.instances, 120);
@@ -239,10 +244,7 @@ async fn a_stopping_run_ends_stopped_by_threshold() {
         ),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
     };
-    let summary = agg
-        .handle(AggregateRequest { run_id: RUN.into() })
-        .await
-        .unwrap();
+    let summary = agg.handle(request()).await.unwrap();
     assert_eq!(summary.status, RunStatus::StoppedByThreshold);
     assert_eq!(
         summary.location_outcomes.get(&LocationOutcome::Skipped),
@@ -297,10 +299,7 @@ async fn instances_a_failed_location_left_in_flight_get_their_last_status() {
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
     };
     // WHEN the run is aggregated
-    let summary = agg
-        .handle(AggregateRequest { run_id: RUN.into() })
-        .await
-        .unwrap();
+    let summary = agg.handle(request()).await.unwrap();
     // THEN the finished instance is recorded Succeeded, the pending one NotStarted, and the
     // summary counts what is now known
     let moved = |st: &str| {
@@ -379,10 +378,7 @@ async fn aggregate_with_a_claimed_batch(
         ),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
     };
-    let summary = agg
-        .handle(AggregateRequest { run_id: RUN.into() })
-        .await
-        .unwrap();
+    let summary = agg.handle(request()).await.unwrap();
     (summary, updates, transacts)
 }
 
@@ -511,9 +507,118 @@ async fn a_run_finished_and_announced_by_another_attempt_is_not_announced_again(
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
     };
     // WHEN this attempt finishes late
-    agg.handle(AggregateRequest { run_id: RUN.into() })
-        .await
-        .unwrap();
+    agg.handle(request()).await.unwrap();
     // THEN it sends no second "Patch Run Completed" event
     assert_eq!(ev.num_calls(), 0);
+}
+
+/// An aggregator over `rules` whose SSM answers DescribeInstancePatchStates with one
+/// compliant state per instance and records how many instances each call asked about.
+fn aggregator(
+    rules: &[Rule],
+    asked: Captured<usize>,
+) -> Aggregator<fleetpatch::clients::FixedClients> {
+    let patch = mock!(aws_sdk_ssm::Client::describe_instance_patch_states).then_compute_output(
+        move |req| {
+            asked.push(req.instance_ids().len());
+            DescribeInstancePatchStatesOutput::builder().build()
+        },
+    );
+    let ev = mock!(aws_sdk_eventbridge::Client::put_events)
+        .then_output(|| PutEventsOutput::builder().failed_entry_count(0).build());
+    Aggregator {
+        config: Config::for_tests(),
+        store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules)),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&patch]),
+            mock_client!(
+                aws_sdk_resourcegroups,
+                RuleMode::MatchAny,
+                Vec::<&Rule>::new()
+            ),
+        ),
+        events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+    }
+}
+
+#[tokio::test]
+async fn a_retried_aggregate_skips_locations_an_earlier_attempt_finished() {
+    // GIVEN a location whose compliance an earlier attempt (one that then timed out) recorded
+    let mut loc = LocationRecord::pending(LOC.parse().unwrap());
+    loc.phase = Phase::Done;
+    loc.outcome = Some(LocationOutcome::Succeeded);
+    loc.targeted = 3;
+    loc.counts = [(InstanceState::Succeeded, 3)].into();
+    loc.compliance = Some(Compliance {
+        instances: 3,
+        compliant_instances: 3,
+        installed: 30,
+        ..Compliance::default()
+    });
+    let instances = ids(3)
+        .iter()
+        .map(|i| instance_item(i, "Succeeded", None))
+        .collect();
+    let (rules, _) = table(
+        "Running",
+        vec![items::location_item(RUN, &loc).unwrap()],
+        instances,
+    );
+    let asked = Captured::default();
+    // WHEN the retry aggregates the run
+    let summary = aggregator(&rules, asked.clone())
+        .handle(request())
+        .await
+        .unwrap();
+    // THEN it does not read that location's compliance again, and reports what was recorded
+    assert_eq!(asked.all(), Vec::<usize>::new());
+    assert_eq!(summary.compliance.installed, 30);
+    assert_eq!(summary.status, RunStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
+    // GIVEN a location the Map never settled, with 2 instances Pending and 1 in flight
+    let mut loc = LocationRecord::pending(LOC.parse().unwrap());
+    loc.phase = Phase::Dispatching;
+    loc.targeted = 3;
+    loc.counts = [(InstanceState::Pending, 2), (InstanceState::InFlight, 1)].into();
+    let all = ids(3);
+    let instances = vec![
+        instance_item(&all[0], "Pending", None),
+        instance_item(&all[1], "Pending", None),
+        instance_item(&all[2], "InFlight", Some("cmd-1")),
+    ];
+    let (rules, _, transacts) = table_tx(
+        "Running",
+        vec![items::location_item(RUN, &loc).unwrap()],
+        instances,
+    );
+    let asked = Captured::default();
+    // WHEN the state machine's fallback asks for the run to be finished from the table alone
+    let req = AggregateRequest {
+        records_only: true,
+        error: Some(CaughtError {
+            error: "Sandbox.Timedout".into(),
+            cause: "Task timed out after 900.00 seconds".into(),
+        }),
+        ..request()
+    };
+    let summary = aggregator(&rules, asked.clone()).handle(req).await.unwrap();
+    // THEN no target account was called, the pending instances ended NotStarted, and the run
+    // has a final status whose summary says what was not read, and why
+    assert_eq!(asked.all(), Vec::<usize>::new());
+    let mut retired = transact_moved_to(&transacts, "NotStarted");
+    retired.sort();
+    assert_eq!(retired, all[..2].to_vec());
+    assert_eq!(summary.status, RunStatus::CompletedWithErrors);
+    let why = summary.not_read.unwrap_or_default();
+    assert!(
+        why.contains("Sandbox.Timedout") && why.contains("compliance"),
+        "{why}"
+    );
+    assert_eq!(
+        summary.instance_states.get(&InstanceState::NotStarted),
+        Some(&2)
+    );
 }

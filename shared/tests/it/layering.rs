@@ -18,24 +18,35 @@ const ADAPTERS: [&str; 7] = [
     "store", "fleet", "orgs", "regions", "events", "clients", "wiring",
 ];
 
+/// A module's code, outside its tests: its file, or every file of its folder, each cut at
+/// its first `#[cfg(test)]` (test-only files, `tests.rs`, are left out).
 fn source(module: &str) -> String {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src");
     let file = src.join(format!("{module}.rs"));
-    if file.exists() {
-        return std::fs::read_to_string(file).unwrap();
-    }
-    // A module folder: every file in it.
-    let mut all = String::new();
-    for entry in std::fs::read_dir(src.join(module)).unwrap() {
-        all.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap());
-    }
-    all
+    let files: Vec<PathBuf> = if file.exists() {
+        vec![file]
+    } else {
+        std::fs::read_dir(src.join(module))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().is_some_and(|n| n != "tests.rs"))
+            .collect()
+    };
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }
 
-/// The crate modules a source names (`crate::x`), outside its tests.
+/// The crate modules a module's code names (`crate::x`).
 fn uses(module: &str) -> Vec<String> {
-    let text = source(module);
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let code = source(module);
     let mut found: Vec<String> = code
         .match_indices("crate::")
         .map(|(i, _)| {
@@ -69,8 +80,6 @@ fn pure_modules_reach_no_adapter_and_no_sdk() {
             .filter(|m| ADAPTERS.contains(&m.as_str()) || HANDLERS.contains(&m.as_str()))
             .collect();
         assert!(wrong.is_empty(), "{p} imports {wrong:?}");
-        let text = source(p);
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-        assert!(!code.contains("aws_sdk_"), "{p} names an AWS SDK type");
+        assert!(!source(p).contains("aws_sdk_"), "{p} names an AWS SDK type");
     }
 }

@@ -443,6 +443,69 @@ impl SplitMix64 {
     }
 }
 
+/// The Region list, sorted and without duplicates: the file's, else every AWS Region.
+fn sorted_regions(listed: Option<&[String]>) -> Vec<String> {
+    let mut r = listed
+        .map(<[String]>::to_vec)
+        .unwrap_or_else(|| AWS_REGIONS.iter().map(|r| r.to_string()).collect());
+    r.sort();
+    r.dedup();
+    r
+}
+
+/// The root and every OU, once each OU's parent is known to be one of them.
+fn parent_ids(org: Option<&OrgFile>) -> Result<BTreeSet<String>, FleetError> {
+    let Some(org) = org else {
+        return Ok(BTreeSet::new());
+    };
+
+    let mut ids: BTreeSet<String> = org.ous.iter().map(|o| o.id.clone()).collect();
+    ids.insert(org.root_id.clone());
+    for ou in &org.ous {
+        if !ids.contains(&ou.parent) {
+            return Err(FleetError::Invalid(format!(
+                "OU {} has unknown parent {}",
+                ou.id, ou.parent
+            )));
+        }
+    }
+    Ok(ids)
+}
+
+/// The management account, when the file does not list it.
+fn management_account(id: &str) -> AccountFile {
+    AccountFile {
+        id: id.to_string(),
+        name: "management".to_string(),
+        email: None,
+        parent: None,
+        status: default_status(),
+        roles: Vec::new(),
+        outside_organization: false,
+    }
+}
+
+/// A generated instance's agent and install behaviour from a roll in [0, 100): the
+/// percentages take consecutive slices (offline, fail, timeout, reboot); the rest succeed.
+fn generated_outcome(roll: f64, gen: &GenerateFile) -> (AgentState, Behaviour) {
+    let offline = gen.offline_percent;
+    let fail = offline + gen.fail_percent;
+    let timeout = fail + gen.timeout_percent;
+    let reboot = timeout + gen.reboot_percent;
+
+    if roll < offline {
+        (AgentState::ConnectionLost, Behaviour::Succeed)
+    } else if roll < fail {
+        (AgentState::Online, Behaviour::Fail)
+    } else if roll < timeout {
+        (AgentState::Online, Behaviour::ExecutionTimeout)
+    } else if roll < reboot {
+        (AgentState::Online, Behaviour::NeedsReboot)
+    } else {
+        (AgentState::Online, Behaviour::Succeed)
+    }
+}
+
 impl Fleet {
     /// Reads and validates a fleet file.
     pub fn load(path: &Path) -> Result<Self, FleetError> {
@@ -469,61 +532,19 @@ impl Fleet {
             instances: BTreeMap::new(),
             order: Vec::new(),
             settings: file.settings.clone(),
-            aws_regions: {
-                let mut r = file
-                    .aws_regions
-                    .clone()
-                    .unwrap_or_else(|| AWS_REGIONS.iter().map(|r| r.to_string()).collect());
-                r.sort();
-                r.dedup();
-                r
-            },
+            aws_regions: sorted_regions(file.aws_regions.as_deref()),
             faults: file.faults.clone(),
         };
-        let parent_ids: BTreeSet<String> = match &file.organization {
-            Some(org) => {
-                let mut ids: BTreeSet<String> = org.ous.iter().map(|o| o.id.clone()).collect();
-                ids.insert(org.root_id.clone());
-                for ou in &org.ous {
-                    if !ids.contains(&ou.parent) {
-                        return Err(FleetError::Invalid(format!(
-                            "OU {} has unknown parent {}",
-                            ou.id, ou.parent
-                        )));
-                    }
-                }
-                ids
-            }
-            None => BTreeSet::new(),
-        };
+        let parent_ids = parent_ids(file.organization.as_ref())?;
+
         for acct in &file.accounts {
             fleet.add_account(acct.clone(), &parent_ids)?;
         }
         if !fleet.accounts.contains_key(&file.management_account) {
-            fleet.add_account(
-                AccountFile {
-                    id: file.management_account.clone(),
-                    name: "management".to_string(),
-                    email: None,
-                    parent: None,
-                    status: default_status(),
-                    roles: Vec::new(),
-                    outside_organization: false,
-                },
-                &parent_ids,
-            )?;
+            fleet.add_account(management_account(&file.management_account), &parent_ids)?;
         }
         for g in &file.groups {
-            fleet.ensure_account(&g.account)?;
-            fleet
-                .groups
-                .entry((g.account.clone(), g.region.clone(), g.name.clone()))
-                .or_insert_with(|| Group {
-                    name: g.name.clone(),
-                    description: g.description.clone(),
-                    instances: Vec::new(),
-                })
-                .description = g.description.clone();
+            fleet.add_group(g)?;
         }
         for inst in &file.instances {
             fleet.add_instance(inst.clone())?;
@@ -532,6 +553,20 @@ impl Fleet {
             fleet.generate(n, gen, &file.execution_role, &parent_ids)?;
         }
         Ok(fleet)
+    }
+
+    /// A group as the file describes it; its instances come from the instances' `groups`.
+    fn add_group(&mut self, g: &GroupFile) -> Result<(), FleetError> {
+        self.ensure_account(&g.account)?;
+        self.groups
+            .entry((g.account.clone(), g.region.clone(), g.name.clone()))
+            .or_insert_with(|| Group {
+                name: g.name.clone(),
+                description: g.description.clone(),
+                instances: Vec::new(),
+            })
+            .description = g.description.clone();
+        Ok(())
     }
 
     fn ensure_account(&self, id: &str) -> Result<(), FleetError> {
@@ -618,6 +653,9 @@ impl Fleet {
         Ok(())
     }
 
+    /// Expands one `[[generate]]` entry: its accounts (created unless they exist), then
+    /// `instances_per_group` instances per account and Region. The same seed gives the same
+    /// fleet: the random draws are taken in a fixed order.
     fn generate(
         &mut self,
         index: usize,
@@ -626,6 +664,27 @@ impl Fleet {
         parents: &BTreeSet<String>,
     ) -> Result<(), FleetError> {
         let mut rng = SplitMix64::new(gen.seed ^ ((index as u64) << 32));
+        let accounts = self.generate_accounts(index, gen, role, parents)?;
+
+        for account in &accounts {
+            for region in &gen.regions {
+                for _ in 0..gen.instances_per_group {
+                    let inst = self.generated_instance(&mut rng, gen, account, region);
+                    self.add_instance(inst)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `account_ids`, then `accounts` new ones numbered from `first_account_id`.
+    fn generate_accounts(
+        &mut self,
+        index: usize,
+        gen: &GenerateFile,
+        role: &str,
+        parents: &BTreeSet<String>,
+    ) -> Result<Vec<String>, FleetError> {
         let mut accounts = gen.account_ids.clone();
         for n in 0..gen.accounts {
             let id = format!("{:012}", gen.first_account_id + u64::from(n));
@@ -649,63 +708,47 @@ impl Fleet {
             }
             accounts.push(id);
         }
-        for account in &accounts {
-            for region in &gen.regions {
-                for _ in 0..gen.instances_per_group {
-                    let id = loop {
-                        let id = format!("i-{:017x}", rng.next_u64() >> 4);
-                        if !self.instances.contains_key(&id) {
-                            break id;
-                        }
-                    };
-                    let roll = rng.next_f64() * 100.0;
-                    let mut agent = AgentState::Online;
-                    let mut install = Behaviour::Succeed;
-                    let mut edge = gen.offline_percent;
-                    if roll < edge {
-                        agent = AgentState::ConnectionLost;
-                    } else if roll < {
-                        edge += gen.fail_percent;
-                        edge
-                    } {
-                        install = Behaviour::Fail;
-                    } else if roll < {
-                        edge += gen.timeout_percent;
-                        edge
-                    } {
-                        install = Behaviour::ExecutionTimeout;
-                    } else if roll < {
-                        edge += gen.reboot_percent;
-                        edge
-                    } {
-                        install = Behaviour::NeedsReboot;
-                    }
-                    let platform = if rng.next_f64() * 100.0 < gen.windows_percent {
-                        Platform::Windows
-                    } else {
-                        Platform::Linux
-                    };
-                    let missing = rng.range(0, u64::from(gen.max_missing)) as u32;
-                    let installed = rng.range(50, 400) as u32;
-                    let duration =
-                        rng.range(gen.min_duration, gen.max_duration.max(gen.min_duration));
-                    self.add_instance(InstanceFile {
-                        id,
-                        account: account.clone(),
-                        region: region.clone(),
-                        platform,
-                        agent,
-                        install,
-                        duration,
-                        missing,
-                        installed,
-                        groups: vec![gen.group.clone()],
-                        patch_group: String::new(),
-                    })?;
-                }
+        Ok(accounts)
+    }
+
+    /// One generated instance. The draws, in order: a fresh ID, its outcome, its platform,
+    /// its missing and installed counts, its duration.
+    fn generated_instance(
+        &self,
+        rng: &mut SplitMix64,
+        gen: &GenerateFile,
+        account: &str,
+        region: &str,
+    ) -> InstanceFile {
+        let id = loop {
+            let id = format!("i-{:017x}", rng.next_u64() >> 4);
+            if !self.instances.contains_key(&id) {
+                break id;
             }
+        };
+        let (agent, install) = generated_outcome(rng.next_f64() * 100.0, gen);
+        let platform = if rng.next_f64() * 100.0 < gen.windows_percent {
+            Platform::Windows
+        } else {
+            Platform::Linux
+        };
+        let missing = rng.range(0, u64::from(gen.max_missing)) as u32;
+        let installed = rng.range(50, 400) as u32;
+        let duration = rng.range(gen.min_duration, gen.max_duration.max(gen.min_duration));
+
+        InstanceFile {
+            id,
+            account: account.to_string(),
+            region: region.to_string(),
+            platform,
+            agent,
+            install,
+            duration,
+            missing,
+            installed,
+            groups: vec![gen.group.clone()],
+            patch_group: String::new(),
         }
-        Ok(())
     }
 
     /// The instance `id` if it lives in `account`/`region`.

@@ -202,6 +202,35 @@ impl Scope<'_> {
         }
     }
 
+    /// AWS-owned documents (`AWS-...`) have no account in their ARN.
+    fn document_arn(&self, doc: &str) -> String {
+        if doc.starts_with("arn:") {
+            doc.to_string()
+        } else if doc.starts_with("AWS-") {
+            format!("arn:aws:ssm:{}::document/{doc}", self.region)
+        } else {
+            format!(
+                "arn:aws:ssm:{}:{}:document/{doc}",
+                self.region, self.account
+            )
+        }
+    }
+
+    /// Public parameters (`/aws/...`) are owned by no account.
+    fn parameter_arn(&self, name: &str) -> String {
+        let name = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("/{name}")
+        };
+        let owner = if name.starts_with("/aws/") {
+            ""
+        } else {
+            self.account
+        };
+        format!("arn:aws:ssm:{}:{owner}:parameter{name}", self.region)
+    }
+
     fn org_arn(&self, id: &str) -> String {
         let mgmt = &self.fleet.management_account;
         let org = self.org_id().unwrap_or("o-none");
@@ -217,6 +246,7 @@ impl Scope<'_> {
 
 /// The IAM checks a request needs: one per (action, resource) AWS authorizes.
 /// `service` is the SigV4 signing name; `lambda_function` is set for a Lambda Invoke.
+/// Returns the call's name (`service:Operation`) with its checks.
 pub fn checks_for(
     service: &str,
     req: &Incoming,
@@ -231,114 +261,136 @@ pub fn checks_for(
             vec![Check::new("lambda:InvokeFunction", arn)],
         );
     }
+
     let body = body_json(&req.body);
     let op = target_op(&req.headers).unwrap_or_default().to_string();
     let checks = match service {
         "dynamodb" => dynamodb_checks(&op, &body, region, account),
-        "states" => {
-            let arn = [
-                "stateMachineArn",
-                "executionArn",
-                "mapRunArn",
-                "activityArn",
-            ]
-            .iter()
-            .find_map(|k| str_of(&body, k))
-            .unwrap_or("*");
-            vec![Check::new(format!("states:{op}"), arn)]
-        }
-        "events" if op == "PutEvents" => body
-            .get("Entries")
-            .and_then(Value::as_array)
-            .map(|entries| {
-                entries
-                    .iter()
-                    .map(|e| {
-                        let bus = str_of(e, "EventBusName").unwrap_or("default");
-                        let arn = if bus.starts_with("arn:") {
-                            bus.to_string()
-                        } else {
-                            format!("arn:aws:events:{region}:{account}:event-bus/{bus}")
-                        };
-                        let mut c = Check::new("events:PutEvents", arn);
-                        if let Some(s) = str_of(e, "Source") {
-                            c = c.with("events:source", s);
-                        }
-                        if let Some(d) = str_of(e, "DetailType") {
-                            c = c.with("events:detail-type", d);
-                        }
-                        c
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        "states" => states_checks(&op, &body),
+        "events" if op == "PutEvents" => put_events_checks(&body, region, account),
         "ssm" => ssm_checks(&op, &body, scope),
-        "organizations" => {
-            let id = ["ParentId", "AccountId", "OrganizationalUnitId", "ChildId"]
-                .iter()
-                .find_map(|k| str_of(&body, k));
-            let resource = match (op.as_str(), id) {
-                ("ListRoots" | "DescribeOrganization" | "ListAccounts", _) | (_, None) => {
-                    "*".to_string()
-                }
-                (_, Some(id)) => scope.org_arn(id),
-            };
-            vec![Check::new(format!("organizations:{op}"), resource)]
-        }
-        "resource-groups" => {
-            let path = req.path_and_query.split('?').next().unwrap_or_default();
-            let op = match path {
-                "/get-group" => "GetGroup",
-                "/list-group-resources" => "ListGroupResources",
-                other => other.trim_start_matches('/'),
-            };
-            let group = str_of(&body, "Group").or_else(|| str_of(&body, "GroupName"));
-            let resource = match group {
-                Some(g) if g.starts_with("arn:") => g.to_string(),
-                Some(g) => format!("arn:aws:resource-groups:{region}:{account}:group/{g}"),
-                None => "*".to_string(),
-            };
-            return (
-                format!("resource-groups:{op}"),
-                vec![Check::new(format!("resource-groups:{op}"), resource)],
-            );
-        }
-        "sts" => {
-            let params = form(req);
-            let action = params.get("Action").cloned().unwrap_or_default();
-            let checks = match action.as_str() {
-                // GetCallerIdentity needs no permission.
-                "GetCallerIdentity" => vec![],
-                "AssumeRole" => {
-                    let role = params.get("RoleArn").cloned().unwrap_or_default();
-                    let target = role.split(':').nth(4).unwrap_or_default().to_string();
-                    let mut c = Check::new("sts:AssumeRole", role);
-                    if let Some(org) = scope.org_of(&target) {
-                        c = c.with("aws:ResourceOrgID", org);
-                    }
-                    if let Some(org) = scope.org_of(account) {
-                        c = c.with("aws:PrincipalOrgID", org);
-                    }
-                    vec![c]
-                }
-                other => vec![Check::new(format!("sts:{other}"), "*")],
-            };
-            return (format!("sts:{action}"), checks);
-        }
-        "sqs" => {
-            let action = if op.is_empty() {
-                form(req).get("Action").cloned().unwrap_or_default()
-            } else {
-                op.clone()
-            };
-            return (
-                format!("sqs:{action}"),
-                vec![Check::new(format!("sqs:{action}"), "*")],
-            );
-        }
+        "organizations" => organizations_checks(&op, &body, scope),
+        // These three name the call themselves: the operation is not (always) in X-Amz-Target.
+        "resource-groups" => return resource_groups_checks(req, &body, region, account),
+        "sts" => return sts_checks(req, scope),
+        "sqs" => return sqs_checks(&op, req),
         other => vec![Check::new(format!("{other}:{op}"), "*")],
     };
     (format!("{service}:{op}"), checks)
+}
+
+fn states_checks(op: &str, body: &Value) -> Vec<Check> {
+    let arn = [
+        "stateMachineArn",
+        "executionArn",
+        "mapRunArn",
+        "activityArn",
+    ]
+    .iter()
+    .find_map(|k| str_of(body, k))
+    .unwrap_or("*");
+    vec![Check::new(format!("states:{op}"), arn)]
+}
+
+/// One check per entry: its bus, with the entry's source and detail type as condition keys.
+fn put_events_checks(body: &Value, region: &str, account: &str) -> Vec<Check> {
+    let check = |e: &Value| {
+        let bus = str_of(e, "EventBusName").unwrap_or("default");
+        let arn = if bus.starts_with("arn:") {
+            bus.to_string()
+        } else {
+            format!("arn:aws:events:{region}:{account}:event-bus/{bus}")
+        };
+
+        let mut c = Check::new("events:PutEvents", arn);
+        if let Some(s) = str_of(e, "Source") {
+            c = c.with("events:source", s);
+        }
+        if let Some(d) = str_of(e, "DetailType") {
+            c = c.with("events:detail-type", d);
+        }
+        c
+    };
+
+    body.get("Entries")
+        .and_then(Value::as_array)
+        .map(|entries| entries.iter().map(check).collect())
+        .unwrap_or_default()
+}
+
+fn organizations_checks(op: &str, body: &Value, scope: &Scope<'_>) -> Vec<Check> {
+    let id = ["ParentId", "AccountId", "OrganizationalUnitId", "ChildId"]
+        .iter()
+        .find_map(|k| str_of(body, k));
+    let resource = match (op, id) {
+        ("ListRoots" | "DescribeOrganization" | "ListAccounts", _) | (_, None) => "*".to_string(),
+        (_, Some(id)) => scope.org_arn(id),
+    };
+    vec![Check::new(format!("organizations:{op}"), resource)]
+}
+
+/// Resource Groups is a REST API: the operation is the path.
+fn resource_groups_checks(
+    req: &Incoming,
+    body: &Value,
+    region: &str,
+    account: &str,
+) -> (String, Vec<Check>) {
+    let path = req.path_and_query.split('?').next().unwrap_or_default();
+    let op = match path {
+        "/get-group" => "GetGroup",
+        "/list-group-resources" => "ListGroupResources",
+        other => other.trim_start_matches('/'),
+    };
+
+    let group = str_of(body, "Group").or_else(|| str_of(body, "GroupName"));
+    let resource = match group {
+        Some(g) if g.starts_with("arn:") => g.to_string(),
+        Some(g) => format!("arn:aws:resource-groups:{region}:{account}:group/{g}"),
+        None => "*".to_string(),
+    };
+    (
+        format!("resource-groups:{op}"),
+        vec![Check::new(format!("resource-groups:{op}"), resource)],
+    )
+}
+
+/// STS is a query API: the operation is the form's `Action`. AssumeRole carries the target
+/// account's and the caller's organization as condition keys.
+fn sts_checks(req: &Incoming, scope: &Scope<'_>) -> (String, Vec<Check>) {
+    let params = form(req);
+    let action = params.get("Action").cloned().unwrap_or_default();
+    let checks = match action.as_str() {
+        // GetCallerIdentity needs no permission.
+        "GetCallerIdentity" => vec![],
+        "AssumeRole" => {
+            let role = params.get("RoleArn").cloned().unwrap_or_default();
+            let target = role.split(':').nth(4).unwrap_or_default().to_string();
+            let mut c = Check::new("sts:AssumeRole", role);
+            if let Some(org) = scope.org_of(&target) {
+                c = c.with("aws:ResourceOrgID", org);
+            }
+            if let Some(org) = scope.org_of(scope.account) {
+                c = c.with("aws:PrincipalOrgID", org);
+            }
+            vec![c]
+        }
+        other => vec![Check::new(format!("sts:{other}"), "*")],
+    };
+    (format!("sts:{action}"), checks)
+}
+
+/// SQS speaks JSON (X-Amz-Target) or, from older clients, the query form.
+fn sqs_checks(op: &str, req: &Incoming) -> (String, Vec<Check>) {
+    let action = if op.is_empty() {
+        form(req).get("Action").cloned().unwrap_or_default()
+    } else {
+        op.to_string()
+    };
+    (
+        format!("sqs:{action}"),
+        vec![Check::new(format!("sqs:{action}"), "*")],
+    )
 }
 
 fn dynamodb_checks(op: &str, body: &Value, region: &str, account: &str) -> Vec<Check> {
@@ -403,34 +455,11 @@ fn ssm_checks(op: &str, body: &Value, scope: &Scope<'_>) -> Vec<Check> {
             })
             .unwrap_or_default()
     };
-    let parameter = |name: &str| {
-        let name = if name.starts_with('/') {
-            name.to_string()
-        } else {
-            format!("/{name}")
-        };
-        // Public parameters (/aws/...) are owned by no account.
-        let owner = if name.starts_with("/aws/") {
-            ""
-        } else {
-            scope.account
-        };
-        format!("arn:aws:ssm:{}:{owner}:parameter{name}", scope.region)
-    };
+
     match op {
         "SendCommand" => {
             let doc = str_of(body, "DocumentName").unwrap_or_default();
-            let doc_arn = if doc.starts_with("arn:") {
-                doc.to_string()
-            } else if doc.starts_with("AWS-") {
-                format!("arn:aws:ssm:{}::document/{doc}", scope.region)
-            } else {
-                format!(
-                    "arn:aws:ssm:{}:{}:document/{doc}",
-                    scope.region, scope.account
-                )
-            };
-            std::iter::once(doc_arn)
+            std::iter::once(scope.document_arn(doc))
                 .chain(ids("InstanceIds"))
                 .map(|r| Check::new(&action, r))
                 .collect()
@@ -441,11 +470,11 @@ fn ssm_checks(op: &str, body: &Value, scope: &Scope<'_>) -> Vec<Check> {
             .collect(),
         "GetParametersByPath" => vec![Check::new(
             &action,
-            parameter(str_of(body, "Path").unwrap_or("/")),
+            scope.parameter_arn(str_of(body, "Path").unwrap_or("/")),
         )],
         "GetParameter" => vec![Check::new(
             &action,
-            parameter(str_of(body, "Name").unwrap_or_default()),
+            scope.parameter_arn(str_of(body, "Name").unwrap_or_default()),
         )],
         "GetParameters" => body
             .get("Names")
@@ -453,7 +482,7 @@ fn ssm_checks(op: &str, body: &Value, scope: &Scope<'_>) -> Vec<Check> {
             .map(|a| {
                 a.iter()
                     .filter_map(Value::as_str)
-                    .map(|n| Check::new(&action, parameter(n)))
+                    .map(|n| Check::new(&action, scope.parameter_arn(n)))
                     .collect()
             })
             .unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! The `fleetsim` binary: parses the command line, starts the server, prints
 //! `fleetsim listening on 127.0.0.1:PORT` and runs until SIGINT/SIGTERM.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -25,75 +26,104 @@ const USAGE: &str = "usage: fleetsim --fleet FILE [--port N] [--moto-url URL] [-
   --lambda-timeout NAME=SECS   a function's Timeout (the template's); past it Invoke answers
                                Sandbox.Timedout while the invocation runs on";
 
+/// The command line as given, before the fleet file is read.
+struct Flags {
+    fleet_path: Option<PathBuf>,
+    port: u16,
+    moto: Option<String>,
+    lambda: Option<String>,
+    speed: Option<f64>,
+    visibility: Option<u64>,
+    pending: Option<u64>,
+    faults: Vec<FaultRule>,
+    iam_url: Option<String>,
+    lambda_timeouts: BTreeMap<String, f64>,
+}
+
 fn parse() -> Result<(PathBuf, Options), String> {
-    let mut args = std::env::args().skip(1);
-    let mut fleet_path = None;
-    let mut port = 4566u16;
-    let mut moto = None;
-    let mut lambda = None;
-    let mut speed = None;
-    let mut visibility = None;
-    let mut pending = None;
-    let mut faults = Vec::new();
-    let mut iam_url = None;
-    let mut lambda_timeouts = std::collections::BTreeMap::new();
+    let flags = read_flags(std::env::args().skip(1))?;
+
+    let path = flags
+        .fleet_path
+        .ok_or_else(|| format!("--fleet is required\n{USAGE}"))?;
+    let fleet = Fleet::load(&path).map_err(|e| e.to_string())?;
+
+    let mut opts = Options::new(fleet);
+    opts.port = flags.port;
+    opts.moto_url = flags.moto;
+    opts.lambda_url = flags.lambda;
+    opts.speed = flags.speed;
+    opts.invocation_visibility_ms = flags.visibility;
+    opts.pending_seconds = flags.pending;
+    opts.faults = flags.faults;
+    opts.iam_url = flags.iam_url;
+    opts.lambda_timeouts = flags.lambda_timeouts;
+    Ok((path, opts))
+}
+
+fn read_flags(mut args: impl Iterator<Item = String>) -> Result<Flags, String> {
+    let mut f = Flags {
+        fleet_path: None,
+        port: 4566,
+        moto: None,
+        lambda: None,
+        speed: None,
+        visibility: None,
+        pending: None,
+        faults: Vec::new(),
+        iam_url: None,
+        lambda_timeouts: BTreeMap::new(),
+    };
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
-            "--fleet" => fleet_path = Some(PathBuf::from(value("--fleet")?)),
+            "--fleet" => f.fleet_path = Some(PathBuf::from(value("--fleet")?)),
             "--port" => {
-                port = value("--port")?
+                f.port = value("--port")?
                     .parse()
                     .map_err(|e| format!("--port: {e}"))?
             }
-            "--moto-url" => moto = Some(value("--moto-url")?),
-            "--lambda-url" => lambda = Some(value("--lambda-url")?),
+            "--moto-url" => f.moto = Some(value("--moto-url")?),
+            "--lambda-url" => f.lambda = Some(value("--lambda-url")?),
             "--speed" => {
-                speed = Some(
+                f.speed = Some(
                     value("--speed")?
                         .parse()
                         .map_err(|e| format!("--speed: {e}"))?,
                 )
             }
             "--invocation-visibility-ms" => {
-                visibility = Some(value(&a)?.parse().map_err(|e| format!("{a}: {e}"))?)
+                f.visibility = Some(value(&a)?.parse().map_err(|e| format!("{a}: {e}"))?)
             }
             "--pending-seconds" => {
-                pending = Some(value(&a)?.parse().map_err(|e| format!("{a}: {e}"))?)
+                f.pending = Some(value(&a)?.parse().map_err(|e| format!("{a}: {e}"))?)
             }
             "--fault" => {
                 let rule: FaultRule = serde_json::from_str(&value("--fault")?)
                     .map_err(|e| format!("--fault: {e}"))?;
-                faults.push(rule);
+                f.faults.push(rule);
             }
-            "--iam-url" => iam_url = Some(value("--iam-url")?),
+            "--iam-url" => f.iam_url = Some(value("--iam-url")?),
             "--lambda-timeout" => {
-                let v = value("--lambda-timeout")?;
-                let (name, secs) = v
-                    .split_once('=')
-                    .ok_or_else(|| format!("--lambda-timeout: expected NAME=SECONDS, got {v}"))?;
-                let secs: f64 = secs
-                    .parse()
-                    .map_err(|e| format!("--lambda-timeout {name}: {e}"))?;
-                lambda_timeouts.insert(name.to_string(), secs);
+                let (name, secs) = lambda_timeout(&value("--lambda-timeout")?)?;
+                f.lambda_timeouts.insert(name, secs);
             }
             "-h" | "--help" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
     }
-    let path = fleet_path.ok_or_else(|| format!("--fleet is required\n{USAGE}"))?;
-    let fleet = Fleet::load(&path).map_err(|e| e.to_string())?;
-    let mut opts = Options::new(fleet);
-    opts.port = port;
-    opts.moto_url = moto;
-    opts.lambda_url = lambda;
-    opts.speed = speed;
-    opts.invocation_visibility_ms = visibility;
-    opts.pending_seconds = pending;
-    opts.faults = faults;
-    opts.iam_url = iam_url;
-    opts.lambda_timeouts = lambda_timeouts;
-    Ok((path, opts))
+    Ok(f)
+}
+
+/// `NAME=SECONDS`.
+fn lambda_timeout(v: &str) -> Result<(String, f64), String> {
+    let (name, secs) = v
+        .split_once('=')
+        .ok_or_else(|| format!("--lambda-timeout: expected NAME=SECONDS, got {v}"))?;
+    let secs: f64 = secs
+        .parse()
+        .map_err(|e| format!("--lambda-timeout {name}: {e}"))?;
+    Ok((name.to_string(), secs))
 }
 
 #[tokio::main]

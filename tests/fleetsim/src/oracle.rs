@@ -106,61 +106,76 @@ pub fn handle(state: &AppState, method: &hyper::Method, path: &str, body: &[u8])
         ("GET", "/_fleetsim/faults") => {
             json_response(200, &json!({"faults": lock(&state.faults).rules()}))
         }
-        ("POST", "/_fleetsim/faults") => match serde_json::from_slice::<FaultsBody>(body) {
-            Ok(b) => {
-                let mut f = lock(&state.faults);
-                if b.append {
-                    f.extend(b.faults);
-                } else {
-                    f.replace(b.faults);
-                }
-                json_response(200, &json!({"faults": f.rules()}))
-            }
-            Err(e) => bad(format!("invalid faults body: {e}")),
-        },
+        ("POST", "/_fleetsim/faults") => set_faults(state, body),
         ("GET", "/_fleetsim/clock") => json_response(200, &clock(state)),
-        ("POST", "/_fleetsim/clock") => match serde_json::from_slice::<ClockBody>(body) {
-            Ok(b) => {
-                if let Some(s) = b.speed {
-                    state.clock.set_speed(s);
-                }
-                if let Some(a) = b.advance_seconds {
-                    state.clock.advance_ms((a * 1000.0) as i64);
-                }
-                json_response(200, &clock(state))
-            }
-            Err(e) => bad(format!("invalid clock body: {e}")),
-        },
+        ("POST", "/_fleetsim/clock") => set_clock(state, body),
         ("GET", "/_fleetsim/lambda-timeouts") => {
             json_response(200, &json!(state.forwarder.lambda_timeouts()))
         }
-        ("POST", "/_fleetsim/lambda-timeouts") => {
-            match serde_json::from_slice::<LambdaTimeoutsBody>(body) {
-                Ok(b) => {
-                    state.forwarder.set_lambda_timeout_overrides(b.overrides);
-                    json_response(200, &json!(state.forwarder.lambda_timeouts()))
-                }
-                Err(e) => bad(format!("invalid lambda-timeouts body: {e}")),
-            }
-        }
-        ("POST", "/_fleetsim/reset") => {
-            let b = if body.is_empty() {
-                Ok(ResetBody::default())
-            } else {
-                serde_json::from_slice::<ResetBody>(body)
-            };
-            match b {
-                Ok(b) => {
-                    reset(state, b.full);
-                    json_response(200, &json!({"reset": true, "full": b.full}))
-                }
-                Err(e) => bad(format!("invalid reset body: {e}")),
-            }
-        }
+        ("POST", "/_fleetsim/lambda-timeouts") => set_lambda_timeouts(state, body),
+        ("POST", "/_fleetsim/reset") => post_reset(state, body),
         _ => json_response(
             404,
             &json!({"message": format!("no oracle route {method} {route}")}),
         ),
+    }
+}
+
+/// Replaces the fault rules, or appends to them (`append`).
+fn set_faults(state: &AppState, body: &[u8]) -> HttpResponse {
+    match serde_json::from_slice::<FaultsBody>(body) {
+        Ok(b) => {
+            let mut f = lock(&state.faults);
+            if b.append {
+                f.extend(b.faults);
+            } else {
+                f.replace(b.faults);
+            }
+            json_response(200, &json!({"faults": f.rules()}))
+        }
+        Err(e) => bad(format!("invalid faults body: {e}")),
+    }
+}
+
+/// Sets the clock's speed and/or moves it forward.
+fn set_clock(state: &AppState, body: &[u8]) -> HttpResponse {
+    match serde_json::from_slice::<ClockBody>(body) {
+        Ok(b) => {
+            if let Some(s) = b.speed {
+                state.clock.set_speed(s);
+            }
+            if let Some(a) = b.advance_seconds {
+                state.clock.advance_ms((a * 1000.0) as i64);
+            }
+            json_response(200, &clock(state))
+        }
+        Err(e) => bad(format!("invalid clock body: {e}")),
+    }
+}
+
+fn set_lambda_timeouts(state: &AppState, body: &[u8]) -> HttpResponse {
+    match serde_json::from_slice::<LambdaTimeoutsBody>(body) {
+        Ok(b) => {
+            state.forwarder.set_lambda_timeout_overrides(b.overrides);
+            json_response(200, &json!(state.forwarder.lambda_timeouts()))
+        }
+        Err(e) => bad(format!("invalid lambda-timeouts body: {e}")),
+    }
+}
+
+/// An empty body is a partial reset (`full: false`).
+fn post_reset(state: &AppState, body: &[u8]) -> HttpResponse {
+    let b = if body.is_empty() {
+        Ok(ResetBody::default())
+    } else {
+        serde_json::from_slice::<ResetBody>(body)
+    };
+    match b {
+        Ok(b) => {
+            reset(state, b.full);
+            json_response(200, &json!({"reset": true, "full": b.full}))
+        }
+        Err(e) => bad(format!("invalid reset body: {e}")),
     }
 }
 

@@ -163,6 +163,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         .and_then(|v| v.to_str().ok())
         .and_then(parse_authorization);
     let route = classify(&req, scope.as_ref());
+
     let mut caller_arn = None;
     if let (Some(gate), false) = (&state.iam, route == Route::Oracle) {
         match authorize(&state, gate, &route, &req, scope.as_ref()).await {
@@ -170,6 +171,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
             Err(denied) => return Ok(denied),
         }
     }
+
     match route {
         Route::Oracle => Ok(crate::oracle::handle(
             &state,
@@ -177,94 +179,132 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
             &req.path_and_query,
             &req.body,
         )),
-        Route::Lambda(function) => {
-            *lock(&state.stats)
-                .forwarded
-                .entry("lambda".to_string())
-                .or_default() += 1;
-            if let Some(refused) = lambda_fault(&state, scope.as_ref(), &function, &req) {
-                return Ok(refused);
-            }
-            let invoked = state.forwarder.invoke_lambda(&function, req).await;
-            if invoked.timed_out {
-                *lock(&state.stats)
-                    .lambda_timed_out
-                    .entry(function)
-                    .or_default() += 1;
-            }
-            Ok(invoked.response)
+        Route::Lambda(function) => Ok(invoke_lambda(&state, scope.as_ref(), function, req).await),
+        Route::Forward => Ok(forward(&state, scope.as_ref(), req).await),
+        Route::Served(service, op) => match scope {
+            Some(scope) => serve(&state, service, &op, scope, caller_arn, req).await,
+            None => Ok(state.forwarder.to_moto(req).await),
+        },
+    }
+}
+
+/// A Lambda Invoke: counted, refused by a fault rule if one matches, else forwarded (and a
+/// timed-out invocation counted).
+async fn invoke_lambda(
+    state: &AppState,
+    scope: Option<&SigV4Scope>,
+    function: String,
+    req: Incoming,
+) -> HttpResponse {
+    *lock(&state.stats)
+        .forwarded
+        .entry("lambda".to_string())
+        .or_default() += 1;
+    if let Some(refused) = lambda_fault(state, scope, &function, &req) {
+        return refused;
+    }
+
+    let invoked = state.forwarder.invoke_lambda(&function, req).await;
+    if invoked.timed_out {
+        *lock(&state.stats)
+            .lambda_timed_out
+            .entry(function)
+            .or_default() += 1;
+    }
+    invoked.response
+}
+
+/// A call moto serves: counted per signing service, refused by a DynamoDB fault rule if one
+/// matches, else forwarded.
+async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) -> HttpResponse {
+    let svc = scope
+        .map(|s| s.service.clone())
+        .unwrap_or_else(|| "unsigned".to_string());
+    *lock(&state.stats).forwarded.entry(svc).or_default() += 1;
+    if let Some(refused) = dynamodb_fault(state, scope, &req) {
+        return refused;
+    }
+
+    state.forwarder.to_moto(req).await
+}
+
+/// A served call, through the fault rules in the order AWS would fail it: refused before it
+/// runs (throttle, injected error), run, then its answer dropped, delayed or replaced by an
+/// error after the effect.
+async fn serve(
+    state: &AppState,
+    service: &'static str,
+    op: &str,
+    scope: SigV4Scope,
+    caller_arn: Option<String>,
+    req: Incoming,
+) -> Result<HttpResponse, Dropped> {
+    let ctx = CallContext {
+        account: sts::account_for(state, &scope.access_key),
+        region: scope.region.clone(),
+        access_key: scope.access_key.clone(),
+        caller_arn,
+    };
+    let key = CallKey {
+        service,
+        operation: op,
+        account: &ctx.account,
+        region: &ctx.region,
+    };
+    let protocol = protocol_of(service);
+    lock(&state.stats).op(service, op).calls += 1;
+
+    if let Some(refused) = refused_before(state, &key, protocol) {
+        return Ok(refused);
+    }
+
+    let resp = run_served(state, service, op, &ctx, &req)
+        .unwrap_or_else(|e| protocol::error(protocol, &e));
+
+    if lock(&state.faults).drop_response(&key) {
+        lock(&state.stats).op(service, op).dropped += 1;
+        return Err(Dropped);
+    }
+    let detail = CallDetail {
+        function: None,
+        body: Some(&req.body),
+    };
+    let delay = lock(&state.faults).delay_response(&key, &detail);
+    if let Some(d) = delay {
+        lock(&state.stats).op(service, op).delayed += 1;
+        tokio::time::sleep(d).await;
+    }
+    let after = lock(&state.faults).error_after(&key);
+    if let Some((status, code, message)) = after {
+        lock(&state.stats).op(service, op).injected_errors += 1;
+        let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
+        return Ok(protocol::error(
+            protocol,
+            &ApiError::with_status(status, &code, message),
+        ));
+    }
+    Ok(resp)
+}
+
+/// The answer of a fault rule that refuses the call before it runs (a throttle or an
+/// injected error), if one matches.
+fn refused_before(state: &AppState, key: &CallKey<'_>, protocol: Protocol) -> Option<HttpResponse> {
+    let (service, op) = (key.service, key.operation);
+    let decision = lock(&state.faults).before(key);
+    match decision {
+        PreDecision::Throttle => {
+            lock(&state.stats).op(service, op).throttled += 1;
+            Some(protocol::error(protocol, &throttling_error(service)))
         }
-        Route::Forward => {
-            let svc = scope
-                .as_ref()
-                .map(|s| s.service.clone())
-                .unwrap_or_else(|| "unsigned".to_string());
-            *lock(&state.stats).forwarded.entry(svc).or_default() += 1;
-            if let Some(refused) = dynamodb_fault(&state, scope.as_ref(), &req) {
-                return Ok(refused);
-            }
-            Ok(state.forwarder.to_moto(req).await)
+        PreDecision::Error(status, code, message) => {
+            lock(&state.stats).op(service, op).injected_errors += 1;
+            let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
+            Some(protocol::error(
+                protocol,
+                &ApiError::with_status(status, &code, message),
+            ))
         }
-        Route::Served(service, op) => {
-            let Some(scope) = scope else {
-                return Ok(state.forwarder.to_moto(req).await);
-            };
-            let ctx = CallContext {
-                account: sts::account_for(&state, &scope.access_key),
-                region: scope.region.clone(),
-                access_key: scope.access_key.clone(),
-                caller_arn,
-            };
-            let key = CallKey {
-                service,
-                operation: &op,
-                account: &ctx.account,
-                region: &ctx.region,
-            };
-            let protocol = protocol_of(service);
-            lock(&state.stats).op(service, &op).calls += 1;
-            let decision = lock(&state.faults).before(&key);
-            match decision {
-                PreDecision::Throttle => {
-                    lock(&state.stats).op(service, &op).throttled += 1;
-                    return Ok(protocol::error(protocol, &throttling_error(service)));
-                }
-                PreDecision::Error(status, code, message) => {
-                    lock(&state.stats).op(service, &op).injected_errors += 1;
-                    let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
-                    return Ok(protocol::error(
-                        protocol,
-                        &ApiError::with_status(status, &code, message),
-                    ));
-                }
-                PreDecision::Proceed => {}
-            }
-            let resp = run_served(&state, service, &op, &ctx, &req)
-                .unwrap_or_else(|e| protocol::error(protocol, &e));
-            if lock(&state.faults).drop_response(&key) {
-                lock(&state.stats).op(service, &op).dropped += 1;
-                return Err(Dropped);
-            }
-            let detail = CallDetail {
-                function: None,
-                body: Some(&req.body),
-            };
-            let delay = lock(&state.faults).delay_response(&key, &detail);
-            if let Some(d) = delay {
-                lock(&state.stats).op(service, &op).delayed += 1;
-                tokio::time::sleep(d).await;
-            }
-            let after = lock(&state.faults).error_after(&key);
-            if let Some((status, code, message)) = after {
-                lock(&state.stats).op(service, &op).injected_errors += 1;
-                let code = code.unwrap_or_else(|| internal_error_code(service).to_string());
-                return Ok(protocol::error(
-                    protocol,
-                    &ApiError::with_status(status, &code, message),
-                ));
-            }
-            Ok(resp)
-        }
+        PreDecision::Proceed => None,
     }
 }
 

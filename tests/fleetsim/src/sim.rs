@@ -374,42 +374,16 @@ impl Sim {
         let invocations = req
             .instance_ids
             .iter()
-            .map(|id| {
-                let inst = self.fleet.instances.get(id);
-                let agent = inst.map(|i| i.agent).unwrap_or(AgentState::Unmanaged);
-                let duration_ms = inst.map(|i| i.duration as i64 * 1000).unwrap_or(0);
-                let behaviour = inst.map(|i| i.install).unwrap_or(Behaviour::Succeed);
-                if agent == AgentState::Online {
-                    let start = now + self.config.pending_ms;
-                    let outcome = match (operation_is_install, behaviour) {
-                        (true, Behaviour::Fail) => Outcome::Failed,
-                        (true, Behaviour::ExecutionTimeout) => Outcome::ExecutionTimedOut,
-                        _ => Outcome::Success,
-                    };
-                    Invocation {
-                        instance_id: id.clone(),
-                        start_ms: Some(start),
-                        end_ms: start + duration_ms,
-                        outcome,
-                        applied: false,
-                    }
-                } else {
-                    Invocation {
-                        instance_id: id.clone(),
-                        start_ms: None,
-                        end_ms: now + timeout_ms,
-                        outcome: Outcome::DeliveryTimedOut,
-                        applied: false,
-                    }
-                }
-            })
+            .map(|id| self.invocation(id, operation_is_install, timeout_ms, now))
             .collect::<Vec<_>>();
+
         let key = (req.account.clone(), req.region.clone());
         let n = self.in_flight.entry(key.clone()).or_insert(0);
         *n += invocations.len();
         let current = *n;
         let max = self.max_in_flight.entry(key).or_insert(0);
         *max = (*max).max(current);
+
         let cmd = Command {
             id: uuid::Uuid::new_v4().to_string(),
             account: req.account,
@@ -431,6 +405,47 @@ impl Sim {
         // zero-duration invocations end immediately
         self.settle(now);
         self.commands.len() - 1
+    }
+
+    /// One instance's invocation of a command sent at `now`. An Online instance starts after
+    /// the pending time and runs for its duration (only Install fails or times out, as the
+    /// fleet file says); any other is never delivered and ends DeliveryTimedOut at the
+    /// command's timeout.
+    fn invocation(
+        &self,
+        id: &str,
+        operation_is_install: bool,
+        timeout_ms: i64,
+        now: i64,
+    ) -> Invocation {
+        let inst = self.fleet.instances.get(id);
+        let agent = inst.map(|i| i.agent).unwrap_or(AgentState::Unmanaged);
+        let duration_ms = inst.map(|i| i.duration as i64 * 1000).unwrap_or(0);
+        let behaviour = inst.map(|i| i.install).unwrap_or(Behaviour::Succeed);
+
+        if agent != AgentState::Online {
+            return Invocation {
+                instance_id: id.to_string(),
+                start_ms: None,
+                end_ms: now + timeout_ms,
+                outcome: Outcome::DeliveryTimedOut,
+                applied: false,
+            };
+        }
+
+        let start = now + self.config.pending_ms;
+        let outcome = match (operation_is_install, behaviour) {
+            (true, Behaviour::Fail) => Outcome::Failed,
+            (true, Behaviour::ExecutionTimeout) => Outcome::ExecutionTimedOut,
+            _ => Outcome::Success,
+        };
+        Invocation {
+            instance_id: id.to_string(),
+            start_ms: Some(start),
+            end_ms: start + duration_ms,
+            outcome,
+            applied: false,
+        }
     }
 
     /// The command `id` if it belongs to `account`/`region`.

@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use super::{get_str, max_results, next_token, put_token};
-use crate::fleet::{AccountFile, OrgFile};
+use crate::fleet::{AccountFile, OrgFile, OuFile};
 use crate::protocol::{epoch_seconds, paginate, ApiError, CallContext};
 use crate::state::AppState;
 
@@ -40,40 +40,13 @@ pub fn handle(
             "You don't have permissions to access this resource.",
         ));
     }
+
     let page = max_results(body, 1, 20, "InvalidInputException")?.unwrap_or(20);
     let offset = next_token(body, op, TOKEN_ERR)?;
+
     let (key, items) = match op {
-        "ListRoots" => (
-            "Roots",
-            vec![json!({
-                "Id": org.root_id,
-                "Arn": format!("arn:aws:organizations::{}:root/{}/{}", fleet.management_account, org.id, org.root_id),
-                "Name": "Root",
-                "PolicyTypes": [],
-            })],
-        ),
-        "ListChildren" => {
-            let parent = parent_id(org, body)?;
-            let kind = get_str(body, "ChildType").unwrap_or_default();
-            let ids: Vec<Value> = match kind {
-                "ACCOUNT" => accounts_under(state, org, parent)
-                    .map(|a| json!({"Id": a.id, "Type": "ACCOUNT"}))
-                    .collect(),
-                "ORGANIZATIONAL_UNIT" => org
-                    .ous
-                    .iter()
-                    .filter(|o| o.parent == parent)
-                    .map(|o| json!({"Id": o.id, "Type": "ORGANIZATIONAL_UNIT"}))
-                    .collect(),
-                _ => {
-                    return Err(ApiError::bad(
-                        "InvalidInputException",
-                        "ChildType must be ACCOUNT or ORGANIZATIONAL_UNIT",
-                    ))
-                }
-            };
-            ("Children", ids)
-        }
+        "ListRoots" => ("Roots", vec![root_json(state, org)]),
+        "ListChildren" => ("Children", children(state, org, body)?),
         "ListAccountsForParent" => {
             let parent = parent_id(org, body)?;
             (
@@ -90,26 +63,11 @@ pub fn handle(
                 org.ous
                     .iter()
                     .filter(|o| o.parent == parent)
-                    .map(|o| {
-                        json!({
-                            "Id": o.id,
-                            "Arn": format!("arn:aws:organizations::{}:ou/{}/{}", fleet.management_account, org.id, o.id),
-                            "Name": o.name,
-                        })
-                    })
+                    .map(|o| ou_json(state, org, o))
                     .collect(),
             )
         }
-        "DescribeAccount" => {
-            let id = get_str(body, "AccountId").unwrap_or_default();
-            let acct = fleet.accounts.get(id).ok_or_else(|| {
-                ApiError::bad(
-                    "AccountNotFoundException",
-                    "You specified an account that doesn't exist.",
-                )
-            })?;
-            return Ok(json!({ "Account": account_json(state, org, acct) }));
-        }
+        "DescribeAccount" => return describe_account(state, org, body),
         other => {
             return Err(ApiError::bad(
                 "InvalidInputException",
@@ -117,10 +75,60 @@ pub fn handle(
             ))
         }
     };
+
     let (items, next) = paginate(&items, offset, page);
     let mut out = json!({ key: items });
     put_token(&mut out, op, next);
     Ok(out)
+}
+
+fn root_json(state: &AppState, org: &OrgFile) -> Value {
+    json!({
+        "Id": org.root_id,
+        "Arn": format!("arn:aws:organizations::{}:root/{}/{}", state.fleet.management_account, org.id, org.root_id),
+        "Name": "Root",
+        "PolicyTypes": [],
+    })
+}
+
+fn ou_json(state: &AppState, org: &OrgFile, o: &OuFile) -> Value {
+    json!({
+        "Id": o.id,
+        "Arn": format!("arn:aws:organizations::{}:ou/{}/{}", state.fleet.management_account, org.id, o.id),
+        "Name": o.name,
+    })
+}
+
+/// ListChildren: the accounts or the OUs directly under a parent.
+fn children(state: &AppState, org: &OrgFile, body: &Value) -> Result<Vec<Value>, ApiError> {
+    let parent = parent_id(org, body)?;
+    let kind = get_str(body, "ChildType").unwrap_or_default();
+    match kind {
+        "ACCOUNT" => Ok(accounts_under(state, org, parent)
+            .map(|a| json!({"Id": a.id, "Type": "ACCOUNT"}))
+            .collect()),
+        "ORGANIZATIONAL_UNIT" => Ok(org
+            .ous
+            .iter()
+            .filter(|o| o.parent == parent)
+            .map(|o| json!({"Id": o.id, "Type": "ORGANIZATIONAL_UNIT"}))
+            .collect()),
+        _ => Err(ApiError::bad(
+            "InvalidInputException",
+            "ChildType must be ACCOUNT or ORGANIZATIONAL_UNIT",
+        )),
+    }
+}
+
+fn describe_account(state: &AppState, org: &OrgFile, body: &Value) -> Result<Value, ApiError> {
+    let id = get_str(body, "AccountId").unwrap_or_default();
+    let acct = state.fleet.accounts.get(id).ok_or_else(|| {
+        ApiError::bad(
+            "AccountNotFoundException",
+            "You specified an account that doesn't exist.",
+        )
+    })?;
+    Ok(json!({ "Account": account_json(state, org, acct) }))
 }
 
 fn parent_id<'a>(org: &OrgFile, body: &'a Value) -> Result<&'a str, ApiError> {

@@ -150,7 +150,42 @@ fn validate_patch_parameters(params: &BTreeMap<String, Vec<String>>) -> Result<(
     Ok(())
 }
 
+/// SendCommand, validated in the order SSM checks (the first broken rule answers): instance
+/// IDs, document, timeout, comment, rate controls, parameters, then whether every instance
+/// can take a command here.
 fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Value, ApiError> {
+    let ids = instance_ids(body)?;
+    check_document(body)?;
+    let timeout = timeout_seconds(body)?;
+    let comment = comment(body)?;
+    let (max_concurrency, max_errors) = rate_controls(body)?;
+    let parameters = parse_parameters(body)?;
+    validate_patch_parameters(&parameters)?;
+
+    let now = state.clock.now_ms();
+    let mut sim = crate::state::lock(&state.sim);
+    refuse_unmanaged(&sim, ctx, &ids)?;
+
+    let idx = sim.send(
+        SendRequest {
+            account: ctx.account.clone(),
+            region: ctx.region.clone(),
+            document_name: DOCUMENT.to_string(),
+            comment,
+            parameters,
+            instance_ids: ids,
+            timeout_seconds: timeout,
+            max_concurrency,
+            max_errors,
+            cloudwatch: body.get("CloudWatchOutputConfig").cloned(),
+        },
+        now,
+    );
+    Ok(json!({ "Command": command_json(&sim.commands[idx], now) }))
+}
+
+/// One to 50 distinct instance IDs (Targets are not simulated).
+fn instance_ids(body: &Value) -> Result<Vec<String>, ApiError> {
     let ids = get_str_list(body, "InstanceIds")?;
     if ids.is_empty() {
         if body.get("Targets").is_some() {
@@ -169,6 +204,7 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
             "Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to 50",
         ));
     }
+
     let mut seen = HashSet::new();
     for id in &ids {
         if !seen.insert(id) {
@@ -178,6 +214,11 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
             ));
         }
     }
+    Ok(ids)
+}
+
+/// The document, by name or ARN, must be AWS-RunPatchBaseline.
+fn check_document(body: &Value) -> Result<(), ApiError> {
     let doc = get_str(body, "DocumentName").unwrap_or_default();
     if doc != DOCUMENT && !doc.ends_with(&format!(":document/{DOCUMENT}")) {
         return Err(ApiError::bad(
@@ -185,6 +226,11 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
             format!("Document with name {doc} does not exist."),
         ));
     }
+    Ok(())
+}
+
+/// TimeoutSeconds: 3600 when absent, else 30 to 2,592,000.
+fn timeout_seconds(body: &Value) -> Result<i64, ApiError> {
     let timeout = match body.get("TimeoutSeconds") {
         None | Some(Value::Null) => 3600,
         Some(v) => v.as_i64().unwrap_or(0),
@@ -194,28 +240,41 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
             "Value '{timeout}' at 'timeoutSeconds' failed to satisfy constraint: Member must have value between 30 and 2592000"
         )));
     }
+    Ok(timeout)
+}
+
+/// The Comment, at most 100 characters.
+fn comment(body: &Value) -> Result<String, ApiError> {
     let comment = get_str(body, "Comment").unwrap_or_default().to_string();
     if comment.chars().count() > 100 {
         return Err(ApiError::validation(
             "Value at 'comment' failed to satisfy constraint: Member must have length less than or equal to 100",
         ));
     }
+    Ok(comment)
+}
+
+/// MaxConcurrency (default 50) and MaxErrors (default 0), each matching the service's pattern.
+fn rate_controls(body: &Value) -> Result<(String, String), ApiError> {
     let max_concurrency = get_str(body, "MaxConcurrency").unwrap_or("50").to_string();
     if !rate_pattern_ok(&max_concurrency, false) {
         return Err(ApiError::validation(format!(
             "Value '{max_concurrency}' at 'maxConcurrency' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$"
         )));
     }
+
     let max_errors = get_str(body, "MaxErrors").unwrap_or("0").to_string();
     if !rate_pattern_ok(&max_errors, true) {
         return Err(ApiError::validation(format!(
             "Value '{max_errors}' at 'maxErrors' failed to satisfy constraint: Member must satisfy regular expression pattern: ^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$"
         )));
     }
-    let parameters = parse_parameters(body)?;
-    validate_patch_parameters(&parameters)?;
-    let now = state.clock.now_ms();
-    let mut sim = crate::state::lock(&state.sim);
+    Ok((max_concurrency, max_errors))
+}
+
+/// InvalidInstanceId, naming them all, when any instance is not in this account and Region
+/// or is not managed by SSM here (stopped, or no agent).
+fn refuse_unmanaged(sim: &Sim, ctx: &CallContext, ids: &[String]) -> Result<(), ApiError> {
     let invalid: Vec<&String> = ids
         .iter()
         .filter(|id| {
@@ -224,36 +283,22 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
                 .is_none_or(|i| !i.agent.accepts_commands())
         })
         .collect();
-    if !invalid.is_empty() {
-        return Err(ApiError::bad(
-            "InvalidInstanceId",
-            format!(
-                "Instances [{}] not in a valid state for account {}",
-                invalid
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                ctx.account
-            ),
-        ));
+    if invalid.is_empty() {
+        return Ok(());
     }
-    let idx = sim.send(
-        SendRequest {
-            account: ctx.account.clone(),
-            region: ctx.region.clone(),
-            document_name: DOCUMENT.to_string(),
-            comment,
-            parameters,
-            instance_ids: ids,
-            timeout_seconds: timeout,
-            max_concurrency,
-            max_errors,
-            cloudwatch: body.get("CloudWatchOutputConfig").cloned(),
-        },
-        now,
-    );
-    Ok(json!({ "Command": command_json(&sim.commands[idx], now) }))
+
+    Err(ApiError::bad(
+        "InvalidInstanceId",
+        format!(
+            "Instances [{}] not in a valid state for account {}",
+            invalid
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            ctx.account
+        ),
+    ))
 }
 
 /// The `Command` structure.
@@ -539,6 +584,16 @@ fn get_command_invocation(
             return Err(ApiError::bad("InvalidPluginName", ""));
         }
     }
+    Ok(get_invocation_json(cmd, inv, plugin, now))
+}
+
+/// GetCommandInvocation's answer for one invocation, as it stands at `now`.
+fn get_invocation_json(
+    cmd: &Command,
+    inv: &crate::sim::Invocation,
+    plugin: &str,
+    now: i64,
+) -> Value {
     let v = view(inv, now);
     let stdout = output_text(cmd, &v);
     let stderr = if v.details == "Failed" {
@@ -572,7 +627,7 @@ fn get_command_invocation(
             ),
         );
     }
-    Ok(out)
+    out
 }
 
 fn cancel_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Value, ApiError> {
@@ -690,6 +745,32 @@ fn describe_instance_information(
 ) -> Result<Value, ApiError> {
     let page = max_results(body, 5, 50, "ValidationException")?.unwrap_or(50);
     let offset = next_token(body, "DescribeInstanceInformation", TOKEN_ERR)?;
+    let filters = info_filters(body)?;
+
+    let now = state.clock.now_ms();
+    let sim = crate::state::lock(&state.sim);
+    let mut all = Vec::new();
+    for i in sim.fleet.instances_at(&ctx.account, &ctx.region) {
+        if i.agent.ping_status().is_none() {
+            continue;
+        }
+        let mut keep = true;
+        for (k, vals) in &filters {
+            keep &= info_filter_matches(i, k, vals)?;
+        }
+        if keep {
+            all.push(instance_info_json(i, now));
+        }
+    }
+    let (items, next) = paginate(&all, offset, page);
+    let mut out = json!({ "InstanceInformationList": items });
+    put_token(&mut out, "DescribeInstanceInformation", next);
+    Ok(out)
+}
+
+/// The filters of both kinds (`Filters`, and the older `InstanceInformationFilterList`, whose
+/// keys are checked), as (key, values).
+fn info_filters(body: &Value) -> Result<Vec<(String, Vec<String>)>, ApiError> {
     let mut filters: Vec<(String, Vec<String>)> = Vec::new();
     if let Some(list) = body.get("Filters").and_then(Value::as_array) {
         for f in list {
@@ -724,25 +805,7 @@ fn describe_instance_information(
             filters.push((key.to_string(), get_str_list(f, "valueSet")?));
         }
     }
-    let now = state.clock.now_ms();
-    let sim = crate::state::lock(&state.sim);
-    let mut all = Vec::new();
-    for i in sim.fleet.instances_at(&ctx.account, &ctx.region) {
-        if i.agent.ping_status().is_none() {
-            continue;
-        }
-        let mut keep = true;
-        for (k, vals) in &filters {
-            keep &= info_filter_matches(i, k, vals)?;
-        }
-        if keep {
-            all.push(instance_info_json(i, now));
-        }
-    }
-    let (items, next) = paginate(&all, offset, page);
-    let mut out = json!({ "InstanceInformationList": items });
-    put_token(&mut out, "DescribeInstanceInformation", next);
-    Ok(out)
+    Ok(filters)
 }
 
 /// The `InstancePatchState` structure.

@@ -125,52 +125,17 @@ fn session_name_ok(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c))
 }
 
+/// AssumeRole: the role must exist in an ACTIVE account of the fleet (the fleet file's
+/// `roles`); every attempt, refused or not, is logged for the oracle.
 fn assume_role(
     state: &AppState,
     ctx: &CallContext,
     params: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
-    let role_arn = params.get("RoleArn").cloned().unwrap_or_default();
-    let session_name = params.get("RoleSessionName").cloned().unwrap_or_default();
-    if !session_name_ok(&session_name) {
-        return Err(ApiError::bad(
-            "ValidationError",
-            format!("1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* and length 2..64"),
-        ));
-    }
-    let duration =
-        match params.get("DurationSeconds") {
-            None => None,
-            Some(d) => Some(d.parse::<i64>().map_err(|_| {
-                ApiError::bad("ValidationError", "DurationSeconds must be an integer")
-            })?),
-        };
-    if let Some(d) = duration {
-        if !(900..=43_200).contains(&d) {
-            return Err(ApiError::bad(
-                "ValidationError",
-                format!("1 validation error detected: Value '{d}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and 43200"),
-            ));
-        }
-    }
+    let (role_arn, session_name, duration) = assume_role_params(params)?;
+    // Before the sessions lock: naming the caller reads the sessions too.
     let (_, caller) = caller_arn(state, ctx);
-    let denied = || {
-        ApiError::with_status(
-            403,
-            "AccessDenied",
-            format!("User: {caller} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"),
-        )
-    };
-    // arn:aws:iam::ACCOUNT:role/NAME (optionally with a path)
-    let parsed = role_arn
-        .strip_prefix("arn:aws:iam::")
-        .and_then(|r| r.split_once(":role/"))
-        .map(|(acct, name)| {
-            (
-                acct.to_string(),
-                name.rsplit('/').next().unwrap_or(name).to_string(),
-            )
-        });
+
     let mut sessions = lock(&state.sessions);
     let mut log_entry = serde_json::json!({
         "role_arn": role_arn,
@@ -179,19 +144,16 @@ fn assume_role(
         "caller_account": ctx.account,
         "at": iso8601(wall_ms()),
     });
-    let allowed = parsed.as_ref().and_then(|(acct, role)| {
-        state
-            .fleet
-            .accounts
-            .get(acct)
-            .filter(|a| a.status == "ACTIVE" && a.roles.iter().any(|r| r == role))
-            .map(|_| (acct.clone(), role.clone()))
-    });
-    let Some((account, role)) = allowed else {
+    let Some((account, role)) = assumable(state, &role_arn) else {
         log_entry["result"] = serde_json::json!("AccessDenied");
         sessions.log.push(log_entry);
-        return Err(denied());
+        return Err(ApiError::with_status(
+            403,
+            "AccessDenied",
+            format!("User: {caller} is not authorized to perform: sts:AssumeRole on resource: {role_arn}"),
+        ));
     };
+
     sessions.counter += 1;
     let access_key_id = format!("ASIAFS{:014}", sessions.counter);
     let lifetime = duration.unwrap_or(3600).min(3600);
@@ -207,11 +169,13 @@ fn assume_role(
         issued_at: iso8601(wall_ms()),
     };
     sessions.by_key.insert(access_key_id.clone(), session);
+
     log_entry["result"] = serde_json::json!("Success");
     log_entry["account"] = serde_json::json!(account);
     log_entry["role"] = serde_json::json!(role);
     log_entry["access_key_id"] = serde_json::json!(access_key_id);
     sessions.log.push(log_entry);
+
     let inner = format!(
         "    <AssumedRoleUser>\n      <AssumedRoleId>AROAFLEETSIM{account}:{sn}</AssumedRoleId>\n      <Arn>arn:aws:sts::{account}:assumed-role/{role}/{sn}</Arn>\n    </AssumedRoleUser>\n    <Credentials>\n      <AccessKeyId>{access_key_id}</AccessKeyId>\n      <SecretAccessKey>{secret}</SecretAccessKey>\n      <SessionToken>FQoGZXIvYXdzEFleetsim{token}</SessionToken>\n      <Expiration>{expiration}</Expiration>\n    </Credentials>\n    <PackedPolicySize>0</PackedPolicySize>\n",
         sn = xml_escape(&session_name),
@@ -220,4 +184,52 @@ fn assume_role(
         token = random_upper(64),
     );
     Ok(result_xml("AssumeRole", &inner))
+}
+
+/// RoleArn, RoleSessionName and DurationSeconds, validated as STS does: a session name of 2
+/// to 64 characters of `[\w+=,.@-]`, a duration of 900 to 43,200 seconds when given.
+fn assume_role_params(
+    params: &HashMap<String, String>,
+) -> Result<(String, String, Option<i64>), ApiError> {
+    let role_arn = params.get("RoleArn").cloned().unwrap_or_default();
+    let session_name = params.get("RoleSessionName").cloned().unwrap_or_default();
+    if !session_name_ok(&session_name) {
+        return Err(ApiError::bad(
+            "ValidationError",
+            format!("1 validation error detected: Value '{session_name}' at 'roleSessionName' failed to satisfy constraint: Member must satisfy regular expression pattern: [\\w+=,.@-]* and length 2..64"),
+        ));
+    }
+
+    let duration =
+        match params.get("DurationSeconds") {
+            None => None,
+            Some(d) => Some(d.parse::<i64>().map_err(|_| {
+                ApiError::bad("ValidationError", "DurationSeconds must be an integer")
+            })?),
+        };
+    if let Some(d) = duration {
+        if !(900..=43_200).contains(&d) {
+            return Err(ApiError::bad(
+                "ValidationError",
+                format!("1 validation error detected: Value '{d}' at 'durationSeconds' failed to satisfy constraint: Member must have value between 900 and 43200"),
+            ));
+        }
+    }
+    Ok((role_arn, session_name, duration))
+}
+
+/// The (account, role name) of `arn:aws:iam::ACCOUNT:role/[PATH/]NAME`, when the fleet has
+/// that role in that account and the account is ACTIVE.
+fn assumable(state: &AppState, role_arn: &str) -> Option<(String, String)> {
+    let (acct, name) = role_arn
+        .strip_prefix("arn:aws:iam::")
+        .and_then(|r| r.split_once(":role/"))?;
+    let role = name.rsplit('/').next().unwrap_or(name);
+
+    state
+        .fleet
+        .accounts
+        .get(acct)
+        .filter(|a| a.status == "ACTIVE" && a.roles.iter().any(|r| r == role))
+        .map(|_| (acct.to_string(), role.to_string()))
 }

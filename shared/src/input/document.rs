@@ -1,0 +1,124 @@
+//! Reading an input the schema accepted into a [`RunInput`].
+//!
+//! The schema's `default`s fill what is absent or null, serde reads each field into its type
+//! (rates into [`Rate`] by their grammar), and the few choices that are not rules are made:
+//! an account entry's kind by its prefix, Regions without duplicates, an empty override list
+//! as none.
+
+use super::{schema, AccountTarget, FieldError, RunInput};
+use crate::model::{Operation, RebootOption};
+use crate::ratecontrol::{self, Rate};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Number, Value};
+
+/// The input as written. `deny_unknown_fields`: a property of the schema this struct does not
+/// read fails every valid input, so a test catches it at once.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Document {
+    operation: Operation,
+    resource_group: String,
+    accounts: Vec<String>,
+    #[serde(default)]
+    exclude_accounts: Vec<String>,
+    regions: Vec<String>,
+    execution_role_name: String,
+    #[serde(with = "ratecontrol::concurrency")]
+    location_concurrency: Rate,
+    #[serde(with = "ratecontrol::errors")]
+    location_error_threshold: Rate,
+    #[serde(with = "ratecontrol::concurrency")]
+    target_concurrency: Rate,
+    #[serde(with = "ratecontrol::errors")]
+    target_error_threshold: Rate,
+    snapshot_id: Option<String>,
+    install_override_list: Option<String>,
+    reboot_option: RebootOption,
+    #[serde(deserialize_with = "whole_number")]
+    delivery_timeout_seconds: u64,
+    cloud_watch_log_group: Option<String>,
+}
+
+/// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
+/// the schema and [`Document`] disagree: it is reported as a violation of the whole input.
+pub(super) fn read(input: &Value) -> Result<RunInput, FieldError> {
+    let document: Document =
+        serde_json::from_value(with_defaults(input)).map_err(|e| FieldError {
+            field: "(input)".into(),
+            rule: format!("could not be read after validation: {e}"),
+        })?;
+
+    Ok(document.into())
+}
+
+/// The input without its nulls, each absent field that has a `default` in the schema set to it.
+fn with_defaults(input: &Value) -> Value {
+    let mut fields = input.as_object().cloned().unwrap_or_default();
+    fields.retain(|_, value| !value.is_null());
+
+    let (schema, _) = &*schema::SCHEMA;
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        for (name, property) in properties {
+            if let Some(default) = property.get("default") {
+                fields.entry(name).or_insert_with(|| default.clone());
+            }
+        }
+    }
+
+    Value::Object(fields)
+}
+
+impl From<Document> for RunInput {
+    fn from(d: Document) -> RunInput {
+        let mut regions: Vec<String> = Vec::with_capacity(d.regions.len());
+        for region in d.regions {
+            if !regions.contains(&region) {
+                regions.push(region);
+            }
+        }
+
+        RunInput {
+            operation: d.operation,
+            resource_group: d.resource_group,
+            accounts: d.accounts.into_iter().map(AccountTarget::from_id).collect(),
+            exclude_accounts: d.exclude_accounts,
+            regions,
+            execution_role_name: d.execution_role_name,
+            location_concurrency: d.location_concurrency,
+            location_error_threshold: d.location_error_threshold,
+            target_concurrency: d.target_concurrency,
+            target_error_threshold: d.target_error_threshold,
+            snapshot_id: d.snapshot_id,
+            install_override_list: d.install_override_list.filter(|url| !url.is_empty()),
+            reboot_option: d.reboot_option,
+            delivery_timeout_seconds: d.delivery_timeout_seconds,
+            cloud_watch_log_group: d.cloud_watch_log_group,
+        }
+    }
+}
+
+impl AccountTarget {
+    /// The kind of an entry the schema accepted: its pattern allows only these three shapes.
+    fn from_id(id: String) -> AccountTarget {
+        if id.starts_with("ou-") {
+            AccountTarget::OrganizationalUnit(id)
+        } else if id.starts_with("r-") {
+            AccountTarget::Root(id)
+        } else {
+            AccountTarget::Account(id)
+        }
+    }
+}
+
+/// JSON does not tell 600 from 600.0 (nor does JSON Schema's "integer"): a whole number
+/// written with a fraction or an exponent is that number.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = Number::deserialize(d)?;
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f))
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+}

@@ -1,0 +1,170 @@
+//! The run input: the JSON a person pastes into "Start execution", the EventBridge schedule
+//! payload and the Step Functions execution input are all this one document.
+//!
+//! `statemachine/run-input.schema.json` is its only statement of rules. [`validate`] checks
+//! the raw JSON against that very file (embedded at build time) and collects *every*
+//! violation, each naming its field and the rule it broke, so that one failed execution
+//! tells the whole story. Only then is the document read into a typed [`RunInput`], with the
+//! schema's defaults applied: past [`validate`], nothing re-checks or re-parses a field.
+
+mod document;
+mod schema;
+
+use crate::model::{Operation, RebootOption};
+use crate::ratecontrol::{self, Rate};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// One entry of `accounts`: an account, an OU (child OUs included) or an organization root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id")]
+pub enum AccountTarget {
+    /// A 12-digit account ID.
+    Account(String),
+    /// An Organizations OU ID (`ou-...`): every account below it.
+    OrganizationalUnit(String),
+    /// An organization root ID (`r-...`): every account of the organization.
+    Root(String),
+}
+
+/// A validated run input, with defaults applied. The run item stores it as JSON (`input`):
+/// rates as the text the person wrote, accounts tagged by kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInput {
+    pub operation: Operation,
+    /// The resource group to patch in every location.
+    pub resource_group: String,
+    pub accounts: Vec<AccountTarget>,
+    /// Accounts never targeted, even when an OU contains them.
+    pub exclude_accounts: Vec<String>,
+    /// Without duplicates, in the order first written.
+    pub regions: Vec<String>,
+    /// The role assumed in each target account.
+    pub execution_role_name: String,
+    /// How many locations run at once.
+    #[serde(with = "ratecontrol::concurrency")]
+    pub location_concurrency: Rate,
+    /// How many failed locations stop the run.
+    #[serde(with = "ratecontrol::errors")]
+    pub location_error_threshold: Rate,
+    /// How many instances of a location run at once.
+    #[serde(with = "ratecontrol::concurrency")]
+    pub target_concurrency: Rate,
+    /// How many failed instances stop a location.
+    #[serde(with = "ratecontrol::errors")]
+    pub target_error_threshold: Rate,
+    /// The baseline snapshot shared by every instance; generated once per run when absent.
+    pub snapshot_id: Option<String>,
+    /// An https or s3 URL of a patch list to install instead of the baseline's.
+    pub install_override_list: Option<String>,
+    pub reboot_option: RebootOption,
+    /// SendCommand `TimeoutSeconds`: how long a command may wait to be delivered.
+    pub delivery_timeout_seconds: u64,
+    /// CloudWatch Logs group for command output, when output should be kept.
+    pub cloud_watch_log_group: Option<String>,
+}
+
+// The handlers' names for the four rates; each is the typed field itself.
+impl RunInput {
+    pub fn location_concurrency_rate(&self) -> Rate {
+        self.location_concurrency
+    }
+
+    pub fn location_error_rate(&self) -> Rate {
+        self.location_error_threshold
+    }
+
+    pub fn target_concurrency_rate(&self) -> Rate {
+        self.target_concurrency
+    }
+
+    pub fn target_error_rate(&self) -> Rate {
+        self.target_error_threshold
+    }
+}
+
+/// One violation: the field (a path such as `accounts[2]`) and the rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    pub field: String,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.rule)
+    }
+}
+
+/// A violation's text is cut to this many bytes in messages and records (a field's name,
+/// an unknown one included, can be any length).
+pub const MAX_REASON_BYTES: usize = 300;
+
+/// The `InvalidInput` message lists at most this many violations (Step Functions keeps an
+/// error's cause up to 32,768 characters).
+pub const MAX_DESCRIBED: usize = 100;
+
+/// Joins violations into the one message of the `InvalidInput` error: the first
+/// [`MAX_DESCRIBED`], each cut to [`MAX_REASON_BYTES`], then how many more there are.
+pub fn describe(errors: &[FieldError]) -> String {
+    let parts: Vec<String> = errors
+        .iter()
+        .take(MAX_DESCRIBED)
+        .map(|e| crate::model::cut_text(&e.to_string(), MAX_REASON_BYTES).0)
+        .collect();
+
+    let more = match errors.len().saturating_sub(MAX_DESCRIBED) {
+        0 => String::new(),
+        n => format!("; and {n} more"),
+    };
+
+    format!(
+        "{} invalid field(s): {}{more}",
+        errors.len(),
+        parts.join("; ")
+    )
+}
+
+/// Validates a run input against the schema and reads it, applying the schema's defaults.
+/// Returns every violation at once.
+pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
+    let errors = schema::violations(input);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    document::read(input).map_err(|e| vec![e])
+}
+
+/// The path of AWS's public parameters that list every Region (SSM GetParametersByPath).
+pub const REGIONS_PARAMETER_PATH: &str = "/aws/service/global-infrastructure/regions";
+
+/// Violations for Region codes that are well formed but name no AWS Region: `known` is the
+/// list AWS publishes under [`REGIONS_PARAMETER_PATH`]. Run after [`validate`] accepted the
+/// input; the field is the entry's place in the input as written.
+pub fn unknown_regions(input: &Value, known: &BTreeSet<String>) -> Vec<FieldError> {
+    let Some(items) = input.get("regions").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.as_str().map(|s| (i, s)))
+        .filter(|(_, s)| !known.contains(*s))
+        .map(|(i, s)| FieldError {
+            field: format!("regions[{i}]"),
+            rule: format!(
+                "{s} is not an AWS Region (not among the {} Regions AWS lists under {REGIONS_PARAMETER_PATH})",
+                known.len()
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
