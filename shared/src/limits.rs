@@ -176,6 +176,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn what_follows_the_map_carries_the_run_id_alone() {
+        // GIVEN the states the Map leads to, done or caught: the Map's output is plan's
+        // answer (up to the budget), and Aggregate's Catch adds an error to its input
+        let asl = asl();
+        let map = &asl["States"]["Locations"];
+        let mut next: Vec<&str> = vec![map["Next"].as_str().unwrap()];
+        next.extend(
+            map["Catch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["Next"].as_str().unwrap()),
+        );
+        // THEN each keeps only the run ID, so nothing after the Map nears the limit
+        for n in next {
+            let st = &asl["States"][n];
+            assert_eq!(st["Type"], "Pass", "{n}");
+            assert_eq!(st["Parameters"], json!({"runId.$": "$.runId"}), "{n}");
+        }
+    }
+
     // -- history: events per state, as aws-facts lists them ------------------------------
     /// A Task: Entered, Scheduled, Started, Succeeded, Exited.
     const TASK_EVENTS: u64 = 5;
