@@ -125,8 +125,7 @@ def print_control_calls(client, run_id: str) -> None:
     total = sum(calls.values())
     top = ", ".join(f"{op} {n}" for op, n in sorted(calls.items(), key=lambda kv: -kv[1])[:4])
     per = f"{total / targeted:.2f} per targeted instance" if targeted else "no instance targeted"
-    print(f"
-control-plane calls: {total} ({per}); most: {top}")
+    print(f"\ncontrol-plane calls: {total} ({per}); most: {top}")
 
 
 def main(argv=None) -> int:
