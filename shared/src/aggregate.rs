@@ -320,7 +320,7 @@ impl<F: ClientFactory> Aggregator<F> {
             }
         }
 
-        follow_commands(&self.store, run_id, loc, ssm, instances).await?;
+        follow_commands(&self.store, run_id, loc, ssm, instances, batches).await?;
         let pending = pending_ids(instances);
         retire_pending(
             &self.store,

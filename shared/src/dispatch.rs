@@ -103,7 +103,7 @@ impl<F: ClientFactory> Dispatcher<F> {
             release,
         )
         .await?;
-        follow_commands(store, run_id, &loc, &ssm, instances).await?;
+        follow_commands(store, run_id, &loc, &ssm, instances, &state.batches).await?;
 
         // 3. Decide.
         let round = plan_round(

@@ -17,7 +17,7 @@ use aws_sdk_ssm::types::{
     InstancePatchState,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
@@ -275,14 +275,12 @@ pub struct FoundCommand {
     pub instance_ids: Vec<String>,
 }
 
-/// Finds the commands whose Comment is exactly `comment` among recent AWS-RunPatchBaseline
-/// commands (ListCommands filters by document and time, not by comment), with the instance
-/// IDs each was sent to: the caller decides which, if any, is its own.
-pub async fn find_commands_by_comment(
+/// Every recent AWS-RunPatchBaseline command of the account and Region, invoked after
+/// `invoked_after_epoch` (ListCommands filters by document and time, all pages).
+async fn recent_commands(
     client: &aws_sdk_ssm::Client,
-    comment: &str,
     invoked_after_epoch: i64,
-) -> Result<Vec<FoundCommand>> {
+) -> Result<Vec<aws_sdk_ssm::types::Command>> {
     let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map_err(|e| Error::Record(e.to_string()))?;
@@ -303,22 +301,55 @@ pub async fn find_commands_by_comment(
     }
 
     let mut pages = req.into_paginator().send();
-    let mut found = Vec::new();
+    let mut commands = Vec::new();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| from_sdk("ssm:ListCommands", e))?;
-        for c in page.commands.unwrap_or_default() {
-            if c.comment.as_deref() != Some(comment) {
-                continue;
-            }
-            if let Some(command_id) = c.command_id {
-                found.push(FoundCommand {
-                    command_id,
-                    instance_ids: c.instance_ids.unwrap_or_default(),
-                });
-            }
-        }
+        commands.extend(page.commands.unwrap_or_default());
     }
+    Ok(commands)
+}
+
+/// Finds the commands whose Comment is exactly `comment` among recent AWS-RunPatchBaseline
+/// commands (ListCommands filters by document and time, not by comment), with the instance
+/// IDs each was sent to: the caller decides which, if any, is its own.
+pub async fn find_commands_by_comment(
+    client: &aws_sdk_ssm::Client,
+    comment: &str,
+    invoked_after_epoch: i64,
+) -> Result<Vec<FoundCommand>> {
+    let found = recent_commands(client, invoked_after_epoch)
+        .await?
+        .into_iter()
+        .filter(|c| c.comment.as_deref() == Some(comment))
+        .filter_map(|c| {
+            Some(FoundCommand {
+                command_id: c.command_id?,
+                instance_ids: c.instance_ids.unwrap_or_default(),
+            })
+        })
+        .collect();
     Ok(found)
+}
+
+/// How many invocations of each of `wanted` reached a final state (ListCommands'
+/// `CompletedCount`), for the commands invoked after `invoked_after_epoch`. One listing for
+/// a whole location: a command whose count has not moved needs no ListCommandInvocations. A
+/// command Run Command does not list yet (eventual consistency) is absent.
+pub async fn completed_counts(
+    client: &aws_sdk_ssm::Client,
+    wanted: &BTreeSet<String>,
+    invoked_after_epoch: i64,
+) -> Result<HashMap<String, u64>> {
+    let counts = recent_commands(client, invoked_after_epoch)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            let id = c.command_id?;
+            let done = u64::try_from(c.completed_count).unwrap_or(0);
+            wanted.contains(&id).then_some((id, done))
+        })
+        .collect();
+    Ok(counts)
 }
 
 /// One invocation's status as SSM reports it.

@@ -169,25 +169,80 @@ pub async fn recover_claims(
     Ok(raced)
 }
 
-/// Reads the invocations of every command in flight (ListCommandInvocations, all pages) and
-/// records, command by command, each instance whose SSM status changed, with a write
-/// conditional on it still being InFlight that also counts finished ones on the run (so a
-/// round that fails part-way leaves records and counters in agreement). Updates `instances`
-/// in place; returns how many reached a final state.
+/// The commands in flight (some instance of theirs is InFlight).
+fn commands_in_flight(instances: &[InstanceRecord]) -> BTreeSet<String> {
+    instances
+        .iter()
+        .filter(|i| i.state == InstanceState::InFlight)
+        .filter_map(|i| i.command_id.clone())
+        .collect()
+}
+
+/// When the oldest batch in flight was claimed (epoch seconds): every command in flight was
+/// invoked after it. None when an in-flight instance's batch is not known.
+pub fn in_flight_since(instances: &[InstanceRecord], batches: &[BatchRecord]) -> Option<i64> {
+    let claimed: HashMap<u64, i64> = batches.iter().map(|b| (b.seq, b.claimed_at)).collect();
+    instances
+        .iter()
+        .filter(|i| i.state == InstanceState::InFlight)
+        .map(|i| i.batch.and_then(|seq| claimed.get(&seq).copied()))
+        .try_fold(i64::MAX, |oldest, at| at.map(|t| oldest.min(t)))
+}
+
+/// Whether a command may hold news: SSM counts more of its invocations final than the
+/// records do, or SSM does not list it (yet). Pure.
+pub fn may_have_changed(
+    command_id: &str,
+    instances: &[InstanceRecord],
+    completed: &HashMap<String, u64>,
+) -> bool {
+    let Some(&done) = completed.get(command_id) else {
+        return true;
+    };
+    let recorded = instances
+        .iter()
+        .filter(|i| i.command_id.as_deref() == Some(command_id) && i.state.is_terminal())
+        .count() as u64;
+    done > recorded
+}
+
+/// The commands in flight worth a ListCommandInvocations this round. With two or more in
+/// flight and their claim times known, one ListCommands for the location tells which have
+/// news; with one, reading it costs the same one call.
+async fn commands_to_read(
+    ssm: &aws_sdk_ssm::Client,
+    instances: &[InstanceRecord],
+    batches: &[BatchRecord],
+) -> Result<BTreeSet<String>> {
+    let commands = commands_in_flight(instances);
+    let since = match in_flight_since(instances, batches) {
+        Some(t) if commands.len() >= 2 => t,
+        _ => return Ok(commands),
+    };
+    // The claim is written before SendCommand; the margin covers clocks that disagree.
+    let completed = fleet::completed_counts(ssm, &commands, since - 300).await?;
+    Ok(commands
+        .into_iter()
+        .filter(|c| may_have_changed(c, instances, &completed))
+        .collect())
+}
+
+/// Records, command by command, each instance in flight whose SSM status changed
+/// (ListCommandInvocations, all pages, only for the commands that may have news: see
+/// [`may_have_changed`]), with a write conditional on it still being InFlight that also
+/// counts finished ones on the run (so a round that fails part-way leaves records and
+/// counters in agreement). Updates `instances` in place; returns how many reached a final
+/// state.
 pub async fn follow_commands(
     store: &Store,
     run_id: &str,
     loc: &Location,
     ssm: &aws_sdk_ssm::Client,
     instances: &mut [InstanceRecord],
+    batches: &[BatchRecord],
 ) -> Result<u64> {
     let mut finished = 0;
-    let commands: BTreeSet<String> = instances
-        .iter()
-        .filter(|i| i.state == InstanceState::InFlight)
-        .filter_map(|i| i.command_id.clone())
-        .collect();
-    for cmd in commands {
+    for cmd in commands_to_read(ssm, instances, batches).await? {
         let invocations = fleet::list_invocations(ssm, &cmd).await?;
         let moves: Vec<InstanceMove> = instances
             .iter()
@@ -255,6 +310,56 @@ pub async fn retire_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn in_flight(id: &str, cmd: &str, batch: Option<u64>) -> InstanceRecord {
+        let mut r = InstanceRecord::new(id, InstanceState::InFlight);
+        r.command_id = Some(cmd.into());
+        r.batch = batch;
+        r
+    }
+
+    fn batch(seq: u64, claimed_at: i64) -> BatchRecord {
+        BatchRecord {
+            seq,
+            instance_ids: vec![],
+            comment: String::new(),
+            claimed_at,
+            state: BatchState::Sent,
+            command_id: None,
+        }
+    }
+
+    #[test]
+    fn commands_are_listed_from_the_oldest_claim_in_flight_or_not_at_all() {
+        let batches = [batch(1, 500), batch(2, 300), batch(3, 100)];
+        let mut done = in_flight("i-3", "c3", Some(3));
+        done.state = InstanceState::Succeeded;
+        // the oldest batch still in flight decides; a finished one does not
+        let instances = [
+            in_flight("i-1", "c1", Some(1)),
+            in_flight("i-2", "c2", Some(2)),
+            done,
+        ];
+        assert_eq!(in_flight_since(&instances, &batches), Some(300));
+        // an in-flight instance whose batch is unknown: no listing, every command is read
+        let unknown = [
+            in_flight("i-1", "c1", Some(1)),
+            in_flight("i-9", "c9", None),
+        ];
+        assert_eq!(in_flight_since(&unknown, &batches), None);
+    }
+
+    #[test]
+    fn a_command_has_news_when_ssm_counts_more_of_it_final_than_the_records() {
+        let mut first = in_flight("i-1", "c1", Some(1));
+        first.state = InstanceState::Succeeded;
+        let instances = [first, in_flight("i-2", "c1", Some(1))];
+        let counts = |n: u64| HashMap::from([("c1".to_string(), n)]);
+        assert!(!may_have_changed("c1", &instances, &counts(1)));
+        assert!(may_have_changed("c1", &instances, &counts(2)));
+        // not listed yet (eventual consistency): read it
+        assert!(may_have_changed("c1", &instances, &HashMap::new()));
+    }
 
     fn found(id: &str, instances: &[&str]) -> FoundCommand {
         FoundCommand {

@@ -112,6 +112,22 @@ def print_report(state: dict, client, run_id: str):
         print("skipped accounts:", json.dumps(summary["skippedAccounts"]))
 
 
+CONTROL_SERVICES = ("ssm", "sts", "resource-groups", "organizations")
+
+
+def print_control_calls(client, run_id: str) -> None:
+    """The control-plane calls the run made in the target accounts and the management account
+    (SSM, STS, Resource Groups, Organizations), as the simulator counted them, per targeted
+    instance: what a run costs the customer's API quotas."""
+    calls = {op: c["calls"] for op, c in client.oracle("stats")["calls"].items()
+             if op.split(":")[0] in CONTROL_SERVICES}
+    targeted = (client.summary(run_id) or {}).get("instancesTargeted") or 0
+    total = sum(calls.values())
+    top = ", ".join(f"{op} {n}" for op, n in sorted(calls.items(), key=lambda kv: -kv[1])[:4])
+    per = f"{total / targeted:.2f} per targeted instance" if targeted else "no instance targeted"
+    print(f"\ncontrol-plane calls: {total} ({per}); most: {top}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="fleetpatch demo on the local stack")
     ap.add_argument("--fleet", type=Path, default=ROOT / "tests" / "fleets" / "demo.toml")
@@ -151,6 +167,7 @@ def main(argv=None) -> int:
                  if execution["status"] != "SUCCEEDED" else "") + "\n", flush=True)
         print_report(state, client, run_id)
         status = (client.run_record(run_id) or {}).get("status")
+        print_control_calls(client, run_id)
         iam = client.oracle("iam")
         if iam.get("enabled"):
             calls = sum(d["count"] for d in iam["decisions"])

@@ -21,7 +21,8 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use fleetpatch::config::Config;
 use fleetpatch::dispatch::Dispatcher;
-use fleetpatch::model::LocationOutcome;
+use fleetpatch::model::{BatchRecord, BatchState, InstanceRecord, InstanceState, LocationOutcome};
+use fleetpatch::store::items;
 use fleetpatch::task::LocationTask;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -983,4 +984,87 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
     let out = out.expect("a transaction conflict is not an error");
     assert!(!out.done);
     assert_eq!(sent.all(), vec![ids(4)]);
+}
+
+#[tokio::test]
+async fn only_commands_whose_completed_count_moved_are_read() {
+    // GIVEN two commands in flight, of two instances each, from batches claimed a minute ago;
+    // SSM counts both invocations of cmd-a final and none of cmd-b
+    let all = ids(4);
+    let loc: fleetpatch::model::Location = LOC.parse().unwrap();
+    let claimed_at = fleetpatch::clock::now_epoch() - 60;
+    let mut items: Vec<Item> = Vec::new();
+    for (seq, cmd, ids) in [(1, "cmd-a", &all[..2]), (2, "cmd-b", &all[2..])] {
+        for id in ids {
+            let mut r = InstanceRecord::new(id, InstanceState::InFlight);
+            r.command_id = Some(cmd.into());
+            r.batch = Some(seq);
+            items.push(items::instance_item(RUN, &loc, &r));
+        }
+        let b = BatchRecord {
+            seq,
+            instance_ids: ids.to_vec(),
+            comment: format!("c{seq}"),
+            claimed_at,
+            state: BatchState::Sent,
+            command_id: Some(cmd.into()),
+        };
+        items.push(items::batch_item(RUN, &loc, &b));
+    }
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let listed: Captured<String> = Captured::default();
+    let l = listed.clone();
+    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
+        l.push(format!("{:?}", req.filters()));
+        let cmd = |id: &str, done: i32| {
+            Command::builder()
+                .command_id(id)
+                .target_count(2)
+                .completed_count(done)
+                .build()
+        };
+        ListCommandsOutput::builder()
+            .commands(cmd("cmd-a", 2))
+            .commands(cmd("cmd-b", 0))
+            .commands(cmd("someone-elses", 5))
+            .build()
+    });
+    let asked: Captured<String> = Captured::default();
+    let a = asked.clone();
+    let done = all[..2].to_vec();
+    let list_inv =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |req| {
+            a.push(req.command_id().unwrap_or_default().to_string());
+            let mut b = ListCommandInvocationsOutput::builder();
+            for id in &done {
+                b = b.command_invocations(
+                    CommandInvocation::builder()
+                        .instance_id(id.clone())
+                        .status(CommandInvocationStatus::Success)
+                        .status_details("Success")
+                        .build(),
+                );
+            }
+            b.build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN one ListCommands (AWS-RunPatchBaseline, invoked after the oldest claim) told which
+    // command had news, and only that command's invocations were read and recorded
+    assert_eq!(listed.all().len(), 1);
+    assert!(
+        listed.all()[0].contains("InvokedAfter"),
+        "{:?}",
+        listed.all()
+    );
+    assert_eq!(asked.all(), vec!["cmd-a".to_string()]);
+    let mut recorded = seen.moved_to("Succeeded");
+    recorded.sort();
+    assert_eq!(recorded, all[..2].to_vec());
 }
