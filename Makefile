@@ -16,7 +16,7 @@ help:
 	@echo "make test       run every test (unit, handler, simulator, fidelity, end to end)"
 	@echo "make lint       rustfmt, clippy (warnings denied), cargo-deny, cfn-lint, checkov, ASL validation"
 	@echo "make up / down  keep the local stack running for exploration / stop it"
-	@echo "make bench      print planning and dispatch-decision figures"
+	@echo "make bench      print planning and dispatch-decision figures, and each function's cold start"
 
 # The project-local virtualenv: moto, cargo-lambda, boto3, pytest (pinned).
 $(VENV)/.installed: tests/requirements.txt tests/fleetsim/fidelity/requirements.txt
@@ -76,8 +76,12 @@ up: venv build
 down:
 	$(PY) tests/localstack/stack.py down
 
-bench:
+# Prints figures, asserts nothing: planning and dispatch decisions, then each function's cold
+# start (release build, a local Runtime API: process start to first /next, and peak RSS).
+bench: venv
 	cargo run -q --release -p fleetpatch --example bench
+	cargo build -q --release -p fleetpatch-functions --bins
+	$(PY) tests/bench/init.py
 
 clean-local:
 	rm -rf .local
