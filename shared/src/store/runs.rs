@@ -89,20 +89,13 @@ impl Store {
         from: RunStatus,
         to: RunStatus,
     ) -> Result<bool> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(run_key(run_id)))
-            .update_expression("SET #st = :to, updatedAt = :now")
-            .condition_expression("#st = :from")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(":now", s(iso(now_epoch())))
-            .send()
-            .await;
-        conditional("dynamodb:UpdateItem", r)
+        self.update_run_if(
+            run_id,
+            "SET #st = :to, updatedAt = :now",
+            "#st = :from",
+            vec![(":to", s(to.as_str())), (":from", s(from.as_str()))],
+        )
+        .await
     }
 
     /// Writes the run's final status and summary, once. Returns false when another attempt
@@ -114,35 +107,21 @@ impl Store {
         status: RunStatus,
         summary: &T,
     ) -> Result<bool> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(run_key(run_id)))
-            .update_expression("SET #st = :st, summary = :sum, finishedAt = :now")
-            .condition_expression("attribute_not_exists(finishedAt)")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":st", s(status.as_str()))
-            .expression_attribute_values(":sum", json(summary)?)
-            .expression_attribute_values(":now", s(iso(now_epoch())))
-            .send()
-            .await;
-        conditional("dynamodb:UpdateItem", r)
+        self.update_run_if(
+            run_id,
+            "SET #st = :st, summary = :sum, finishedAt = :now",
+            "attribute_not_exists(finishedAt)",
+            vec![(":st", s(status.as_str())), (":sum", json(summary)?)],
+        )
+        .await
     }
 
     /// Whether the "Patch Run Completed" event of the run was sent (`completedEventAt`).
     pub async fn completed_event_sent(&self, run_id: &str) -> Result<bool> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(run_key(run_id)))
-            .projection_expression("completedEventAt")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
-        Ok(out.item.is_some_and(|i| i.contains_key("completedEventAt")))
+        Ok(self
+            .run_attribute(run_id, "completedEventAt")
+            .await?
+            .is_some())
     }
 
     /// The summary a finished run stored, if any.
@@ -150,25 +129,10 @@ impl Store {
         &self,
         run_id: &str,
     ) -> Result<Option<T>> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(run_key(run_id)))
-            .projection_expression("summary")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
-        let Some(raw) = out
-            .item
-            .as_ref()
-            .and_then(|i| i.get("summary"))
-            .and_then(|v| v.as_s().ok())
-        else {
+        let Some(AttributeValue::S(raw)) = self.run_attribute(run_id, "summary").await? else {
             return Ok(None);
         };
-        serde_json::from_str(raw)
+        serde_json::from_str(&raw)
             .map(Some)
             .map_err(|e| Error::Record(format!("attribute summary: {e}")))
     }
@@ -184,6 +148,45 @@ impl Store {
             .await
             .map_err(|e| from_sdk("dynamodb:UpdateItem", e))?;
         Ok(())
+    }
+
+    /// Updates the run item when `condition` holds (`#st` names `status`, `:now` is now):
+    /// Ok(false) when it did not.
+    async fn update_run_if(
+        &self,
+        run_id: &str,
+        set: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .update_expression(set)
+            .condition_expression(condition)
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":now", s(iso(now_epoch())));
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        conditional("dynamodb:UpdateItem", req.send().await)
+    }
+
+    /// One attribute of the run item (strongly consistent), if the item has it.
+    async fn run_attribute(&self, run_id: &str, name: &str) -> Result<Option<AttributeValue>> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(run_key(run_id)))
+            .projection_expression(name)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk("dynamodb:GetItem", e))?;
+        Ok(out.item.and_then(|mut i| i.remove(name)))
     }
 
     /// The run item's instance counters, as one transaction item (atomic ADD): every
