@@ -1,5 +1,5 @@
 //! The run summary and the human report: what aggregate stores on the run item and sends
-//! in the "Patch Run Completed" event, and what `fleetpatch-report` prints. Pure: built from
+//! in the "Patch Run Completed" event, and what `fleetpatch report` prints. Pure: built from
 //! the run and location records, bounded so that the largest run's summary fits its item
 //! and its event.
 
@@ -175,7 +175,7 @@ fn header(summary: &RunSummary) -> String {
 }
 
 /// Instance states shown as SKIPPED: never sent, or not delivered, and not counted as errors.
-const SKIPPED_STATES: [InstanceState; 8] = [
+pub const SKIPPED_STATES: [InstanceState; 8] = [
     InstanceState::Unmanaged,
     InstanceState::NotStarted,
     InstanceState::DeliveryTimedOut,
@@ -186,25 +186,59 @@ const SKIPPED_STATES: [InstanceState; 8] = [
     InstanceState::Terminated,
 ];
 
-fn location_line(l: &LocationRecord) -> String {
+/// One location's figures as every report shows them (the text report, and the `fleetpatch`
+/// command's table, CSV, JSON and HTML): failed counts `Failed` and `ExecutionTimedOut`,
+/// skipped counts [`SKIPPED_STATES`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationFigures {
+    pub location: String,
+    /// None while the location runs.
+    pub outcome: Option<LocationOutcome>,
+    pub targeted: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub offline: u64,
+    pub skipped: u64,
+    /// Patches missing after the run, over the location's instances.
+    pub missing: u64,
+    pub pending_reboot: u64,
+    pub reason: Option<String>,
+}
+
+pub fn location_figures(l: &LocationRecord) -> LocationFigures {
     let c = |k: InstanceState| l.counts.get(&k).copied().unwrap_or(0);
-    let failed = c(InstanceState::Failed) + c(InstanceState::ExecutionTimedOut);
-    let skipped: u64 = SKIPPED_STATES.iter().map(|s| c(*s)).sum();
     let comp = l.compliance.unwrap_or_default();
+    LocationFigures {
+        location: l.location.to_string(),
+        outcome: l.outcome,
+        targeted: l.targeted,
+        succeeded: c(InstanceState::Succeeded),
+        failed: c(InstanceState::Failed) + c(InstanceState::ExecutionTimedOut),
+        offline: c(InstanceState::Offline),
+        skipped: SKIPPED_STATES.iter().map(|s| c(*s)).sum(),
+        missing: comp.missing,
+        pending_reboot: comp.installed_pending_reboot,
+        reason: l.reason.clone().filter(|r| !r.is_empty()),
+    }
+}
+
+fn location_line(l: &LocationRecord) -> String {
+    let f = location_figures(l);
     format!(
         "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  {}\n",
-        l.location.to_string(),
-        l.outcome
+        f.location,
+        f.outcome
             .map(LocationOutcome::as_str)
             .unwrap_or("(running)"),
-        l.targeted,
-        c(InstanceState::Succeeded),
-        failed,
-        c(InstanceState::Offline),
-        skipped,
-        comp.missing,
-        comp.installed_pending_reboot,
-        l.reason.as_deref().unwrap_or("")
+        f.targeted,
+        f.succeeded,
+        f.failed,
+        f.offline,
+        f.skipped,
+        f.missing,
+        f.pending_reboot,
+        f.reason.as_deref().unwrap_or("")
     )
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""`make demo`: start the local stack over the demo fleet, run one Install across it, show
-progress while it runs, print the report, stop everything, exit 0 when the run completed.
+"""`make demo`: start the local stack over the demo fleet, run one Install across it through the
+`fleetpatch` command (`start --watch`, then `report`, and the HTML report written to a file
+whose path is printed), stop everything, exit 0 when the run completed.
 
 The fleet (tests/fleets/demo.toml): 5 member accounts under nested OUs, one without the
 execution role, one SUSPENDED; 3 Regions; 186 instances, some offline, some failing. The run
@@ -18,7 +19,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,74 +42,20 @@ DEMO_INPUT = {
 COMPLETED = {"Succeeded", "CompletedWithErrors", "StoppedByThreshold"}
 
 
-class Progress:
-    """One line, rewritten in place on a terminal; a line every few seconds otherwise."""
-
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
-        self.tty = sys.stdout.isatty()
-        self.start = time.monotonic()
-        self.last_print = 0.0
-        self.last_line = ""
-
-    def line(self) -> str:
-        rec = self.client.run_record(self.run_id) or {}
-        locs = self.client.locations(self.run_id)
-        outcomes = Counter(v["outcome"] for v in locs.values() if v.get("outcome"))
-        targeted = sum(int(v.get("targeted") or 0) for v in locs.values())
-        total = rec.get("locationCount") or len(locs) or "?"
-        out = "  ".join(f"{k} {n}" for k, n in sorted(outcomes.items()))
-        return (f"[{time.monotonic() - self.start:4.0f}s] {rec.get('status', 'Starting'):<9} "
-                f"locations {rec.get('locationsDone', 0)}/{total} done "
-                f"({rec.get('locationsFailed', 0)} failed)  "
-                f"instances {rec.get('instancesSent', 0)} sent, {rec.get('instancesDone', 0)} done"
-                f" of {targeted}" + (f"  | {out}" if out else ""))
-
-    def tick(self):
-        try:
-            line = self.line()
-        except Exception as e:  # noqa: BLE001 - progress is best effort
-            line = f"(progress unavailable: {e})"
-        now = time.monotonic()
-        if self.tty:
-            sys.stdout.write("\r\033[K" + line[: os.get_terminal_size().columns - 1])
-            sys.stdout.flush()
-        elif line != self.last_line and now - self.last_print >= 5:
-            print(line, flush=True)
-            self.last_print = now
-        self.last_line = line
-
-    def done(self):
-        self.tick()
-        if self.tty:
-            sys.stdout.write("\n")
-        elif self.last_line:
-            print(self.last_line)
-
-
-def print_report(state: dict, client, run_id: str):
-    exe = localstack.target_dir() / "debug" / "fleetpatch-report"
+def fleetpatch(state: dict, *args: str, timeout: float = 120, capture: bool = False):
+    """Runs the `fleetpatch` command as an operator would, pointed at the local stack (its
+    endpoint through AWS_ENDPOINT_URL, the state machine and table given explicitly, as the
+    local stack has no CloudFormation stack to read them from)."""
+    exe = localstack.target_dir() / "debug" / "fleetpatch"
     env = {**os.environ, "AWS_ENDPOINT_URL": state["endpoint"], "AWS_REGION": state["region"],
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_EC2_METADATA_DISABLED": "true"}
-    if exe.exists():
-        r = subprocess.run([str(exe), "--table", state["table"], "--run-id", run_id], env=env,
-                           capture_output=True, text=True, timeout=60)
-        if r.returncode == 0 and r.stdout.strip():
-            print(r.stdout.rstrip())
-            return
-        print(f"(fleetpatch-report failed: {r.stderr.strip()[:300]}; own summary follows)")
-    # Fallback: a per-location table from DynamoDB.
-    summary = client.summary(run_id)
-    print(f"run {run_id}: {summary.get('status')}")
-    print(f"{'location':<28} {'outcome':<18} {'targeted':>8}  states")
-    for loc, v in sorted(client.locations(run_id).items()):
-        counts = " ".join(f"{k}={n}" for k, n in sorted((v.get("counts") or {}).items()))
-        print(f"{loc:<28} {v.get('outcome') or '-':<18} {v.get('targeted') or 0:>8}  {counts}"
-              + (f"  ({v['reason'][:60]})" if v.get("reason") else ""))
-    print("compliance:", json.dumps(summary.get("compliance")))
-    if summary.get("skippedAccounts"):
-        print("skipped accounts:", json.dumps(summary["skippedAccounts"]))
+    env.pop("AWS_PROFILE", None)
+    argv = [str(exe), "--state-machine", state["state_machine_arn"], "--table", state["table"],
+            *args]
+    print("$ fleetpatch " + " ".join(args), flush=True)
+    return subprocess.run(argv, env=env, timeout=timeout, text=True,
+                          capture_output=capture)
 
 
 CONTROL_SERVICES = ("ssm", "sts", "resource-groups", "organizations")
@@ -157,15 +103,14 @@ def main(argv=None) -> int:
         client = localstack.StackClient(state)
         run_id = f"demo-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
         print("run input:", json.dumps(run_input), flush=True)
-        arn = client.start_run(run_input, name=run_id)
-        print(f"started run {run_id}", flush=True)
-        progress = Progress(client, run_id)
-        execution = client.wait_execution(arn, a.timeout, on_tick=progress.tick, tick=1.0)
-        progress.done()
-        print(f"\nexecution {execution['status']}"
-              + (f": {execution.get('error')}: {execution.get('cause')}"
-                 if execution["status"] != "SUCCEEDED" else "") + "\n", flush=True)
-        print_report(state, client, run_id)
+        input_file = a.state_dir / f"{run_id}.json"
+        input_file.write_text(json.dumps(run_input, indent=2))
+        watched = fleetpatch(state, "start", str(input_file), "--name", run_id, "--watch",
+                             timeout=a.timeout)
+        print(flush=True)
+        fleetpatch(state, "report", run_id)
+        html = a.state_dir / f"{run_id}.html"
+        fleetpatch(state, "report", run_id, "--format", "html", "--output", str(html))
         status = (client.run_record(run_id) or {}).get("status")
         print_control_calls(client, run_id)
         iam = client.oracle("iam")
@@ -177,15 +122,14 @@ def main(argv=None) -> int:
                 print(f"  DENIED {d.get('function') or d.get('app')}: {d['message']}")
         else:
             print("\nIAM: not evaluated (FLEETPATCH_IAM=off)")
-        ok = execution["status"] == "SUCCEEDED" and status in COMPLETED \
-            and not iam.get("denied")
+        ok = watched.returncode in (0, 1) and status in COMPLETED and not iam.get("denied")
         print(f"\nrun {run_id} ended {status}; "
               + ("demo OK" if ok else "demo FAILED") + f" in {time.monotonic() - t0:.0f}s")
         return 0 if ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the stack", file=sys.stderr)
         return 130
-    except (localstack.StackError, TimeoutError) as e:
+    except (localstack.StackError, TimeoutError, subprocess.TimeoutExpired) as e:
         print(f"\nerror: {e}", file=sys.stderr)
         return 1
     finally:

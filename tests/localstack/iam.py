@@ -14,8 +14,8 @@ Principals (P):
 - {"kind": "app", "app": "fleetpatch-plan"}: a function, by the SDK app name it sends in
   its user agent (`app/fleetpatch-<binary>`); mapped to the function whose
   `BuildProperties.Binary` is <binary>, then to its `Role`. `fleetpatch-operator` and
-  `fleetpatch-report` are the operator (the test harness, the demo, the report tool: a human
-  with administrator rights in AWS) and are always allowed.
+  `fleetpatch-cli` are the operator (the test harness, the demo, the `fleetpatch` command: a
+  human with administrator rights in AWS) and are always allowed.
 - {"kind": "assumed-role", "account", "role", "session"}: credentials from AssumeRole in a
   target account; the role named ExecutionRoleName is infra/target-account.yaml's role,
   resolved with that account's ID. sts:AssumeRole into it is also checked against the role's
@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
 TARGET_TEMPLATE = ROOT / "infra" / "target-account.yaml"
 REGION = "us-east-1"
-OPERATOR_APPS = {"fleetpatch-operator", "fleetpatch-report"}
+OPERATOR_APPS = {"fleetpatch-operator", "fleetpatch-cli"}
 APP_PREFIX = "fleetpatch-"
 # Condition operators moto's evaluator implements (moto.iam.policy_conditions).
 SUPPORTED_CONDITION_OPERATORS = {"StringEquals"}

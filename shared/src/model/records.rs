@@ -141,6 +141,17 @@ impl InstanceRecord {
     }
 }
 
+/// One instance as a run's ledger shows it (`fleetpatch report --instances`): its record,
+/// when its command was sent and when it reached its final state (ISO 8601, as stored), and
+/// its compliance after the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerEntry {
+    pub record: InstanceRecord,
+    pub sent_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub compliance: Option<Compliance>,
+}
+
 /// One instance's move as a handler decided it: `record` holds the new state and SSM's
 /// status; it is written only if the instance is still in `from`.
 #[derive(Debug, Clone, PartialEq)]

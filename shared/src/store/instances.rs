@@ -11,7 +11,8 @@ use super::{Store, MAX_TRANSACTION_ITEMS};
 use crate::clock::{iso, now_epoch};
 use crate::error::Result;
 use crate::model::{
-    BatchRecord, BatchState, Compliance, InstanceMove, InstanceRecord, InstanceState, Location,
+    BatchRecord, BatchState, Compliance, InstanceMove, InstanceRecord, InstanceState, LedgerEntry,
+    Location,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use std::collections::{HashMap, VecDeque};
@@ -60,6 +61,14 @@ impl Store {
             }
         }
         Ok((instances, batches))
+    }
+
+    /// Every instance of a location with its times and compliance: the run's ledger.
+    pub async fn list_ledger(&self, run_id: &str, l: &Location) -> Result<Vec<LedgerEntry>> {
+        let items = self
+            .query_all(location_pk(run_id, l), INSTANCE_PREFIX)
+            .await?;
+        items.iter().map(LedgerEntry::try_from).collect()
     }
 
     fn instance_update(

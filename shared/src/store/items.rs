@@ -9,7 +9,8 @@ use super::Item;
 use crate::clock::iso;
 use crate::error::{Error, Result};
 use crate::model::{
-    BatchRecord, Counts, InstanceRecord, InstanceState, Location, LocationRecord, RunRecord,
+    BatchRecord, Counts, InstanceRecord, InstanceState, LedgerEntry, Location, LocationRecord,
+    RunRecord,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -252,6 +253,19 @@ impl TryFrom<&Item> for InstanceRecord {
             command_id: get_s(item, "commandId"),
             ssm_status: get_s(item, "ssmStatus"),
             status_details: get_s(item, "statusDetails"),
+        })
+    }
+}
+
+impl TryFrom<&Item> for LedgerEntry {
+    type Error = Error;
+
+    fn try_from(item: &Item) -> Result<Self> {
+        Ok(LedgerEntry {
+            record: InstanceRecord::try_from(item)?,
+            sent_at: get_s(item, "sentAt"),
+            ended_at: get_s(item, "endedAt"),
+            compliance: optional_json(item, "compliance")?,
         })
     }
 }

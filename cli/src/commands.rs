@@ -1,0 +1,222 @@
+//! One function per subcommand: read what it needs, ask the library, print. The exit code
+//! follows from what each returns ([`Outcome`], or the kind of [`CliError`]).
+
+use crate::aws::{self, Aws};
+use crate::render::{self, LedgerRow, RunLine};
+use crate::watch;
+use crate::{html, Cli, CliError, Command, Format, Outcome, ReportArgs};
+use fleetpatch::clock::iso;
+use fleetpatch::input;
+use fleetpatch::model::{LocationRecord, RunStatus};
+use fleetpatch::report::{location_figures, summarize, LocationFigures, RunSummary};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
+    match cli.command {
+        Command::Validate { file } => validate(&file).map(|_| Outcome::Done),
+        Command::Start { file, name, watch } => {
+            let raw = validate(&file)?;
+            let aws = aws::connect(&cli.aws).await?;
+            let run_id = start(&aws, &raw, name).await?;
+            if watch {
+                watch_run(&aws, &run_id, Duration::from_secs(2)).await
+            } else {
+                Ok(Outcome::Done)
+            }
+        }
+        Command::Watch { run, interval } => {
+            let aws = aws::connect(&cli.aws).await?;
+            watch_run(&aws, &run, Duration::from_secs(interval.max(1))).await
+        }
+        Command::Report(args) => {
+            let aws = aws::connect(&cli.aws).await?;
+            report(&aws, &args).await
+        }
+        Command::List { last, format } => {
+            let aws = aws::connect(&cli.aws).await?;
+            list(&aws, last, format).await
+        }
+    }
+}
+
+/// Reads a run input and validates it with the library's validation (the one `plan` runs).
+/// Every violation goes to standard error; the input's text comes back when it is valid.
+fn validate(file: &Path) -> Result<String, CliError> {
+    let raw = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    }
+    .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let value: Value = serde_json::from_str(&raw)
+        .map_err(|e| CliError::Usage(format!("{}: not JSON: {e}", file.display())))?;
+
+    match input::validate(&value) {
+        Ok(run) => {
+            eprintln!(
+                "{}: valid: {} on group {}, {} account target(s) x {} Region(s)",
+                file.display(),
+                run.operation.as_str(),
+                run.resource_group,
+                run.accounts.len(),
+                run.regions.len()
+            );
+            Ok(raw)
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("  {e}");
+            }
+            Err(CliError::Usage(format!(
+                "{}: {} invalid field(s); nothing was started",
+                file.display(),
+                errors.len()
+            )))
+        }
+    }
+}
+
+/// A run ID from the clock: `run-20261130-162400-1a2b`.
+fn new_run_id() -> String {
+    let stamp: String = iso(fleetpatch::clock::now_epoch())
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let (date, time) = stamp.split_at(stamp.len().min(8));
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
+    format!("run-{date}-{time}-{suffix}")
+}
+
+async fn start(aws: &Aws, input: &str, name: Option<String>) -> Result<String, CliError> {
+    let run_id = name.unwrap_or_else(new_run_id);
+    let arn = aws.start(&run_id, input).await?;
+    println!("run ID:  {run_id}");
+    println!("console: {}", aws::console_url(&arn));
+    Ok(run_id)
+}
+
+async fn watch_run(aws: &Aws, run_id: &str, interval: Duration) -> Result<Outcome, CliError> {
+    let (execution, _) = watch::follow(aws, run_id, interval).await?;
+    let status = aws.store.get_run(run_id).await.ok().map(|r| r.status);
+    let shown = status.map_or("(no run record)", RunStatus::as_str);
+    match &execution.failure {
+        Some(f) => println!(
+            "run {run_id} ended {shown}; execution {}: {f}",
+            execution.status
+        ),
+        None => println!("run {run_id} ended {shown}; execution {}", execution.status),
+    }
+    Ok(match status {
+        Some(RunStatus::Succeeded) => Outcome::Done,
+        _ => Outcome::RunHadProblems,
+    })
+}
+
+/// The run's records: the run's summary, its locations' figures (sorted), and the ledger
+/// when asked for.
+async fn load_report(
+    aws: &Aws,
+    run_id: &str,
+    with_instances: bool,
+) -> Result<(RunSummary, Vec<LocationFigures>, Vec<LedgerRow>), CliError> {
+    let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot read run {run_id}: {e}"));
+    let run = aws.store.get_run(run_id).await.map_err(|e| match e {
+        fleetpatch::Error::Record(m) if m.contains("not found") => CliError::Usage(m),
+        e => failed(e),
+    })?;
+    let mut locations: Vec<LocationRecord> =
+        aws.store.list_locations(run_id).await.map_err(failed)?;
+    locations.sort_by(|a, b| a.location.cmp(&b.location));
+    let summary = summarize(run_id, run.status, &run, &locations);
+
+    let mut ledger = Vec::new();
+    if with_instances {
+        for l in &locations {
+            let entries = aws
+                .store
+                .list_ledger(run_id, &l.location)
+                .await
+                .map_err(failed)?;
+            ledger.extend(entries.iter().map(|e| LedgerRow::new(&l.location, e)));
+        }
+    }
+    let figures = locations.iter().map(location_figures).collect();
+    Ok((summary, figures, ledger))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
+    let with_instances = args.instances || args.format == Format::Html;
+    let (summary, figures, ledger) = load_report(aws, &args.run, with_instances).await?;
+    let csv_failed = |e: String| CliError::Failed(format!("cannot write CSV: {e}"));
+
+    let text = match (args.format, args.instances) {
+        (Format::Html, _) => html::report(&summary, &figures, &ledger),
+        (Format::Table, false) => render::report_table(&summary, &figures),
+        (Format::Table, true) => render::ledger_table(&ledger),
+        (Format::Csv, false) => {
+            render::csv_of(&figures, &render::LOCATION_CSV).map_err(csv_failed)?
+        }
+        (Format::Csv, true) => render::csv_of(&ledger, &render::LEDGER_CSV).map_err(csv_failed)?,
+        (Format::Json, false) => json(&render::ReportDoc {
+            summary: &summary,
+            locations: &figures,
+        })?,
+        (Format::Json, true) => json(&ledger)?,
+    };
+
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, text)
+                .map_err(|e| CliError::Failed(format!("cannot write {}: {e}", path.display())))?;
+            println!("report written to {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(Outcome::Done)
+}
+
+async fn list(aws: &Aws, last: i32, format: Format) -> Result<Outcome, CliError> {
+    let executions = aws.list(last).await?;
+    let mut runs = Vec::new();
+    for e in executions {
+        let run = aws.store.get_run(&e.name).await.ok();
+        let end = e.stopped.unwrap_or_else(aws::now);
+        runs.push(RunLine {
+            run_id: e.name.clone(),
+            status: run
+                .as_ref()
+                .map_or(e.status.clone(), |r| r.status.as_str().to_string()),
+            operation: run
+                .as_ref()
+                .map_or(String::new(), |r| r.input.operation.as_str().to_string()),
+            resource_group: run
+                .as_ref()
+                .map_or(String::new(), |r| r.input.resource_group.clone()),
+            started: iso(e.started as i64),
+            duration_seconds: (end - e.started).max(0.0) as u64,
+            locations: run.as_ref().map_or(0, |r| r.location_count),
+            locations_done: run.as_ref().map_or(0, |r| r.locations_done),
+            locations_failed: run.as_ref().map_or(0, |r| r.locations_failed),
+            instances_sent: run.as_ref().map_or(0, |r| r.instances_sent),
+            instances_done: run.as_ref().map_or(0, |r| r.instances_done),
+        });
+    }
+
+    let text = match format {
+        Format::Table => render::runs_table(&runs),
+        Format::Csv => render::csv_of(&runs, &render::RUN_CSV)
+            .map_err(|e| CliError::Failed(format!("cannot write CSV: {e}")))?,
+        Format::Json => json(&runs)?,
+        Format::Html => return Err(CliError::Usage("list has no html format".into())),
+    };
+    print!("{text}");
+    Ok(Outcome::Done)
+}

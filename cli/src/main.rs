@@ -1,0 +1,136 @@
+//! `fleetpatch`: the operator's command line. Validate a run input offline, start a run,
+//! watch it, read its report, list recent runs.
+//!
+//! Built on the `fleetpatch` library: `validate` calls the very validation `plan` runs
+//! ([`fleetpatch::input::validate`]), and every report is built by
+//! [`fleetpatch::report`]. AWS configuration follows the usual conventions (`AWS_PROFILE` or
+//! `--profile`, `--region`, `AWS_ENDPOINT_URL`); the state machine and the table come from
+//! the stack's outputs (`--stack`) or are given (`--state-machine`, `--table`).
+//!
+//! Exit codes, the same for every subcommand: 0 done, or the run succeeded; 1 the run ended
+//! with problems (or AWS could not be reached or refused a call); 2 bad usage or bad input.
+
+mod aws;
+mod commands;
+mod html;
+mod render;
+mod watch;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "Exit codes: 0 done, or the run succeeded; 1 the run ended with problems \
+(or an AWS call failed); 2 bad usage or bad input.";
+
+/// Patch fleets across AWS accounts and Regions: the operator's command line.
+#[derive(Debug, Parser)]
+#[command(name = "fleetpatch", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub aws: aws::AwsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a run input offline, with the validation the plan step runs; every violation is
+    /// listed.
+    #[command(after_help = EXIT_CODES)]
+    Validate {
+        /// The run input (JSON); `-` reads standard input.
+        file: PathBuf,
+    },
+    /// Start a run: print its run ID and the Step Functions console URL of its execution.
+    #[command(after_help = EXIT_CODES)]
+    Start {
+        /// The run input (JSON), validated before anything is started.
+        file: PathBuf,
+        /// The run ID (the execution's name); generated when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the run until it ends (as `watch`); the exit code follows its status.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a run until it ends: locations, instances, outcomes and an estimate of the time
+    /// left. The exit code follows the final status.
+    #[command(after_help = EXIT_CODES)]
+    Watch {
+        run: String,
+        /// Seconds between two reads of the run.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+    },
+    /// The report of a run.
+    #[command(after_help = EXIT_CODES)]
+    Report(ReportArgs),
+    /// Recent runs, newest first: status, operation, group, start, duration and counts.
+    #[command(after_help = EXIT_CODES)]
+    List {
+        /// How many runs.
+        #[arg(long, default_value_t = 20)]
+        last: i32,
+        /// table, csv or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    pub run: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// The per-instance ledger instead of the per-location report.
+    #[arg(long)]
+    pub instances: bool,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    /// One self-contained HTML file (no network fetches).
+    Html,
+}
+
+/// Why a command failed, and the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or bad input (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// An AWS call failed, or a run ended with problems (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a command achieved: done (0), or a run that ended with problems (1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    RunHadProblems,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli).await {
+        Ok(Outcome::Done) => ExitCode::SUCCESS,
+        Ok(Outcome::RunHadProblems) => ExitCode::from(1),
+        Err(CliError::Usage(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
