@@ -26,8 +26,15 @@ $(VENV)/.installed: tests/requirements.txt tests/fleetsim/fidelity/requirements.
 
 venv: $(VENV)/.installed
 
+# Each package on its own, the functions first and alone: `cargo lambda watch` runs
+# `cargo run --package fleetpatch-functions`, and a build that also selects fleetsim or the CLI
+# unifies other features into shared dependencies (tokio's `signal`, hyper's `server`,
+# serde_core's `default`), which made cargo lambda compile the whole tree a second time,
+# silently. Built this way, its `cargo run` finds everything up to date.
 build:
-	cargo build --workspace --bins
+	cargo build -p fleetpatch-functions --bins
+	cargo build -p fleetsim
+	cargo build -p fleetpatch-cli
 
 test: test-rust test-static test-fidelity test-e2e
 

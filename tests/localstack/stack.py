@@ -59,6 +59,7 @@ _TARGET_DIR: Path | None = None
 DEFAULT_DIR = Path(os.environ.get("FLEETPATCH_STACK_DIR", ROOT / ".local" / "stack"))
 DEFAULT_FLEET = ROOT / "tests" / "fleets" / "demo.toml"
 FUNCTIONS = ["plan", "expand", "dispatch", "settle", "aggregate"]
+BUILT_PACKAGES = ["fleetpatch-functions", "fleetsim", "fleetpatch-cli"]
 REGION = "us-east-1"
 TABLE = "fleetpatch-runs"
 QUEUE = "fleetpatch-events"
@@ -220,11 +221,16 @@ class Stack:
         if not self.build:
             return
         log = self.state_dir / "build.log"
+        # One package per build, the functions alone first: the very selection `cargo lambda
+        # watch` runs (`cargo run --package fleetpatch-functions`), so that its build is a
+        # no-op (a joint build unifies fleetsim's features into tokio and hyper, and cargo
+        # lambda then compiled the functions' whole tree again). See the Makefile's `build`.
         with open(log, "wb") as out:
-            r = subprocess.run(["cargo", "build", "-p", "fleetpatch-functions", "-p", "fleetsim"],
-                               cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        if r.returncode != 0:
-            raise StackError(f"cargo build failed; see {log}")
+            for package in BUILT_PACKAGES:
+                r = subprocess.run(["cargo", "build", "-p", package], cwd=ROOT, stdout=out,
+                                   stderr=subprocess.STDOUT)
+                if r.returncode != 0:
+                    raise StackError(f"cargo build -p {package} failed; see {log}")
 
     def start(self) -> dict:
         self.state_dir.mkdir(parents=True, exist_ok=True)
