@@ -3,7 +3,8 @@
 //! it makes. The only module of the command that sees SDK types besides the library's store.
 
 use crate::CliError;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+pub use aws_config::SdkConfig;
+use aws_config::{BehaviorVersion, Region};
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use clap::Args;
@@ -73,15 +74,21 @@ pub async fn sdk_config(args: &AwsArgs) -> SdkConfig {
     loader.load().await
 }
 
-/// Connects: the configuration, then the state machine and table (given, or read from the
-/// stack's outputs).
-pub async fn connect(args: &AwsArgs) -> Result<Aws, CliError> {
+/// The configuration alone (for commands that need no stack: preview), with a Region.
+pub async fn connect_sdk(args: &AwsArgs) -> Result<SdkConfig, CliError> {
     let sdk = sdk_config(args).await;
     if sdk.region().is_none() {
         return Err(CliError::Usage(
             "no AWS Region: pass --region, or set AWS_REGION or a profile's region".into(),
         ));
     }
+    Ok(sdk)
+}
+
+/// Connects: the configuration, then the state machine and table (given, or read from the
+/// stack's outputs).
+pub async fn connect(args: &AwsArgs) -> Result<Aws, CliError> {
+    let sdk = connect_sdk(args).await?;
 
     let targets = match (&args.state_machine, &args.table) {
         (Some(sm), Some(t)) => Targets {

@@ -16,6 +16,11 @@ use std::time::Duration;
 pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
     match cli.command {
         Command::Validate { file } => validate(&file).map(|_| Outcome::Done),
+        Command::Preview { file, format } => {
+            let raw = validate(&file)?;
+            let aws = aws::connect_sdk(&cli.aws).await?;
+            preview(&aws, &raw, format).await
+        }
         Command::Start { file, name, watch } => {
             let raw = validate(&file)?;
             let aws = aws::connect(&cli.aws).await?;
@@ -87,6 +92,23 @@ fn new_run_id() -> String {
     let (date, time) = stamp.split_at(stamp.len().min(8));
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..4];
     format!("run-{date}-{time}-{suffix}")
+}
+
+async fn preview(sdk: &aws::SdkConfig, raw: &str, format: Format) -> Result<Outcome, CliError> {
+    let value: Value =
+        serde_json::from_str(raw).map_err(|e| CliError::Usage(format!("not JSON: {e}")))?;
+    let run_input =
+        input::validate(&value).map_err(|errors| CliError::Usage(input::describe(&errors)))?;
+    let p = crate::preview::preview(sdk, run_input).await?;
+    let text = match format {
+        Format::Table => crate::preview::table(&p),
+        Format::Json => json(&p)?,
+        Format::Csv | Format::Html => {
+            return Err(CliError::Usage("preview writes table or json".into()))
+        }
+    };
+    print!("{text}");
+    Ok(Outcome::Done)
 }
 
 async fn start(aws: &Aws, input: &str, name: Option<String>) -> Result<String, CliError> {

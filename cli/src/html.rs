@@ -200,7 +200,10 @@ mod tests {
         assert!(page.contains("222222222222/us-east-1"));
         assert!(page.contains("2 failed, 1 tolerated, &quot;stop&quot;"));
         assert!(page.contains("i-0000000000000000b"));
-        assert!(!page.contains("i-0000000000000000a"), "a success is not a problem");
+        assert!(
+            !page.contains("i-0000000000000000a"),
+            "a success is not a problem"
+        );
         assert!(page.contains("Failed and skipped instances (1)"));
         for outside in ["http:", "https:", "<script", "src=", "@import"] {
             assert!(!page.contains(outside), "{outside}");

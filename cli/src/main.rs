@@ -13,6 +13,7 @@
 mod aws;
 mod commands;
 mod html;
+mod preview;
 mod render;
 mod watch;
 
@@ -41,6 +42,18 @@ pub enum Command {
     Validate {
         /// The run input (JSON); `-` reads standard input.
         file: PathBuf,
+    },
+    /// What a run would touch, read-only (writes nothing, sends no command): accounts
+    /// resolved and skipped, and per location the instances targeted, online, offline and
+    /// unmanaged, the window, the tolerated errors, and AccessDenied or GroupNotFound where
+    /// they would occur.
+    #[command(after_help = EXIT_CODES)]
+    Preview {
+        /// The run input (JSON); `-` reads standard input.
+        file: PathBuf,
+        /// table or json.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
     },
     /// Start a run: print its run ID and the Step Functions console URL of its execution.
     #[command(after_help = EXIT_CODES)]

@@ -79,7 +79,7 @@ pub struct RunLine {
     pub instances_done: u64,
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Disabled)
@@ -87,7 +87,7 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn right_align(t: &mut Table, columns: std::ops::Range<usize>) {
+pub(crate) fn right_align(t: &mut Table, columns: std::ops::Range<usize>) {
     for i in columns {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);

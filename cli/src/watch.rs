@@ -108,6 +108,19 @@ impl Progress {
     }
 }
 
+/// A bar of `len` steps on a terminal's standard error; hidden elsewhere.
+pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    let template = format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        b.set_style(style);
+    }
+    b
+}
+
 /// One read of the run: its execution, and its progress once plan has recorded it.
 async fn read(aws: &Aws, run_id: &str) -> Result<(Execution, Option<Progress>), CliError> {
     let execution = aws.describe(run_id).await?;

@@ -13,7 +13,7 @@ use fleetpatch::report::{location_figures, summarize};
 use serde_json::json;
 use std::path::PathBuf;
 
-fn check(name: &str, actual: &str) {
+pub(crate) fn check(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("snapshots")
         .join(name);
