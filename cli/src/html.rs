@@ -29,7 +29,7 @@ pub fn escape(s: &str) -> String {
 const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}\
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:2em}\
 table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}\
-td.n{text-align:right}th{background:#f3f3f3}\
+td.n{text-align:right}td:first-child{white-space:nowrap}th{background:#f3f3f3}\
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ccc;border-radius:6px;padding:.6em 1em;min-width:9em}\
 .card b{display:block;font-size:1.6em}.ok{color:#1a7f37}.bad{color:#b42318}.warn{color:#9a6700}";
 

@@ -216,7 +216,7 @@ pub fn table(p: &Preview) -> String {
             l.unmanaged.to_string(),
             l.window.to_string(),
             tolerated(l.tolerated),
-            l.reason.clone().unwrap_or_default(),
+            render::cell_text(l.reason.as_deref().unwrap_or_default()),
         ]);
     }
     render::right_align(&mut t, 2..8);

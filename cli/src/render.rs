@@ -108,6 +108,18 @@ const LOCATION_HEADER: [&str; 10] = [
     "WHY",
 ];
 
+/// A table cell shows at most this many characters of a reason (CSV, JSON and HTML keep it
+/// whole): a table stays readable in a terminal.
+pub const MAX_CELL_CHARS: usize = 120;
+
+/// `text` cut to [`MAX_CELL_CHARS`] characters, with `...` when cut.
+pub fn cell_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_CELL_CHARS) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 fn outcome(o: Option<LocationOutcome>) -> &'static str {
     o.map(LocationOutcome::as_str).unwrap_or("(running)")
 }
@@ -126,7 +138,7 @@ pub fn report_table(summary: &RunSummary, locations: &[LocationFigures]) -> Stri
             f.skipped.to_string(),
             f.missing.to_string(),
             f.pending_reboot.to_string(),
-            f.reason.clone().unwrap_or_default(),
+            cell_text(f.reason.as_deref().unwrap_or_default()),
         ]);
     }
     right_align(&mut t, 2..9);
@@ -226,7 +238,7 @@ pub fn ledger_table(rows: &[LedgerRow]) -> String {
             r.platform.clone(),
             r.state.clone(),
             r.ssm_status.clone(),
-            r.status_details.clone(),
+            cell_text(&r.status_details),
             r.command_id.clone(),
             r.sent_at.clone(),
             r.ended_at.clone(),

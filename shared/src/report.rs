@@ -1,7 +1,7 @@
-//! The run summary and the human report: what aggregate stores on the run item and sends
-//! in the "Patch Run Completed" event, and what `fleetpatch report` prints. Pure: built from
-//! the run and location records, bounded so that the largest run's summary fits its item
-//! and its event.
+//! The run summary and each location's figures: what aggregate stores on the run item and
+//! sends in the "Patch Run Completed" event, and what every format of `fleetpatch report`
+//! shows (the command renders them). Pure: built from the run and location records, bounded
+//! so that the largest run's summary fits its item and its event.
 
 use crate::model::{
     cut_text, first, Compliance, Counts, InstanceState, LocationOutcome, LocationRecord, RunRecord,
@@ -138,42 +138,6 @@ pub fn summarize(
     }
 }
 
-/// Renders a human report of a run: a header, one line per location, then totals.
-pub fn render_report(summary: &RunSummary, locations: &[LocationRecord]) -> String {
-    let mut out = header(summary);
-    let mut sorted: Vec<&LocationRecord> = locations.iter().collect();
-    sorted.sort_by(|a, b| a.location.cmp(&b.location));
-    for l in sorted {
-        out.push_str(&location_line(l));
-    }
-    out.push_str(&totals(summary));
-    out
-}
-
-fn header(summary: &RunSummary) -> String {
-    let title = format!(
-        "Run {}  {}  {} on group {}  -> {}\n",
-        summary.run_id,
-        summary.snapshot_id.as_deref().unwrap_or("-"),
-        summary.operation,
-        summary.resource_group,
-        summary.status.as_str()
-    );
-    let columns = format!(
-        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  WHY\n",
-        "LOCATION",
-        "OUTCOME",
-        "TARGETED",
-        "SUCCEEDED",
-        "FAILED",
-        "OFFLINE",
-        "SKIPPED",
-        "MISSING",
-        "PENDREBOOT",
-    );
-    title + &columns
-}
-
 /// Instance states shown as SKIPPED: never sent, or not delivered, and not counted as errors.
 pub const SKIPPED_STATES: [InstanceState; 8] = [
     InstanceState::Unmanaged,
@@ -186,8 +150,8 @@ pub const SKIPPED_STATES: [InstanceState; 8] = [
     InstanceState::Terminated,
 ];
 
-/// One location's figures as every report shows them (the text report, and the `fleetpatch`
-/// command's table, CSV, JSON and HTML): failed counts `Failed` and `ExecutionTimedOut`,
+/// One location's figures as every report shows them (the `fleetpatch` command's table, CSV,
+/// JSON and HTML): failed counts `Failed` and `ExecutionTimedOut`,
 /// skipped counts [`SKIPPED_STATES`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -221,67 +185,6 @@ pub fn location_figures(l: &LocationRecord) -> LocationFigures {
         pending_reboot: comp.installed_pending_reboot,
         reason: l.reason.clone().filter(|r| !r.is_empty()),
     }
-}
-
-fn location_line(l: &LocationRecord) -> String {
-    let f = location_figures(l);
-    format!(
-        "{:<28} {:<20} {:>8} {:>9} {:>7} {:>8} {:>8} {:>9} {:>10}  {}\n",
-        f.location,
-        f.outcome
-            .map(LocationOutcome::as_str)
-            .unwrap_or("(running)"),
-        f.targeted,
-        f.succeeded,
-        f.failed,
-        f.offline,
-        f.skipped,
-        f.missing,
-        f.pending_reboot,
-        f.reason.as_deref().unwrap_or("")
-    )
-}
-
-fn totals(summary: &RunSummary) -> String {
-    let outcomes: Vec<String> = summary
-        .location_outcomes
-        .iter()
-        .map(|(k, v)| format!("{}={v}", k.as_str()))
-        .collect();
-    let states: Vec<String> = summary
-        .instance_states
-        .iter()
-        .map(|(k, v)| format!("{}={v}", k.as_str()))
-        .collect();
-    let mut out = format!(
-        "Locations: {}  Instances targeted: {}  States: {}\n",
-        outcomes.join(" "),
-        summary.instances_targeted,
-        states.join(" ")
-    );
-
-    let comp = &summary.compliance;
-    out.push_str(&format!(
-        "Compliance: {}/{} instances compliant; installed {}, missing {}, failed {}, pending reboot {}\n",
-        comp.compliant_instances, comp.instances, comp.installed, comp.missing, comp.failed, comp.installed_pending_reboot
-    ));
-
-    if !summary.skipped_accounts.is_empty() {
-        let more = match summary.skipped_accounts_omitted {
-            0 => String::new(),
-            n => format!(", and {n} more"),
-        };
-        let listed: Vec<String> = summary
-            .skipped_accounts
-            .iter()
-            .map(|s| format!("{} ({})", s.account, s.reason))
-            .collect();
-        out.push_str(&format!(
-            "Accounts not targeted: {}{more}\n",
-            listed.join(", ")
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -368,10 +271,8 @@ mod tests {
         assert_eq!(s.problem_locations.len(), 1);
         assert_eq!(s.problem_locations[0].location, "222222222222/us-east-1");
         assert_eq!(s.skipped_accounts[0].reason, "SUSPENDED");
-        let report = render_report(&s, &locations);
-        assert!(report.contains("222222222222/us-east-1"));
-        assert!(report.contains("AccessDenied"));
-        assert!(report.contains("Compliance: 1/2 instances compliant"));
+        let figures = location_figures(&locations[0]);
+        assert_eq!((figures.succeeded, figures.offline, figures.skipped), (2, 1, 0));
     }
 
     #[test]
@@ -506,7 +407,5 @@ mod tests {
             reason.ends_with("(3796 more bytes in the location item)"),
             "{reason}"
         );
-        let report = render_report(&summary, &[]);
-        assert!(report.contains("and 19800 more"), "{report}");
     }
 }

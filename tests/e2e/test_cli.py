@@ -243,3 +243,33 @@ def test_preview_reads_what_the_run_then_does_and_writes_nothing(stack, runs):
         else:
             assert p["would"] == rec["outcome"] == "AccessDenied", (p, rec)
     assert {p["location"] for p in preview["perLocation"]} == set(recorded)
+
+
+def test_stack_outputs_name_the_state_machine_and_table(stack, runs):
+    # GIVEN a CloudFormation stack whose outputs name the state machine and the table
+    import boto3
+    cfn = boto3.client("cloudformation", endpoint_url=stack.endpoint,
+                       region_name=localstack.REGION, aws_access_key_id="testing",
+                       aws_secret_access_key="testing")
+    template = {
+        "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+        "Outputs": {"StateMachineArn": {"Value": stack.state["state_machine_arn"]},
+                    "TableName": {"Value": stack.state["table"]}},
+    }
+    cfn.create_stack(StackName="fleetpatch-cli-e2e", TemplateBody=json.dumps(template))
+    exe = localstack.target_dir() / "debug" / "fleetpatch"
+    env = {**os.environ, "AWS_ENDPOINT_URL": stack.endpoint, "AWS_REGION": localstack.REGION,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    for k in ("AWS_PROFILE", "FLEETPATCH_STATE_MACHINE", "FLEETPATCH_TABLE", "FLEETPATCH_STACK"):
+        env.pop(k, None)
+    # WHEN the command is given only the stack's name, or a stack that does not exist
+    found = subprocess.run([str(exe), "--stack", "fleetpatch-cli-e2e", "report", "cli-bad-run",
+                            "--format", "json"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    missing = subprocess.run([str(exe), "--stack", "no-such-stack", "list"], env=env,
+                             capture_output=True, text=True, timeout=60)
+    # THEN the outputs lead it to the run; a missing stack is bad usage, named
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["summary"]["runId"] == "cli-bad-run"
+    assert missing.returncode == 2 and "no-such-stack" in missing.stderr, missing.stderr

@@ -206,3 +206,23 @@ fn durations_read_as_people_write_them() {
     assert_eq!(duration(125), "2m05s");
     assert_eq!(duration(3725), "1h02m05s");
 }
+
+#[test]
+fn long_reasons_are_cut_in_tables_only() {
+    // GIVEN a reason longer than a table cell shows
+    let long = "é".repeat(MAX_CELL_CHARS + 5);
+    // THEN the table shows its first characters and says it was cut
+    let cut = cell_text(&long);
+    assert_eq!(cut.chars().count(), MAX_CELL_CHARS + 3);
+    assert!(cut.ends_with("..."));
+    assert_eq!(cell_text("short"), "short");
+}
+
+#[test]
+fn totals_say_how_many_skipped_accounts_are_not_listed() {
+    // GIVEN a summary that lists one skipped account of 21
+    let (mut summary, _, _) = finished_run();
+    summary.skipped_accounts_omitted = 20;
+    // THEN the totals name the listed one and count the others
+    assert!(totals(&summary).contains("999999999999 (SUSPENDED), and 20 more"));
+}
