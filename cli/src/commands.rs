@@ -9,6 +9,7 @@ use fleetpatch::clock::iso;
 use fleetpatch::input;
 use fleetpatch::model::{LocationRecord, RunStatus};
 use fleetpatch::report::{location_figures, summarize, LocationFigures, RunSummary};
+use fleetpatch::run;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
         Command::Watch { run, interval } => {
             let aws = aws::connect(&cli.aws).await?;
             watch_run(&aws, &run, Duration::from_secs(interval.max(1))).await
+        }
+        Command::Stop { run } => {
+            let aws = aws::connect(&cli.aws).await?;
+            stop(&aws, &run).await
         }
         Command::Report(args) => {
             let aws = aws::connect(&cli.aws).await?;
@@ -134,6 +139,41 @@ async fn watch_run(aws: &Aws, run_id: &str, interval: Duration) -> Result<Outcom
         Some(RunStatus::Succeeded) => Outcome::Done,
         _ => Outcome::RunHadProblems,
     })
+}
+
+/// Moves the run to Cancelling, from whichever status that may happen from
+/// ([`run::CANCELLABLE`]); each write is conditional on the status it leaves.
+async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
+    let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot stop run {run_id}: {e}"));
+    for from in run::CANCELLABLE {
+        if aws
+            .store
+            .set_run_status(run_id, from, RunStatus::Cancelling)
+            .await
+            .map_err(failed)?
+        {
+            println!(
+                "run {run_id}: {} -> Cancelling; nothing new starts, commands in flight run to their end",
+                from.as_str()
+            );
+            return Ok(Outcome::Done);
+        }
+    }
+
+    let status = aws.store.get_run(run_id).await.map_err(|e| match e {
+        fleetpatch::Error::Record(m) if m.contains("not found") => CliError::Usage(m),
+        e => failed(e),
+    })?;
+    match status.status {
+        RunStatus::Cancelling => {
+            println!("run {run_id} is already Cancelling");
+            Ok(Outcome::Done)
+        }
+        s => Err(CliError::Usage(format!(
+            "run {run_id} has already ended ({}); nothing to stop",
+            s.as_str()
+        ))),
+    }
 }
 
 /// The run's records: the run's summary, its locations' figures (sorted), and the ledger

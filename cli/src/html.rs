@@ -66,7 +66,7 @@ fn card(out: &mut String, label: &str, value: &str, class: &str) {
 fn summary_cards(out: &mut String, s: &RunSummary) {
     let status_class = match s.status.as_str() {
         "Succeeded" => "ok",
-        "Running" | "Stopping" => "warn",
+        "Running" | "Stopping" | "Cancelling" => "warn",
         _ => "bad",
     };
     let state = |k: InstanceState| s.instance_states.get(&k).copied().unwrap_or(0);

@@ -76,6 +76,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         interval: u64,
     },
+    /// Stop a run cleanly: it moves to Cancelling, every location starts nothing new from its
+    /// next round (pending instances end NotStarted, "run cancelled"), commands in flight run
+    /// to their end, then the run settles as Cancelled with its completion event.
+    #[command(after_help = EXIT_CODES)]
+    Stop { run: String },
     /// The report of a run.
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),

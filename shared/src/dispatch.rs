@@ -25,7 +25,7 @@ use crate::model::{
     RunRecord,
 };
 use crate::progress::{follow_commands, recover_claims, retire_pending, set_state, Release};
-use crate::run::{self, Entry, THRESHOLD_PASSED};
+use crate::run::{self, Entry};
 use crate::store::Store;
 use crate::task::LocationTask;
 use crate::window::{plan_round, Round};
@@ -105,12 +105,10 @@ impl<F: ClientFactory> Dispatcher<F> {
         .await?;
         follow_commands(store, run_id, &loc, &ssm, instances, &state.batches).await?;
 
-        // 3. Decide.
-        let round = plan_round(
-            &state.instances,
-            state.location.window,
-            state.location.tolerated,
-        );
+        // 3. Decide (a cancelled run starts nothing new).
+        let (window, tolerated) = (state.location.window, state.location.tolerated);
+        let round = plan_round(&state.instances, window, tolerated);
+        let (round, not_started_why) = run::round_for(&state.run, &state.instances, round);
 
         // 4. Apply.
         let (store, instances) = (&self.store, &mut state.instances);
@@ -120,7 +118,7 @@ impl<F: ClientFactory> Dispatcher<F> {
             &loc,
             instances,
             &round.not_started,
-            THRESHOLD_PASSED,
+            not_started_why,
         )
         .await?;
         self.start_batches(&state.run, &loc, &ssm, instances, &round.start)

@@ -272,7 +272,10 @@ mod tests {
         assert_eq!(s.problem_locations[0].location, "222222222222/us-east-1");
         assert_eq!(s.skipped_accounts[0].reason, "SUSPENDED");
         let figures = location_figures(&locations[0]);
-        assert_eq!((figures.succeeded, figures.offline, figures.skipped), (2, 1, 0));
+        assert_eq!(
+            (figures.succeeded, figures.offline, figures.skipped),
+            (2, 1, 0)
+        );
     }
 
     #[test]

@@ -7,19 +7,29 @@
 //! moves it to Dispatching (or straight to an outcome), settle records its outcome once. A
 //! run moves Running -> Stopping (the location error threshold was passed: locations not yet
 //! started are skipped, those running finish) -> a final status written once by aggregate.
+//! An operator's stop moves Running or Stopping -> Cancelling ([`CANCELLABLE`]): locations
+//! not yet started are skipped, and each running location starts nothing new from its next
+//! dispatch round (its pending instances end NotStarted, [`RUN_CANCELLED`]; commands in
+//! flight run to their end); aggregate then writes `Cancelled`.
 //!
 //! New run-level behaviour (waves, cancel, resume) belongs here: a new status or transition,
 //! a new reason a location may not start, a new final status.
 
+use crate::model::InstanceRecord;
 use crate::model::{
     InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus, Settled,
 };
 use crate::ratecontrol::threshold_passed;
+use crate::window::Round;
 
 /// Why pending instances end NotStarted (recorded as their `statusDetails`).
 pub const THRESHOLD_PASSED: &str = "instance error threshold passed";
 pub const LOCATION_ERRORED: &str = "the location ended with an error";
 pub const LOCATION_ENDED_EARLY: &str = "the location ended before it started";
+pub const RUN_CANCELLED: &str = "run cancelled";
+
+/// The statuses an operator's stop moves to [`RunStatus::Cancelling`].
+pub const CANCELLABLE: [RunStatus; 2] = [RunStatus::Running, RunStatus::Stopping];
 /// Why aggregate settles a location the Map never settled.
 pub const NEVER_FINISHED: &str = "the location never finished (its child execution ended early)";
 
@@ -48,6 +58,10 @@ pub fn may_start(run: &RunRecord, location: &LocationRecord) -> Entry {
     if let Some(done) = settled(location) {
         return done;
     }
+    if run.status == RunStatus::Cancelling {
+        let why = format!("not started: {RUN_CANCELLED}");
+        return Entry::Finish(LocationOutcome::Skipped, Some(why));
+    }
     if run.status != RunStatus::Running {
         let why = format!(
             "not started: the run's location error threshold ({}) was passed",
@@ -62,6 +76,33 @@ pub fn may_start(run: &RunRecord, location: &LocationRecord) -> Entry {
 /// finish, as SSM lets running invocations finish.
 pub fn may_continue(location: &LocationRecord) -> Entry {
     settled(location).unwrap_or(Entry::Proceed)
+}
+
+/// A dispatch round of a cancelled run: nothing new starts and every pending instance ends
+/// NotStarted (with [`RUN_CANCELLED`]); instances in flight are still followed. The round of
+/// any other run comes back as it was, with the reason its not-started instances get.
+pub fn round_for(
+    run: &RunRecord,
+    instances: &[InstanceRecord],
+    round: Round,
+) -> (Round, &'static str) {
+    if run.status != RunStatus::Cancelling {
+        return (round, THRESHOLD_PASSED);
+    }
+
+    let mut pending: Vec<String> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .map(|i| i.instance_id.clone())
+        .collect();
+    pending.sort();
+    let cancelled = Round {
+        start: Vec::new(),
+        not_started: pending,
+        done: round.in_flight == 0,
+        ..round
+    };
+    (cancelled, RUN_CANCELLED)
 }
 
 /// The outcome of a location whose instances all reached a final state.
@@ -141,6 +182,15 @@ pub fn final_status(stopping: bool, outcomes: &[LocationOutcome]) -> RunStatus {
     }
 }
 
+/// The final status of a run from the status it ends in and its locations: `Cancelled` when
+/// an operator stopped it, otherwise [`final_status`].
+pub fn run_final_status(status: RunStatus, outcomes: &[LocationOutcome]) -> RunStatus {
+    match status {
+        RunStatus::Cancelling | RunStatus::Cancelled => RunStatus::Cancelled,
+        s => final_status(s == RunStatus::Stopping, outcomes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +253,108 @@ mod tests {
             RunStatus::StoppedByThreshold
         );
         assert_eq!(final_status(false, &[]), RunStatus::Succeeded);
+    }
+
+    fn run(status: RunStatus) -> RunRecord {
+        RunRecord {
+            run_id: "r1".into(),
+            status,
+            input: crate::input::validate(&serde_json::json!({
+                "operation": "Install", "resourceGroup": "g",
+                "accounts": ["111111111111"], "regions": ["us-east-1"]
+            }))
+            .unwrap(),
+            accounts: vec!["111111111111".into()],
+            skipped_accounts: vec![],
+            skipped_accounts_omitted: 0,
+            location_count: 1,
+            location_window: 1,
+            locations_tolerated: None,
+            locations_done: 0,
+            locations_failed: 0,
+            instances_sent: 0,
+            instances_done: 0,
+            created_at: 0,
+        }
+    }
+
+    fn instances(states: &[(&str, InstanceState)]) -> Vec<InstanceRecord> {
+        states
+            .iter()
+            .map(|(id, s)| InstanceRecord::new(id, *s))
+            .collect()
+    }
+
+    #[test]
+    fn a_cancelled_run_starts_no_location() {
+        // GIVEN a location not yet started, in a run an operator stopped
+        let location =
+            LocationRecord::pending(crate::model::Location::new("111111111111", "us-east-1"));
+        // WHEN expand asks whether it may start
+        let entry = may_start(&run(RunStatus::Cancelling), &location);
+        // THEN it is skipped, saying why, and its account is never called
+        assert_eq!(
+            entry,
+            Entry::Finish(
+                LocationOutcome::Skipped,
+                Some("not started: run cancelled".into())
+            )
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_starts_nothing_new_and_follows_what_is_in_flight() {
+        // GIVEN a location with one command in flight and three instances pending, whose
+        // round would start two of them
+        let all = instances(&[
+            ("i-1", InstanceState::InFlight),
+            ("i-3", InstanceState::Pending),
+            ("i-2", InstanceState::Pending),
+            ("i-4", InstanceState::Pending),
+        ]);
+        let round = crate::window::plan_round(&all, 3, None);
+        assert_eq!(
+            round.start,
+            vec![vec!["i-2".to_string(), "i-3".to_string()]]
+        );
+        // WHEN the run is cancelled
+        let (cancelled, why) = round_for(&run(RunStatus::Cancelling), &all, round.clone());
+        // THEN nothing starts, every pending instance ends NotStarted with the reason, and
+        // the location is not done while its command runs
+        assert!(cancelled.start.is_empty());
+        assert_eq!(cancelled.not_started, vec!["i-2", "i-3", "i-4"]);
+        assert_eq!(why, RUN_CANCELLED);
+        assert!(!cancelled.done);
+        // AND once nothing is in flight, the location is done
+        let ended = instances(&[
+            ("i-1", InstanceState::Succeeded),
+            ("i-2", InstanceState::Pending),
+        ]);
+        let last = crate::window::plan_round(&ended, 3, None);
+        assert!(round_for(&run(RunStatus::Cancelling), &ended, last).0.done);
+        // AND a running run's round is unchanged
+        assert_eq!(
+            round_for(&run(RunStatus::Running), &all, round.clone()).0,
+            round
+        );
+    }
+
+    #[test]
+    fn a_cancelled_run_ends_cancelled_whatever_its_locations() {
+        use LocationOutcome::*;
+        assert_eq!(
+            run_final_status(RunStatus::Cancelling, &[Succeeded, Skipped]),
+            RunStatus::Cancelled
+        );
+        assert_eq!(
+            run_final_status(RunStatus::Stopping, &[ThresholdExceeded]),
+            RunStatus::StoppedByThreshold
+        );
+        assert_eq!(
+            run_final_status(RunStatus::Running, &[Succeeded]),
+            RunStatus::Succeeded
+        );
+        assert!(CANCELLABLE.contains(&RunStatus::Stopping));
+        assert!(!CANCELLABLE.contains(&RunStatus::Succeeded));
     }
 }

@@ -97,7 +97,7 @@ def test_bad_usage_exits_2(stack):
 
 
 def test_help_on_every_subcommand(stack):
-    for sub in ["validate", "preview", "start", "watch", "report", "list"]:
+    for sub in ["validate", "preview", "start", "watch", "report", "list", "stop"]:
         r = fleetpatch(stack, sub, "--help")
         assert r.returncode == 0 and "Exit codes" in r.stdout, (sub, r.stdout)
 
@@ -273,3 +273,48 @@ def test_stack_outputs_name_the_state_machine_and_table(stack, runs):
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["summary"]["runId"] == "cli-bad-run"
     assert missing.returncode == 2 and "no-such-stack" in missing.stderr, missing.stderr
+
+
+SLOW_ACCOUNT = "610000000004"
+
+
+def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
+    run_id = "cli-stop-run"
+    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
+        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
+        "--name", run_id)
+    assert started.returncode == 0, started.stderr
+    localstack.wait_until("a command in flight",
+                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
+                          120)
+    # WHEN the operator stops it
+    stop = fleetpatch(stack, "stop", run_id)
+    watched = fleetpatch(stack, "watch", run_id)
+    # THEN the stop was recorded, and the run settled as Cancelled (exit 1: not a success)
+    assert stop.returncode == 0 and "Running -> Cancelling" in stop.stdout, stop.stdout + stop.stderr
+    assert watched.returncode == 1, watched.stdout + watched.stderr
+    assert f"run {run_id} ended Cancelled" in watched.stdout
+    record = stack.run_record(run_id)
+    assert record["status"] == "Cancelled"
+    done = [e for e in stack.run_events(run_id, wait=15)
+            if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1 and done[0]["detail"]["status"] == "Cancelled", done
+    # AND nothing was lost: every instance ended; those sent a command ran it to its end,
+    # the others never started, with the reason; no command was sent after the stop
+    items = stack.instances(run_id, f"{SLOW_ACCOUNT}/us-east-1")
+    assert len(items) == 6
+    sent = {i for i, it in items.items() if it.get("commandId")}
+    assert sent and all(items[i]["state"] == "Succeeded" for i in sent), items
+    not_started = {i: it for i, it in items.items() if i not in sent}
+    assert not_started and all(it["state"] == "NotStarted"
+                               and it.get("statusDetails") == "run cancelled"
+                               for it in not_started.values()), not_started
+    oracle_sent = {i for c in stack.oracle("commands") if run_id in (c.get("comment") or "")
+                   for i in c["instance_ids"]}
+    assert oracle_sent == sent
+    assert int(record["instancesSent"]) == len(sent)
+    # AND a run that has ended cannot be stopped again, nor an unknown one
+    again = fleetpatch(stack, "stop", run_id)
+    assert again.returncode == 2 and "already ended (Cancelled)" in again.stderr, again.stderr
+    assert fleetpatch(stack, "stop", "no-such-run").returncode == 2

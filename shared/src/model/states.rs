@@ -271,6 +271,11 @@ pub enum RunStatus {
     StoppedByThreshold,
     /// The input was invalid; nothing was dispatched.
     Rejected,
+    /// An operator stopped the run (`fleetpatch stop`): nothing new starts, commands in
+    /// flight run to their end, pending instances end NotStarted.
+    Cancelling,
+    /// The run was stopped by an operator and has settled.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -283,6 +288,8 @@ impl RunStatus {
             RunStatus::CompletedWithErrors => "CompletedWithErrors",
             RunStatus::StoppedByThreshold => "StoppedByThreshold",
             RunStatus::Rejected => "Rejected",
+            RunStatus::Cancelling => "Cancelling",
+            RunStatus::Cancelled => "Cancelled",
         }
     }
 }
@@ -297,6 +304,8 @@ impl FromStr for RunStatus {
             RunStatus::CompletedWithErrors,
             RunStatus::StoppedByThreshold,
             RunStatus::Rejected,
+            RunStatus::Cancelling,
+            RunStatus::Cancelled,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
