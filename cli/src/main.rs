@@ -36,17 +36,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check a run input offline, with the validation the plan step runs; every violation is
-    /// listed.
+    /// Check a run input offline, with the validation plan runs; every violation listed.
     #[command(after_help = EXIT_CODES)]
     Validate {
         /// The run input (JSON); `-` reads standard input.
         file: PathBuf,
     },
-    /// What a run would touch, read-only (writes nothing, sends no command): accounts
-    /// resolved and skipped, and per location the instances targeted, online, offline and
-    /// unmanaged, the window, the tolerated errors, and AccessDenied or GroupNotFound where
-    /// they would occur.
+    /// What a run would touch, read-only: writes nothing, sends no command.
+    ///
+    /// Accounts resolved and skipped, and per location the instances targeted, online,
+    /// offline and unmanaged, the window, the tolerated errors, and AccessDenied or
+    /// GroupNotFound where they would occur.
     #[command(after_help = EXIT_CODES)]
     Preview {
         /// The run input (JSON); `-` reads standard input.
@@ -67,20 +67,28 @@ pub enum Command {
         #[arg(long)]
         watch: bool,
     },
-    /// Follow a run until it ends: locations, instances, outcomes and an estimate of the time
-    /// left. The exit code follows the final status.
+    /// Follow a run until it ends; the exit code follows its final status.
+    ///
+    /// Locations done and failed, instances sent and done of the total, outcomes, and an
+    /// estimate of the time left.
     #[command(after_help = EXIT_CODES)]
     Watch {
+        /// The run ID (the execution's name).
         run: String,
         /// Seconds between two reads of the run.
         #[arg(long, default_value_t = 2)]
         interval: u64,
     },
-    /// Stop a run cleanly: it moves to Cancelling, every location starts nothing new from its
-    /// next round (pending instances end NotStarted, "run cancelled"), commands in flight run
-    /// to their end, then the run settles as Cancelled with its completion event.
+    /// Stop a run cleanly: Cancelling, then Cancelled.
+    ///
+    /// Every location starts nothing new from its next round (pending instances end
+    /// NotStarted, "run cancelled"), commands in flight run to their end, then the run
+    /// settles as Cancelled with its completion event.
     #[command(after_help = EXIT_CODES)]
-    Stop { run: String },
+    Stop {
+        /// The run ID (the execution's name).
+        run: String,
+    },
     /// The report of a run.
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
@@ -98,6 +106,7 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// The run ID (the execution's name).
     pub run: String,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
