@@ -248,9 +248,11 @@ def test_preview_reads_what_the_run_then_does_and_writes_nothing(stack, runs):
 def test_stack_outputs_name_the_state_machine_and_table(stack, runs):
     # GIVEN a CloudFormation stack whose outputs name the state machine and the table
     import boto3
+    from botocore.config import Config
     cfn = boto3.client("cloudformation", endpoint_url=stack.endpoint,
                        region_name=localstack.REGION, aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
+                       aws_secret_access_key="testing",
+                       config=Config(user_agent_appid=localstack.OPERATOR_APP))
     template = {
         "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
         "Outputs": {"StateMachineArn": {"Value": stack.state["state_machine_arn"]},
