@@ -148,6 +148,9 @@ pub fn location_finished(
         return None;
     }
     let outcome = location_outcome(states.iter().copied(), stopping);
+    if let Some(cancelled) = cancelled_outcome(run, states, outcome) {
+        return Some(cancelled);
+    }
     let reason = (outcome == LocationOutcome::ThresholdExceeded).then(|| {
         format!(
             "{errors} counted error(s) passed targetErrorThreshold {}; remaining instances not started",
@@ -155,6 +158,27 @@ pub fn location_finished(
         )
     });
     Some((outcome, reason))
+}
+
+/// A location of a cancelled run that left instances NotStarted did not do all it was
+/// asked: Incomplete, saying how many never started, unless errors already make it worse.
+fn cancelled_outcome(
+    run: &RunRecord,
+    states: &[InstanceState],
+    outcome: LocationOutcome,
+) -> Option<(LocationOutcome, Option<String>)> {
+    let not_started = states
+        .iter()
+        .filter(|s| **s == InstanceState::NotStarted)
+        .count();
+    let benign = matches!(
+        outcome,
+        LocationOutcome::Succeeded | LocationOutcome::NoTargets | LocationOutcome::Incomplete
+    );
+    (run.status == RunStatus::Cancelling && not_started > 0 && benign).then(|| {
+        let why = format!("{RUN_CANCELLED}: {not_started} instance(s) not started");
+        (LocationOutcome::Incomplete, Some(why))
+    })
 }
 
 /// Whether settling this location moves the run to Stopping: its first settlement, a failed
@@ -336,6 +360,32 @@ mod tests {
         assert_eq!(
             round_for(&run(RunStatus::Running), &all, round.clone()).0,
             round
+        );
+    }
+
+    #[test]
+    fn a_location_a_stop_cut_short_is_incomplete() {
+        use InstanceState::*;
+        // GIVEN a location whose sent instances succeeded and whose others never started
+        let states = [Succeeded, NotStarted, NotStarted, Offline];
+        // WHEN the run was cancelled, THEN the location is Incomplete and says why
+        assert_eq!(
+            location_finished(&run(RunStatus::Cancelling), &states, 0, false),
+            Some((
+                LocationOutcome::Incomplete,
+                Some("run cancelled: 2 instance(s) not started".into())
+            ))
+        );
+        // AND a failure stays a failure
+        let failed = [Failed, NotStarted];
+        assert_eq!(
+            location_finished(&run(RunStatus::Cancelling), &failed, 1, false).map(|r| r.0),
+            Some(LocationOutcome::CompletedWithErrors)
+        );
+        // AND without a cancel, nothing changes
+        assert_eq!(
+            location_finished(&run(RunStatus::Running), &states, 0, false).map(|r| r.0),
+            Some(LocationOutcome::Succeeded)
         );
     }
 

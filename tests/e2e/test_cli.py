@@ -316,6 +316,9 @@ def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
                    for i in c["instance_ids"]}
     assert oracle_sent == sent
     assert int(record["instancesSent"]) == len(sent)
+    location = stack.locations(run_id)[f"{SLOW_ACCOUNT}/us-east-1"]
+    assert location["outcome"] == "Incomplete", location
+    assert location["reason"] == f"run cancelled: {len(not_started)} instance(s) not started"
     # AND a run that has ended cannot be stopped again, nor an unknown one
     again = fleetpatch(stack, "stop", run_id)
     assert again.returncode == 2 and "already ended (Cancelled)" in again.stderr, again.stderr
