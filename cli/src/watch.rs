@@ -208,6 +208,8 @@ mod tests {
             instances_sent: 15,
             instances_done: 12,
             created_at: 0,
+            halt: None,
+            alarms_read_at_ms: None,
         }
     }
 

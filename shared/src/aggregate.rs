@@ -81,7 +81,7 @@ impl<F: ClientFactory> Aggregator<F> {
             .iter()
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
-        let status = run::run_final_status(run.status, &outcomes);
+        let status = run::run_final_status(run.status, run.halt.as_ref(), &outcomes);
         let mut summary = summarize(run_id, status, &run, &locations);
         summary.not_read = not_read;
 

@@ -56,6 +56,8 @@ pub(crate) fn finished_run() -> (RunSummary, Vec<LocationFigures>, Vec<LedgerRow
         instances_sent: 4,
         instances_done: 4,
         created_at: 0,
+        halt: None,
+        alarms_read_at_ms: None,
     };
     let ok = LocationRecord {
         phase: Phase::Done,
