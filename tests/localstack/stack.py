@@ -226,8 +226,11 @@ class Stack:
         if not self.build:
             return
         log = self.state_dir / "build.log"
+        # the debug functions only when cargo lambda watch is to run them
+        packages = ["-p", "fleetsim"] + (["-p", "fleetpatch-functions"]
+                                         if self.lambdas and not self.release else [])
         with open(log, "wb") as out:
-            r = subprocess.run(["cargo", "build", "-p", "fleetpatch-functions", "-p", "fleetsim"],
+            r = subprocess.run(["cargo", "build", *packages],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             raise StackError(f"cargo build failed; see {log}")

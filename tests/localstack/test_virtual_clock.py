@@ -114,14 +114,20 @@ def test_when_everything_waits_the_coordinator_wakes_each_waiter_at_its_own_time
     assert sim.advances[:2] == [30_000, 15_000]
 
 
-def test_a_recent_state_transition_holds_the_clock_for_the_idle_margin():
+def test_a_recent_state_transition_holds_the_clock_and_counts_as_billed():
+    from moto.stepfunctions.parser.api import HistoryEventType
     sim = FakeSim()
     clock = VirtualClock(sim.now_ms, sim.advance_ms, idle_seconds=3600)
     waiter(clock, 30)
     until_waiting(clock, 1)
-    clock.event("TaskStateEntered")
+
+    # WHEN the interpreter records a state entered, and another event
+    clock.event(HistoryEventType.TaskStateEntered)
+    clock.event(HistoryEventType.TaskScheduled)
+
+    # THEN the clock holds for the idle margin, and only the state entered is a transition
     assert clock.tick() is False
-    assert clock.transitions["TaskStateEntered"] == 1
+    assert dict(clock.transitions) == {"TaskStateEntered": 1}
 
 
 def test_a_map_waiting_for_its_children_counts_again_before_the_last_child_ends(monkeypatch):

@@ -93,11 +93,12 @@ class VirtualClock:
             self.in_flight -= 1
             self.last_activity = time.monotonic()
 
-    def event(self, event_type: str) -> None:
+    def event(self, event_type) -> None:
+        name = str(getattr(event_type, "value", event_type))  # moto's HistoryEventType
         with self._cv:
             self.last_activity = time.monotonic()
-            if str(event_type).endswith("StateEntered"):
-                self.transitions[str(event_type)] += 1
+            if name.endswith("StateEntered"):
+                self.transitions[name] += 1
 
     # -- pools: a Map waiting for its children ------------------------------------------------
     def pool_await(self, pool, is_terminated: Callable[[], bool]) -> bool:
