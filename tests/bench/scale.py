@@ -175,8 +175,9 @@ def run_direct(size: str, fleet: Path, timeout: float) -> dict:
     build = subprocess.run(["cargo", "build", "-q", "--release", "-p", "fleetpatch",
                             "--example", "scale_driver"], cwd=ROOT, capture_output=True, text=True)
     if build.returncode != 0:
-        raise Unavailable("DIRECT's driver (`--example scale_driver`) does not build here: "
-                          + (build.stderr.strip().splitlines() or ["?"])[-1])
+        errors = [ln for ln in build.stderr.splitlines() if ln.startswith("error")] or ["?"]
+        raise Unavailable(f"DIRECT's driver (`--example scale_driver`) does not build here: "
+                          f"{errors[0]}")
     stack = localstack.Stack(fleet, OUT / f"stack-{size}-direct", speed=0.0,
                              poll_seconds=POLL_SECONDS, lambdas=False)
     with stack:
