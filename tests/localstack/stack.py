@@ -190,7 +190,8 @@ class Stack:
     def __init__(self, fleet: Path = DEFAULT_FLEET, state_dir: Path = DEFAULT_DIR,
                  speed: float | None = None, poll_seconds: int = 1, concurrency: int = 24,
                  reload: bool = False, build: bool = True, extra_env: dict | None = None,
-                 lambda_port: int | None = None, iam: bool | None = None):
+                 lambda_port: int | None = None, iam: bool | None = None,
+                 functions: bool = True):
         self.fleet = Path(fleet).resolve()
         self.state_dir = Path(state_dir)
         self.speed = speed
@@ -201,6 +202,9 @@ class Stack:
         self.extra_env = extra_env or {}
         self.lambda_port = lambda_port
         self.iam = iam_enabled() if iam is None else iam
+        # False: moto, fleetsim and the IAM evaluator only, no `cargo lambda watch` (the bench's
+        # in-process driver calls the handlers itself; Lambda Invoke then finds nothing).
+        self.functions = functions
         self.account = management_account(self.fleet)
         self.procs: dict[str, subprocess.Popen] = {}
         self.state: dict = {}
@@ -221,7 +225,8 @@ class Stack:
             return
         log = self.state_dir / "build.log"
         with open(log, "wb") as out:
-            r = subprocess.run(["cargo", "build", "-p", "fleetpatch-functions", "-p", "fleetsim"],
+            pkgs = ["-p", "fleetpatch-functions"] if self.functions else []
+            r = subprocess.run(["cargo", "build", *pkgs, "-p", "fleetsim"],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             raise StackError(f"cargo build failed; see {log}")
@@ -279,7 +284,7 @@ class Stack:
                                             timeout=2) is not None or True,
                        60, self.state_dir / "moto.log", p)
 
-            # 3. cargo lambda watch, the functions pointed at fleetsim.
+            # 3. cargo lambda watch, the functions pointed at fleetsim (unless `functions` is off).
             env = {
                 "FLEETPATCH_TABLE": TABLE,
                 "FLEETPATCH_EVENT_BUS": "default",
@@ -303,14 +308,16 @@ class Stack:
             if not self.reload:
                 argv.append("--ignore-changes")
             # cargo-lambda runs `cargo run`: it needs cargo on PATH, and the venv for zig.
-            p = self._spawn("cargo-lambda", argv,
-                            {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"})
+            if self.functions:
+                p = self._spawn("cargo-lambda", argv,
+                                {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"})
 
             def lambda_up():
                 with socket.create_connection(("127.0.0.1", lambda_port), timeout=1):
                     return True
-            wait_until("cargo lambda watch", lambda_up, 60,
-                       self.state_dir / "cargo-lambda.log", p)
+            if self.functions:
+                wait_until("cargo lambda watch", lambda_up, 60,
+                           self.state_dir / "cargo-lambda.log", p)
             self.state = {
                 "endpoint": sim_url, "fleetsim": sim_url, "moto": moto_url, "lambda": lambda_url,
                 "region": REGION, "account": self.account, "table": TABLE, "fleet": str(self.fleet),
@@ -320,7 +327,8 @@ class Stack:
             }
             (self.state_dir / "stack.json").write_text(json.dumps(self.state, indent=2))
             client = StackClient(self.state)
-            client.warm_up()
+            if self.functions:
+                client.warm_up()
             self.state.update(client.create_resources())
             (self.state_dir / "stack.json").write_text(json.dumps(self.state, indent=2))
             return self.state
