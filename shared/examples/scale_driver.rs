@@ -548,6 +548,21 @@ impl Driver {
         }
     }
 
+    /// Per function: invocations, and the sum and maximum of their wall-clock ms.
+    fn lambda_figures(&self) -> Value {
+        let stats = self.stats.borrow();
+        let figures: BTreeMap<&str, Value> = Function::ALL
+            .iter()
+            .map(|f| {
+                let s = stats.get(f);
+                let figure = json!({"invocations": s.map_or(0, |s| s.invocations),
+                    "ms": s.map_or(0.0, |s| s.ms), "max_ms": s.map_or(0.0, |s| s.max_ms)});
+                (f.name(), figure)
+            })
+            .collect();
+        json!(figures)
+    }
+
     fn enter(&self, state: &str) {
         self.transitions.borrow_mut().enter(state);
     }
@@ -785,18 +800,6 @@ async fn main() -> Result<(), AnyError> {
     let (run_id, status, summary) =
         run(&driver, &mut clock, input, &args.name, args.max_in_flight).await?;
 
-    let lambda: BTreeMap<&str, Value> = Function::ALL
-        .iter()
-        .map(|f| {
-            let stats = driver.stats.borrow();
-            let s = stats.get(f);
-            (
-                f.name(),
-                json!({"invocations": s.map_or(0, |s| s.invocations), "ms": s.map_or(0.0, |s| s.ms),
-                       "max_ms": s.map_or(0.0, |s| s.max_ms)}),
-            )
-        })
-        .collect();
     let t = driver.transitions.borrow();
     let result = json!({
         "run_id": run_id,
@@ -806,9 +809,12 @@ async fn main() -> Result<(), AnyError> {
         "transitions": t.total(),
         "transitions_by_state": t.by_state,
         "retries": *driver.retries.borrow(),
-        "lambda": lambda,
+        "lambda": driver.lambda_figures(),
         "final_status": status,
         "run_status": summary.get("status").cloned().unwrap_or(Value::Null),
+        "instances_targeted": summary.get("instancesTargeted").cloned().unwrap_or(Value::Null),
+        "instance_states": summary.get("instanceStates").cloned().unwrap_or(Value::Null),
+        "location_outcomes": summary.get("locationOutcomes").cloned().unwrap_or(Value::Null),
         "wall_seconds": wall.elapsed().as_secs_f64(),
         "max_in_flight": args.max_in_flight,
     });
