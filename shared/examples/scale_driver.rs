@@ -1,11 +1,12 @@
 //! `bench-scale --mode direct` (issue 8): runs the real handlers in-process, in the order
 //! `statemachine/patching.asl.json` calls them, against the same emulators as the local
-//! stack, on fleetsim's frozen clock. What moto's Step Functions interpreter cannot do at
-//! 100,000 instances on 2 cores, this does with the same handler code.
+//! stack, on fleetsim's frozen clock: issue 8's shortcut for fleet sizes that moto's Step
+//! Functions interpreter cannot run in time on 2 cores (the handler code is the same).
 //!
 //! ```text
 //! cargo run -p fleetpatch --example scale_driver -- --input RUN.json --name EXEC_NAME \
-//!     --out RESULT.json [--max-in-flight 24] [--lambda-timeout dispatch=120]...
+//!     --out RESULT.json [--max-in-flight 24] [--max-wall-seconds S] \
+//!     [--lambda-timeout dispatch=120]...
 //! ```
 //! with the functions' environment (`AWS_ENDPOINT_URL` = fleetsim, `FLEETPATCH_TABLE`, ...).
 //! `FLEETPATCH_SIM_URL` names fleetsim's oracle when it is not `AWS_ENDPOINT_URL`.
@@ -487,6 +488,9 @@ struct Driver {
     retry: BTreeMap<String, Vec<Retrier>>,
     timeouts: BTreeMap<String, Duration>,
     stats: RefCell<BTreeMap<Function, LambdaStats>>,
+    /// `--max-wall-seconds`: when the Map stops early (the run stays Running in the table,
+    /// and RESULT.json says `Incomplete`).
+    deadline: Option<Instant>,
     transitions: RefCell<Transitions>,
     retries: RefCell<u64>,
 }
@@ -588,6 +592,32 @@ struct MapRun<'a> {
 }
 
 impl<'a> MapRun<'a> {
+    fn new(
+        driver: &'a Driver,
+        run_id: &'a str,
+        locations: &'a [String],
+        max_concurrency: usize,
+        max_in_flight: usize,
+    ) -> Self {
+        MapRun {
+            driver,
+            run_id,
+            locations,
+            limit: if max_concurrency == 0 {
+                usize::MAX
+            } else {
+                max_concurrency
+            },
+            max_in_flight,
+            children: Vec::with_capacity(locations.len()),
+            ready: VecDeque::new(),
+            waiting: BinaryHeap::new(),
+            started: 0,
+            running: 0,
+            finished: 0,
+        }
+    }
+
     /// Starts children, in item order, while the Map has room.
     fn start_children(&mut self) {
         while self.running < self.limit && self.started < self.locations.len() {
@@ -685,24 +715,8 @@ async fn run_map(
     locations: &[String],
     max_concurrency: usize,
     max_in_flight: usize,
-) -> Result<(), AnyError> {
-    let mut map = MapRun {
-        driver,
-        run_id,
-        locations,
-        limit: if max_concurrency == 0 {
-            usize::MAX
-        } else {
-            max_concurrency
-        },
-        max_in_flight,
-        children: Vec::with_capacity(locations.len()),
-        ready: VecDeque::new(),
-        waiting: BinaryHeap::new(),
-        started: 0,
-        running: 0,
-        finished: 0,
-    };
+) -> Result<bool, AnyError> {
+    let mut map = MapRun::new(driver, run_id, locations, max_concurrency, max_in_flight);
     let mut in_flight: InFlight<'_> = FuturesUnordered::new();
     let (wall, sim_start) = (Instant::now(), clock.now_ms);
     let mut last_progress = Instant::now();
@@ -723,6 +737,11 @@ async fn run_map(
         if !map.wake(clock)? {
             break;
         }
+        if driver.deadline.is_some_and(|d| Instant::now() >= d) {
+            map.progress(clock.now_ms - sim_start, wall);
+            eprintln!("scale_driver: --max-wall-seconds reached: stopping the Map, no aggregate");
+            return Ok(false);
+        }
 
         if last_progress.elapsed() >= Duration::from_secs(10) {
             last_progress = Instant::now();
@@ -733,7 +752,7 @@ async fn run_map(
         let n = locations.len();
         return Err(format!("driver bug: {} of {n} locations finished", map.finished).into());
     }
-    Ok(())
+    Ok(true)
 }
 
 struct Args {
@@ -741,6 +760,7 @@ struct Args {
     name: String,
     out: String,
     max_in_flight: usize,
+    max_wall: Option<Duration>,
     timeouts: BTreeMap<String, Duration>,
 }
 
@@ -750,6 +770,7 @@ fn parse_args() -> Result<Args, AnyError> {
         name: String::new(),
         out: String::new(),
         max_in_flight: 24,
+        max_wall: None,
         timeouts: BTreeMap::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -760,6 +781,7 @@ fn parse_args() -> Result<Args, AnyError> {
             "--name" => a.name = v()?,
             "--out" => a.out = v()?,
             "--max-in-flight" => a.max_in_flight = v()?.parse()?,
+            "--max-wall-seconds" => a.max_wall = Some(Duration::from_secs(v()?.parse()?)),
             "--lambda-timeout" => {
                 let kv = v()?;
                 let (f, s) = kv
@@ -772,7 +794,7 @@ fn parse_args() -> Result<Args, AnyError> {
         }
     }
     if a.input.is_empty() || a.name.is_empty() || a.out.is_empty() || a.max_in_flight == 0 {
-        return Err("usage: scale_driver --input RUN.json --name EXEC_NAME --out RESULT.json [--max-in-flight N] [--lambda-timeout FN=S]...".into());
+        return Err("usage: scale_driver --input RUN.json --name EXEC_NAME --out RESULT.json [--max-in-flight N] [--max-wall-seconds S] [--lambda-timeout FN=S]...".into());
     }
     Ok(a)
 }
@@ -793,6 +815,7 @@ async fn main() -> Result<(), AnyError> {
         stats: RefCell::new(BTreeMap::new()),
         transitions: RefCell::new(Transitions::default()),
         retries: RefCell::new(0),
+        deadline: args.max_wall.map(|d| Instant::now() + d),
     };
     let wall = Instant::now();
     let sim_started_ms = clock.now_ms;
@@ -830,7 +853,8 @@ async fn main() -> Result<(), AnyError> {
 }
 
 /// The parent execution: Plan, the Map, LocationsDone, Aggregate (or AggregateFromRecords).
-/// Answers the run ID, the execution's status and aggregate's summary.
+/// Answers the run ID, the execution's status (`Incomplete` when `--max-wall-seconds`
+/// stopped the Map) and aggregate's summary.
 async fn run(
     driver: &Driver,
     clock: &mut SimClock,
@@ -867,7 +891,7 @@ async fn run(
     );
 
     driver.enter(PARENT_MAP);
-    run_map(
+    let complete = run_map(
         driver,
         clock,
         &run_id,
@@ -876,6 +900,9 @@ async fn run(
         max_in_flight,
     )
     .await?;
+    if !complete {
+        return Ok((run_id, "Incomplete", Value::Null));
+    }
 
     for state in PARENT_AFTER_MAP {
         driver.enter(state);
