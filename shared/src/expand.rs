@@ -4,12 +4,16 @@
 //! group but unknown to SSM: stopped, or no agent). A missing group or an unassumable role
 //! ends the location with its own outcome, never the run.
 
+use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory, TargetClients};
+use crate::clock::now_epoch_ms;
 use crate::config::Config;
 use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
+use crate::halt::{self, Check};
 use crate::model::{
-    count_states, Expansion, InstanceRecord, InstanceState, Location, LocationOutcome, RunRecord,
+    count_states, Expansion, InstanceRecord, InstanceState, Location, LocationOutcome, Phase,
+    RunRecord,
 };
 use crate::run::{self, Entry};
 use crate::store::Store;
@@ -22,6 +26,7 @@ pub struct Expander<F> {
     pub config: Config,
     pub store: Store,
     pub factory: F,
+    pub alarms: Alarms,
 }
 
 /// Classifies the group's instances by what SSM knows of them.
@@ -72,8 +77,17 @@ impl<F: ClientFactory> Expander<F> {
     /// find its instances, record them and what they make of the window.
     pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
         let loc = task.location()?;
-        let run = self.store.get_run(&task.run_id).await?;
+        let mut run = self.store.get_run(&task.run_id).await?;
         let record = self.store.get_location(&task.run_id, &loc).await?;
+        if record.phase != Phase::Done {
+            // A halted run (window closed, alarm in ALARM) starts no location: recorded here
+            // when this location is the first it stops.
+            let now = now_epoch_ms();
+            if let Check::Halt(h) = halt::check(&self.store, &self.alarms, &run, now).await? {
+                self.store.record_halt(&task.run_id, &h).await?;
+                run.halt = Some(h);
+            }
+        }
         if let Entry::Finish(outcome, reason) = run::may_start(&run, &record) {
             info!(run_id = %task.run_id, location = %loc, outcome = outcome.as_str(), "location not started");
             return Ok(task.finished(outcome, reason));
