@@ -27,6 +27,7 @@ pub mod expand;
 pub mod fleet;
 pub mod orgs;
 pub mod plan;
+pub mod poll;
 pub mod progress;
 pub mod regions;
 pub mod report;

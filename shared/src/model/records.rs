@@ -75,6 +75,11 @@ pub struct LocationRecord {
     pub counts: Counts,
     /// Compliance totals, written by aggregate.
     pub compliance: Option<Compliance>,
+    /// When the last dispatch round that wrote progress started (epoch ms).
+    pub progress_from_ms: Option<i64>,
+    /// The shortest claim-to-end time observed in the location, a lower bound in seconds
+    /// (see `poll::shortest_observed`).
+    pub shortest_run_seconds: Option<u64>,
 }
 
 impl LocationRecord {
@@ -93,6 +98,8 @@ impl LocationRecord {
             stopping: false,
             counts: Counts::new(),
             compliance: None,
+            progress_from_ms: None,
+            shortest_run_seconds: None,
         }
     }
 }

@@ -186,6 +186,12 @@ pub fn location_item(run_id: &str, l: &LocationRecord) -> Result<Item> {
     if let Some(c) = &l.compliance {
         item.insert("compliance".into(), json(c)?);
     }
+    if let Some(ms) = l.progress_from_ms {
+        item.insert("progressFrom".into(), AttributeValue::N(ms.to_string()));
+    }
+    if let Some(secs) = l.shortest_run_seconds {
+        item.insert("shortestRunSeconds".into(), n(secs));
+    }
     Ok(item)
 }
 
@@ -211,6 +217,8 @@ impl TryFrom<&Item> for LocationRecord {
             stopping: get_bool(item, "stopping"),
             counts: counts_of(item)?,
             compliance: optional_json(item, "compliance")?,
+            progress_from_ms: get_n(item, "progressFrom").and_then(|ms| i64::try_from(ms).ok()),
+            shortest_run_seconds: get_n(item, "shortestRunSeconds"),
         })
     }
 }

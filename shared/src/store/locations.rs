@@ -111,6 +111,30 @@ impl Store {
         conditional("dynamodb:UpdateItem", r)
     }
 
+    /// Lowers the location's shortest observed run to `seconds`, never raises it (a
+    /// conditional write: two rounds side by side keep the lower). Returns false when it
+    /// was already as low.
+    pub async fn lower_shortest_run(
+        &self,
+        run_id: &str,
+        l: &Location,
+        seconds: u64,
+    ) -> Result<bool> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(location_key(run_id, l)))
+            .update_expression("SET shortestRunSeconds = :v")
+            .condition_expression(
+                "attribute_exists(PK) AND (attribute_not_exists(shortestRunSeconds) OR shortestRunSeconds > :v)",
+            )
+            .expression_attribute_values(":v", n(seconds))
+            .send()
+            .await;
+        conditional("dynamodb:UpdateItem", r)
+    }
+
     /// Records a location's outcome once, and counts it on the run in the same transaction
     /// (`locationsDone`, and `locationsFailed` when it failed). A repeated call counts nothing.
     pub async fn settle_location(
