@@ -80,6 +80,16 @@ pub struct LocationRecord {
     /// The shortest claim-to-end time observed in the location, a lower bound in seconds
     /// (see `poll::shortest_observed`).
     pub shortest_run_seconds: Option<u64>,
+    /// How far expansion got; None before its first page is recorded.
+    pub expand_cursor: Option<ExpandCursor>,
+}
+
+/// How far a location's expansion got: the resource group's pages recorded so far, and
+/// the token of the next page to list (None once the last page is recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandCursor {
+    pub pages: u64,
+    pub next_token: Option<String>,
 }
 
 impl LocationRecord {
@@ -100,6 +110,7 @@ impl LocationRecord {
             compliance: None,
             progress_from_ms: None,
             shortest_run_seconds: None,
+            expand_cursor: None,
         }
     }
 }

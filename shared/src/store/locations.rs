@@ -8,7 +8,8 @@ use super::Store;
 use crate::clock::{iso, now_epoch};
 use crate::error::{from_sdk, Error, Result};
 use crate::model::{
-    Compliance, Counts, Expansion, Location, LocationOutcome, LocationRecord, Phase, Settled,
+    Compliance, Counts, ExpandCursor, Expansion, Location, LocationOutcome, LocationRecord, Phase,
+    Settled,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 
@@ -109,6 +110,36 @@ impl Store {
             .send()
             .await;
         conditional("dynamodb:UpdateItem", r)
+    }
+
+    /// Records how far expansion got, while the location is still Pending and only forward
+    /// (a retry running beside a late attempt never moves the cursor back). Returns false
+    /// when the cursor was not moved.
+    pub async fn set_expand_cursor(
+        &self,
+        run_id: &str,
+        l: &Location,
+        cursor: &ExpandCursor,
+    ) -> Result<bool> {
+        let set = match cursor.next_token {
+            Some(_) => "SET expandPages = :p, expandToken = :t",
+            None => "SET expandPages = :p REMOVE expandToken",
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(location_key(run_id, l)))
+            .update_expression(set)
+            .condition_expression(
+                "phase = :pending AND (attribute_not_exists(expandPages) OR expandPages < :p)",
+            )
+            .expression_attribute_values(":pending", s(Phase::Pending.as_str()))
+            .expression_attribute_values(":p", n(cursor.pages));
+        if let Some(t) = &cursor.next_token {
+            req = req.expression_attribute_values(":t", s(t));
+        }
+        conditional("dynamodb:UpdateItem", req.send().await)
     }
 
     /// Lowers the location's shortest observed run to `seconds`, never raises it (a
