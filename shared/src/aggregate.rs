@@ -81,7 +81,11 @@ impl<F: ClientFactory> Aggregator<F> {
             .iter()
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
-        let status = run::final_status(run.status == RunStatus::Stopping, &outcomes);
+        let status = run::final_status(
+            run.status == RunStatus::Stopping,
+            run.halt.as_ref(),
+            &outcomes,
+        );
         let mut summary = summarize(run_id, status, &run, &locations);
         summary.not_read = not_read;
 

@@ -7,7 +7,8 @@
 //!    status recorded and finished ones counted on the run in the same transaction;
 //! 3. decides, with the pure [`plan_round`], what to start and what will never start: at
 //!    most `window` instances in flight (a sliding window), nothing new once counted errors
-//!    pass the threshold;
+//!    pass the threshold, nor once the run is halted ([`crate::halt`]: the maintenance
+//!    window closed, or an alarm is in ALARM), nor this round while the alarms cannot be read;
 //! 4. applies it: retires what will never start, then claims each new batch of at most 50
 //!    instances with a conditional transaction *before* SendCommand, so that no retry or
 //!    repeat ever sends an instance a second command;
@@ -16,18 +17,22 @@
 //!    no round before then can see anything new ([`crate::poll`]: the shortest run observed
 //!    in the location, lowered here as instances are seen ending).
 
+use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory};
 use crate::clock::{now_epoch, now_epoch_ms};
 use crate::comment::comment;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fleet::{self, CommandSpec, SendOutcome};
+use crate::halt::{self, Check};
 use crate::model::{
     count_states, BatchRecord, BatchState, InstanceRecord, InstanceState, Location, LocationRecord,
     RunRecord,
 };
 use crate::poll::{next_wait, shortest_observed, PollView};
-use crate::progress::{follow_commands, recover_claims, retire_pending, set_state, Release};
+use crate::progress::{
+    follow_commands, pending_ids, recover_claims, retire_pending, set_state, Release,
+};
 use crate::run::{self, Entry, THRESHOLD_PASSED};
 use crate::store::Store;
 use crate::task::LocationTask;
@@ -40,6 +45,7 @@ pub struct Dispatcher<F> {
     pub config: Config,
     pub store: Store,
     pub factory: F,
+    pub alarms: Alarms,
 }
 
 fn command_spec(run: &RunRecord) -> CommandSpec {
@@ -97,13 +103,14 @@ impl<F: ClientFactory> Dispatcher<F> {
         self.follow(run_id, &loc, &ssm, &mut state).await?;
 
         // 3. Decide.
-        let round = plan_round(
-            &state.instances,
-            state.location.window,
-            state.location.tolerated,
-        );
+        let check = halt::check(&self.store, &self.alarms, &state.run, now_epoch_ms()).await?;
+        let (round, retire_reason) = decide(&state, &check);
 
         // 4. Apply.
+        if let (Check::Halt(h), false) = (&check, round.not_started.is_empty()) {
+            self.store.record_halt(run_id, h).await?;
+            state.run.halt = Some(h.clone());
+        }
         let (store, instances) = (&self.store, &mut state.instances);
         retire_pending(
             store,
@@ -111,7 +118,7 @@ impl<F: ClientFactory> Dispatcher<F> {
             &loc,
             instances,
             &round.not_started,
-            THRESHOLD_PASSED,
+            &retire_reason,
         )
         .await?;
         let started = self
@@ -415,6 +422,29 @@ fn set_claimed(instances: &mut [InstanceRecord], ids: &[String], seq: u64) {
         .filter(|i| ids.contains(&i.instance_id))
     {
         i.batch = Some(seq);
+    }
+}
+
+/// The round: the sliding window's, unless the run is halted (nothing starts, every pending
+/// instance ends NotStarted with the halt's reason) or on hold (nothing starts this round).
+/// The instance threshold, once passed, keeps its own reason.
+fn decide(state: &Loaded, check: &Check) -> (Round, String) {
+    let mut round = plan_round(
+        &state.instances,
+        state.location.window,
+        state.location.tolerated,
+    );
+    match check {
+        Check::Halt(h) if !round.stopping => {
+            round.start.clear();
+            round.not_started = pending_ids(&state.instances);
+            (round, run::halt_reason(h))
+        }
+        Check::Hold(_) => {
+            round.start.clear();
+            (round, THRESHOLD_PASSED.to_string())
+        }
+        _ => (round, THRESHOLD_PASSED.to_string()),
     }
 }
 

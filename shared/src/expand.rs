@@ -11,13 +11,16 @@
 //! sent goes back to Pending. The window and counts are taken from the recorded instances,
 //! whichever attempt recorded them.
 
+use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory, TargetClients};
+use crate::clock::now_epoch_ms;
 use crate::config::Config;
 use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
+use crate::halt::{self, Check};
 use crate::model::{
     count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
-    LocationOutcome, RunRecord,
+    LocationOutcome, Phase, RunRecord,
 };
 use crate::run::{self, Entry};
 use crate::store::Store;
@@ -30,6 +33,7 @@ pub struct Expander<F> {
     pub config: Config,
     pub store: Store,
     pub factory: F,
+    pub alarms: Alarms,
 }
 
 /// Classifies the group's instances by what SSM knows of them.
@@ -83,8 +87,11 @@ impl<F: ClientFactory> Expander<F> {
     pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
         let loc = task.location()?;
         let run_id = task.run_id.as_str();
-        let run = self.store.get_run(run_id).await?;
+        let mut run = self.store.get_run(run_id).await?;
         let record = self.store.get_location(run_id, &loc).await?;
+        if record.phase != Phase::Done {
+            self.record_halt(run_id, &mut run).await?;
+        }
         if let Entry::Finish(outcome, reason) = run::may_start(&run, &record) {
             info!(run_id, location = %loc, outcome = outcome.as_str(), "location not started");
             return Ok(task.finished(outcome, reason));
@@ -116,6 +123,17 @@ impl<F: ClientFactory> Expander<F> {
             return Ok(task.finished(LocationOutcome::NoTargets, Some(why)));
         }
         Ok(task.again(0))
+    }
+
+    /// A halted run (window closed, alarm in ALARM) starts no location: recorded here when
+    /// this location is the first it stops.
+    async fn record_halt(&self, run_id: &str, run: &mut RunRecord) -> Result<()> {
+        let now = now_epoch_ms();
+        if let Check::Halt(h) = halt::check(&self.store, &self.alarms, run, now).await? {
+            self.store.record_halt(run_id, &h).await?;
+            run.halt = Some(h);
+        }
+        Ok(())
     }
 
     /// Assumes the execution role, then records the group's instances page by page from

@@ -21,10 +21,12 @@ pub mod store;
 
 pub use error::{Error, Result};
 pub mod aggregate;
+pub mod alarms;
 pub mod dispatch;
 pub mod events;
 pub mod expand;
 pub mod fleet;
+pub mod halt;
 pub mod orgs;
 pub mod plan;
 pub mod poll;

@@ -1,7 +1,8 @@
 //! The `plan` function: validate the input, resolve OUs, build the account x Region
 //! locations, turn percentages into numbers, write the run record and announce the run.
 
-use crate::clock::now_epoch;
+use crate::alarms::Alarms;
+use crate::clock::{now_epoch, now_epoch_ms};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::events;
@@ -32,6 +33,8 @@ pub struct Planner {
     /// SSM in the function's own account and Region: the public list of AWS Regions.
     pub ssm: aws_sdk_ssm::Client,
     pub events: aws_sdk_eventbridge::Client,
+    /// CloudWatch: the alarms of `stopOnAlarms` must exist.
+    pub alarms: Alarms,
 }
 
 /// Every location: each account in each Region, accounts in order, Regions in order.
@@ -119,6 +122,8 @@ pub fn decide(
         instances_sent: 0,
         instances_done: 0,
         created_at: now,
+        halt: None,
+        alarms_read_at_ms: None,
     };
     Ok(Planned {
         record,
@@ -171,6 +176,14 @@ impl Planner {
     ) -> Result<std::result::Result<orgs::Resolved, Vec<FieldError>>> {
         let known = regions::aws_regions(&self.ssm).await?;
         let mut errs = input::unknown_regions(raw, &known);
+        errs.extend(input::timing_violations(run_input, now_epoch_ms()));
+        errs.extend(self.alarms.missing(&run_input.stop_on_alarms).await?);
+        if run_input.has_hooks() {
+            errs.push(FieldError {
+                field: "preInstallHook/postInstallHook".into(),
+                rule: "install hooks (AWS-RunPatchBaselineWithHooks) are not dispatched by this version; remove them".into(),
+            });
+        }
         let resolved =
             orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?;
         Ok(match resolved {

@@ -281,6 +281,8 @@ mod tests {
             instances_sent: 0,
             instances_done: 0,
             created_at: 0,
+            halt: None,
+            alarms_read_at_ms: None,
         }
     }
 

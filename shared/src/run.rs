@@ -8,11 +8,18 @@
 //! run moves Running -> Stopping (the location error threshold was passed: locations not yet
 //! started are skipped, those running finish) -> a final status written once by aggregate.
 //!
+//! A run can also be *halted* ([`Halt`]): its maintenance window (`notAfter`) closed, or an
+//! alarm of `stopOnAlarms` was seen in ALARM. From then on nothing new starts anywhere:
+//! locations not started are Skipped, pending instances end NotStarted with the halt's
+//! reason, commands in flight finish, and the run ends StoppedByWindow / StoppedByAlarm. The
+//! first halt is recorded on the run item and stands; a window that closes after everything
+//! started changes nothing.
+//!
 //! New run-level behaviour (waves, cancel, resume) belongs here: a new status or transition,
 //! a new reason a location may not start, a new final status.
 
 use crate::model::{
-    InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus, Settled,
+    Halt, InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus, Settled,
 };
 use crate::ratecontrol::threshold_passed;
 
@@ -22,6 +29,41 @@ pub const LOCATION_ERRORED: &str = "the location ended with an error";
 pub const LOCATION_ENDED_EARLY: &str = "the location ended before it started";
 /// Why aggregate settles a location the Map never settled.
 pub const NEVER_FINISHED: &str = "the location never finished (its child execution ended early)";
+
+/// One read of `stopOnAlarms` serves every location of the run for this long, so that a run
+/// of hundreds of locations reads the alarms a few times a minute, far under CloudWatch's
+/// DescribeAlarms quota, however many locations poll.
+pub const ALARM_READ_INTERVAL_MS: i64 = 10_000;
+
+/// The words a halt is recorded with (the NotStarted instances' `statusDetails`, the
+/// skipped and stopped locations' reason).
+pub fn halt_reason(halt: &Halt) -> String {
+    match halt {
+        Halt::WindowClosed { .. } => "maintenance window closed".into(),
+        Halt::Alarm { alarm } => format!("alarm {alarm} in ALARM"),
+    }
+}
+
+/// The halt in force at `now_ms`: the recorded one, else the window's end once it passed.
+pub fn halt_at(run: &RunRecord, now_ms: i64) -> Option<Halt> {
+    if let Some(h) = &run.halt {
+        return Some(h.clone());
+    }
+    let closes = run.input.not_after_ms()?;
+    (now_ms >= closes).then(|| Halt::WindowClosed {
+        not_after: run.input.not_after.clone().unwrap_or_default(),
+    })
+}
+
+/// Whether this round must read the alarms: the run names some, is not halted yet, and no
+/// location read them in the last [`ALARM_READ_INTERVAL_MS`].
+pub fn alarms_due(run: &RunRecord, now_ms: i64) -> bool {
+    !run.input.stop_on_alarms.is_empty()
+        && run.halt.is_none()
+        && run
+            .alarms_read_at_ms
+            .is_none_or(|t| now_ms - t >= ALARM_READ_INTERVAL_MS)
+}
 
 /// What a location handler does on entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +89,10 @@ fn settled(location: &LocationRecord) -> Option<Entry> {
 pub fn may_start(run: &RunRecord, location: &LocationRecord) -> Entry {
     if let Some(done) = settled(location) {
         return done;
+    }
+    if let Some(halt) = &run.halt {
+        let why = format!("not started: {}", halt_reason(halt));
+        return Entry::Finish(LocationOutcome::Skipped, Some(why));
     }
     if run.status != RunStatus::Running {
         let why = format!(
@@ -96,7 +142,8 @@ pub fn location_outcome(
 }
 
 /// A location's outcome once every instance is final, with its reason; None while some are
-/// still live. `stopping`: the instance error threshold was passed.
+/// still live. `stopping`: the instance error threshold was passed. A halted run's location
+/// that left instances not started is Stopped, with the halt's reason.
 pub fn location_finished(
     run: &RunRecord,
     states: &[InstanceState],
@@ -105,6 +152,16 @@ pub fn location_finished(
 ) -> Option<(LocationOutcome, Option<String>)> {
     if !states.iter().all(|s| s.is_terminal()) {
         return None;
+    }
+    if let (Some(halt), false) = (&run.halt, stopping) {
+        let left = states
+            .iter()
+            .filter(|s| **s == InstanceState::NotStarted)
+            .count();
+        if left > 0 {
+            let why = format!("{}: {left} instance(s) not started", halt_reason(halt));
+            return Some((LocationOutcome::Stopped, Some(why)));
+        }
     }
     let outcome = location_outcome(states.iter().copied(), stopping);
     let reason = (outcome == LocationOutcome::ThresholdExceeded).then(|| {
@@ -125,10 +182,20 @@ pub fn stops_run(settled: &Settled, outcome: LocationOutcome, run: &RunRecord) -
         && threshold_passed(settled.locations_failed, run.locations_tolerated)
 }
 
-/// The final status of a run from its locations. Rule: the run stopped by the location
-/// threshold if it was stopping; succeeded if every location succeeded or had nothing to
-/// patch; otherwise completed with errors.
-pub fn final_status(stopping: bool, outcomes: &[LocationOutcome]) -> RunStatus {
+/// The final status of a run from its locations. Rule: a halted run stopped by its alarm or
+/// its window; the run stopped by the location threshold if it was stopping; succeeded if
+/// every location succeeded or had nothing to patch; otherwise completed with errors.
+pub fn final_status(
+    stopping: bool,
+    halt: Option<&Halt>,
+    outcomes: &[LocationOutcome],
+) -> RunStatus {
+    if let Some(h) = halt {
+        return match h {
+            Halt::Alarm { .. } => RunStatus::StoppedByAlarm,
+            Halt::WindowClosed { .. } => RunStatus::StoppedByWindow,
+        };
+    }
     if stopping {
         RunStatus::StoppedByThreshold
     } else if outcomes
@@ -179,29 +246,129 @@ mod tests {
     fn final_status_for_each_outcome_mix() {
         use LocationOutcome::*;
         assert_eq!(
-            final_status(false, &[Succeeded, NoTargets]),
+            final_status(false, None, &[Succeeded, NoTargets]),
             RunStatus::Succeeded
         );
         assert_eq!(
-            final_status(false, &[Succeeded, CompletedWithErrors]),
+            final_status(false, None, &[Succeeded, CompletedWithErrors]),
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
-            final_status(false, &[Succeeded, AccessDenied]),
+            final_status(false, None, &[Succeeded, AccessDenied]),
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
-            final_status(false, &[GroupNotFound]),
+            final_status(false, None, &[GroupNotFound]),
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
-            final_status(false, &[Incomplete]),
+            final_status(false, None, &[Incomplete]),
             RunStatus::CompletedWithErrors
         );
         assert_eq!(
-            final_status(true, &[ThresholdExceeded, Skipped, Skipped]),
+            final_status(true, None, &[ThresholdExceeded, Skipped, Skipped]),
             RunStatus::StoppedByThreshold
         );
-        assert_eq!(final_status(false, &[]), RunStatus::Succeeded);
+        assert_eq!(final_status(false, None, &[]), RunStatus::Succeeded);
+    }
+
+    fn run_with(extra: serde_json::Value) -> RunRecord {
+        let mut raw = serde_json::json!({"operation": "Install", "resourceGroup": "g",
+            "accounts": ["111111111111"], "regions": ["us-east-1"]});
+        raw.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        RunRecord {
+            run_id: "r".into(),
+            status: RunStatus::Running,
+            input: crate::input::validate(&raw).unwrap(),
+            accounts: vec![],
+            skipped_accounts: vec![],
+            skipped_accounts_omitted: 0,
+            location_count: 1,
+            location_window: 1,
+            locations_tolerated: None,
+            locations_done: 0,
+            locations_failed: 0,
+            instances_sent: 0,
+            instances_done: 0,
+            created_at: 0,
+            halt: None,
+            alarms_read_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_window_halts_the_run_from_its_end_on() {
+        // GIVEN a run whose window ends at T
+        let run = run_with(serde_json::json!({"notAfter": "2026-12-13T06:00:00Z"}));
+        let end = crate::clock::parse_rfc3339_ms("2026-12-13T06:00:00Z").unwrap();
+
+        // WHEN the halt is asked a second before, and at T
+        // THEN nothing halts before T; from T on the window is closed, in those words
+        assert_eq!(halt_at(&run, end - 1000), None);
+        let h = halt_at(&run, end).unwrap();
+        assert_eq!(halt_reason(&h), "maintenance window closed");
+        // and a run without a window never closes
+        assert_eq!(halt_at(&run_with(serde_json::json!({})), i64::MAX), None);
+    }
+
+    #[test]
+    fn a_recorded_halt_skips_new_locations_and_stops_running_ones() {
+        // GIVEN a run halted by an alarm
+        let mut run = run_with(serde_json::json!({}));
+        let alarm = "arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-5xx".to_string();
+        run.halt = Some(Halt::Alarm {
+            alarm: alarm.clone(),
+        });
+
+        // WHEN a location asks to start, and a running one finishes with instances left
+        let start = may_start(
+            &run,
+            &LocationRecord::pending(crate::model::Location::new("111111111111", "us-east-1")),
+        );
+        use InstanceState::*;
+        let finished = location_finished(&run, &[Succeeded, NotStarted, NotStarted], 0, false);
+
+        // THEN the first is Skipped and the second Stopped, both naming the alarm
+        let Entry::Finish(LocationOutcome::Skipped, Some(why)) = start else {
+            panic!("not skipped: {start:?}");
+        };
+        assert!(why.contains(&alarm), "{why}");
+        let (outcome, why) = finished.unwrap();
+        assert_eq!(outcome, LocationOutcome::Stopped);
+        assert_eq!(
+            why.unwrap(),
+            format!("alarm {alarm} in ALARM: 2 instance(s) not started")
+        );
+        // and the run ends StoppedByAlarm whatever its locations did
+        assert_eq!(
+            final_status(false, run.halt.as_ref(), &[LocationOutcome::Succeeded]),
+            RunStatus::StoppedByAlarm
+        );
+        // while a location that had nothing left to start keeps its own outcome
+        assert_eq!(
+            location_finished(&run, &[Succeeded], 0, false).unwrap().0,
+            LocationOutcome::Succeeded
+        );
+    }
+
+    #[test]
+    fn alarms_are_read_once_per_interval_for_the_whole_run() {
+        // GIVEN a run with an alarm, last read at t
+        let mut run = run_with(serde_json::json!({
+            "stopOnAlarms": ["arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-5xx"]}));
+        assert!(alarms_due(&run, 0), "never read: due");
+        run.alarms_read_at_ms = Some(1_000);
+
+        // WHEN a round asks within the interval and after it
+        // THEN only the later one reads; a halted run or one without alarms never does
+        assert!(!alarms_due(&run, 1_000 + ALARM_READ_INTERVAL_MS - 1));
+        assert!(alarms_due(&run, 1_000 + ALARM_READ_INTERVAL_MS));
+        run.halt = Some(Halt::WindowClosed {
+            not_after: "x".into(),
+        });
+        assert!(!alarms_due(&run, i64::MAX));
+        assert!(!alarms_due(&run_with(serde_json::json!({})), i64::MAX));
     }
 }

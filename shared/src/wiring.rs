@@ -3,6 +3,7 @@
 //! nothing here runs per invocation except the handler itself.
 
 use crate::aggregate::Aggregator;
+use crate::alarms::Alarms;
 use crate::clients::{load_sdk_config, AssumeRoleFactory};
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -118,6 +119,7 @@ pub fn planner(config: Config, sdk: &SdkConfig) -> Planner {
         orgs: aws_sdk_organizations::Client::new(sdk),
         ssm: aws_sdk_ssm::Client::new(sdk),
         events: aws_sdk_eventbridge::Client::new(sdk),
+        alarms: Alarms::new(sdk),
         config,
     }
 }
@@ -126,6 +128,7 @@ pub fn expander(config: Config, sdk: &SdkConfig) -> Expander<AssumeRoleFactory> 
     Expander {
         store: store(&config, sdk),
         factory: AssumeRoleFactory::new(sdk, &config.partition),
+        alarms: Alarms::new(sdk),
         config,
     }
 }
@@ -134,6 +137,7 @@ pub fn dispatcher(config: Config, sdk: &SdkConfig) -> Dispatcher<AssumeRoleFacto
     Dispatcher {
         store: store(&config, sdk),
         factory: AssumeRoleFactory::new(sdk, &config.partition),
+        alarms: Alarms::new(sdk),
         config,
     }
 }

@@ -395,6 +395,7 @@ class StackClient:
 
         def c(service):
             return session.client(service, endpoint_url=self.endpoint, config=cfg)
+        self.client = c
         self.ddb = c("dynamodb")
         self.sfn = c("stepfunctions")
         self.events = c("events")

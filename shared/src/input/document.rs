@@ -37,6 +37,11 @@ struct Document {
     #[serde(deserialize_with = "whole_number")]
     delivery_timeout_seconds: u64,
     cloud_watch_log_group: Option<String>,
+    not_after: Option<String>,
+    #[serde(default)]
+    stop_on_alarms: Vec<String>,
+    pre_install_hook: Option<String>,
+    post_install_hook: Option<String>,
 }
 
 /// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
@@ -93,6 +98,10 @@ impl From<Document> for RunInput {
             reboot_option: d.reboot_option,
             delivery_timeout_seconds: d.delivery_timeout_seconds,
             cloud_watch_log_group: d.cloud_watch_log_group,
+            not_after: d.not_after,
+            stop_on_alarms: d.stop_on_alarms,
+            pre_install_hook: d.pre_install_hook,
+            post_install_hook: d.post_install_hook,
         }
     }
 }

@@ -65,6 +65,17 @@ pub struct RunInput {
     pub delivery_timeout_seconds: u64,
     /// CloudWatch Logs group for command output, when output should be kept.
     pub cloud_watch_log_group: Option<String>,
+    /// The maintenance window's end, RFC 3339 as written: no command starts after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// CloudWatch alarm ARNs: while any is in ALARM, nothing new starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stop_on_alarms: Vec<String>,
+    /// SSM documents run before / after the install (AWS-RunPatchBaselineWithHooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_install_hook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_install_hook: Option<String>,
 }
 
 // The handlers' names for the four rates; each is the typed field itself.
@@ -83,6 +94,18 @@ impl RunInput {
 
     pub fn target_error_rate(&self) -> Rate {
         self.target_error_threshold
+    }
+
+    /// `notAfter` in epoch milliseconds (None without one; validation refused a bad one).
+    pub fn not_after_ms(&self) -> Option<i64> {
+        self.not_after
+            .as_deref()
+            .and_then(crate::clock::parse_rfc3339_ms)
+    }
+
+    /// Whether the run installs through AWS-RunPatchBaselineWithHooks.
+    pub fn has_hooks(&self) -> bool {
+        self.pre_install_hook.is_some() || self.post_install_hook.is_some()
     }
 }
 
@@ -138,6 +161,28 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
     }
 
     document::read(input).map_err(|e| vec![e])
+}
+
+/// Violations that depend on the clock: a `notAfter` that cannot be a date, or that has
+/// already passed at `now_ms` (no command could start). Run after [`validate`] accepted the
+/// input, when the run starts (`plan`) or is checked (`fleetpatch validate`).
+pub fn timing_violations(input: &RunInput, now_ms: i64) -> Vec<FieldError> {
+    let Some(text) = input.not_after.as_deref() else {
+        return Vec::new();
+    };
+
+    let rule = match crate::clock::parse_rfc3339_ms(text) {
+        None => format!("{text} is not a date-time (check the day of the month)"),
+        Some(ms) if ms <= now_ms => format!(
+            "{text} has already passed (now {}): no command could start; give the window's end",
+            crate::clock::iso(now_ms / 1000)
+        ),
+        Some(_) => return Vec::new(),
+    };
+    vec![FieldError {
+        field: "notAfter".into(),
+        rule,
+    }]
 }
 
 /// The path of AWS's public parameters that list every Region (SSM GetParametersByPath).

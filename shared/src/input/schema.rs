@@ -93,7 +93,9 @@ fn field_errors(error: &ValidationError<'_>, schema: &Value) -> Vec<FieldError> 
                 .map_or_else(|| property.to_string(), String::from),
             rule: "is required".into(),
         }],
-        Kind::UniqueItems => Vec::new(),
+        // `accounts`' duplicates are named by place in `duplicates`.
+        Kind::UniqueItems if error.instance_path().as_str() == "/accounts" => Vec::new(),
+        Kind::UniqueItems => vec![at("must not repeat an entry".into())],
         Kind::MinItems { limit: 1 } => vec![at("must not be empty".into())],
         Kind::MinItems { limit } => vec![at(format!("must hold at least {limit} entries"))],
         Kind::MaxItems { limit } => vec![at(format!("must hold at most {limit} entries"))],

@@ -306,8 +306,8 @@ fn every_rule_of_the_schema_has_words() {
 
     let mut missing = Vec::new();
     walk(String::new(), &schema::SCHEMA.0, &mut missing);
-    // The `if` only selects Scan inputs: it refuses nothing itself.
-    missing.retain(|p| !p.starts_with("/if/"));
+    // An `if` only selects the inputs its `then` applies to: it refuses nothing itself.
+    missing.retain(|p| !p.contains("/if/"));
     assert!(missing.is_empty(), "no errorMessage at {missing:?}");
 }
 
@@ -318,4 +318,31 @@ fn an_account_id_with_a_trailing_newline_is_refused() {
     let input = with("accounts", json!(["111122223333\n"]));
     let errs = validate(&input).unwrap_err();
     assert_eq!(errs[0].field, "accounts[0]", "{errs:?}");
+}
+
+#[test]
+fn a_window_end_that_has_passed_is_refused_when_the_run_starts() {
+    // GIVEN inputs whose notAfter is past, future, and a day that does not exist
+    let now = crate::clock::parse_rfc3339_ms("2026-12-01T00:00:00Z").unwrap();
+    let read = |t: &str| validate(&with("notAfter", json!(t))).unwrap();
+
+    // WHEN they are checked against the clock
+    let past = timing_violations(&read("2026-11-30T23:59:59Z"), now);
+    let future = timing_violations(&read("2026-12-13T06:00:00Z"), now);
+    let impossible = timing_violations(&read("2026-02-30T06:00:00Z"), now);
+
+    // THEN the past one and the impossible one are named, the future one is not
+    assert_eq!(past.len(), 1);
+    assert_eq!(past[0].field, "notAfter");
+    assert!(
+        past[0].rule.contains("has already passed"),
+        "{}",
+        past[0].rule
+    );
+    assert!(future.is_empty());
+    assert_eq!(impossible[0].field, "notAfter");
+    assert_eq!(
+        read("2026-12-13T06:00:00Z").not_after_ms(),
+        crate::clock::parse_rfc3339_ms("2026-12-13T06:00:00Z")
+    );
 }

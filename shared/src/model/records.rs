@@ -48,6 +48,24 @@ pub struct RunRecord {
     pub instances_done: u64,
     /// Epoch seconds.
     pub created_at: i64,
+    /// Why nothing new starts any more (window closed, alarm), recorded once.
+    pub halt: Option<Halt>,
+    /// When `stopOnAlarms` was last read (epoch ms): one read serves every location for
+    /// [`crate::run::ALARM_READ_INTERVAL_MS`].
+    pub alarms_read_at_ms: Option<i64>,
+}
+
+/// Why a run starts nothing new any more, besides its location error threshold. Recorded
+/// once on the run item (the first wins); stored as JSON, so the names are a contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Halt {
+    /// `notAfter` passed.
+    #[serde(rename_all = "camelCase")]
+    WindowClosed { not_after: String },
+    /// An alarm of `stopOnAlarms` was seen in ALARM.
+    #[serde(rename_all = "camelCase")]
+    Alarm { alarm: String },
 }
 
 /// One location (account x Region) of a run.

@@ -198,6 +198,9 @@ pub enum LocationOutcome {
     GroupNotFound,
     /// The location's error threshold (or a stop) came first: the account was not called.
     Skipped,
+    /// The run was halted while the location ran (the maintenance window closed, or an alarm
+    /// went into ALARM): nothing new started, commands in flight finished.
+    Stopped,
     /// An unexpected error ended the location (caught by the state machine).
     Error,
 }
@@ -218,7 +221,7 @@ impl LocationOutcome {
     }
 
     /// All outcomes, for reports.
-    pub const ALL: [LocationOutcome; 9] = [
+    pub const ALL: [LocationOutcome; 10] = [
         LocationOutcome::Succeeded,
         LocationOutcome::NoTargets,
         LocationOutcome::Incomplete,
@@ -227,6 +230,7 @@ impl LocationOutcome {
         LocationOutcome::AccessDenied,
         LocationOutcome::GroupNotFound,
         LocationOutcome::Skipped,
+        LocationOutcome::Stopped,
         LocationOutcome::Error,
     ];
 
@@ -241,6 +245,7 @@ impl LocationOutcome {
             LocationOutcome::AccessDenied => "AccessDenied",
             LocationOutcome::GroupNotFound => "GroupNotFound",
             LocationOutcome::Skipped => "Skipped",
+            LocationOutcome::Stopped => "Stopped",
             LocationOutcome::Error => "Error",
         }
     }
@@ -269,6 +274,10 @@ pub enum RunStatus {
     CompletedWithErrors,
     /// The location error threshold stopped the run.
     StoppedByThreshold,
+    /// An alarm of `stopOnAlarms` went into ALARM: nothing new started after it.
+    StoppedByAlarm,
+    /// The maintenance window (`notAfter`) closed before everything had started.
+    StoppedByWindow,
     /// The input was invalid; nothing was dispatched.
     Rejected,
 }
@@ -282,6 +291,8 @@ impl RunStatus {
             RunStatus::Succeeded => "Succeeded",
             RunStatus::CompletedWithErrors => "CompletedWithErrors",
             RunStatus::StoppedByThreshold => "StoppedByThreshold",
+            RunStatus::StoppedByAlarm => "StoppedByAlarm",
+            RunStatus::StoppedByWindow => "StoppedByWindow",
             RunStatus::Rejected => "Rejected",
         }
     }
@@ -296,6 +307,8 @@ impl FromStr for RunStatus {
             RunStatus::Succeeded,
             RunStatus::CompletedWithErrors,
             RunStatus::StoppedByThreshold,
+            RunStatus::StoppedByAlarm,
+            RunStatus::StoppedByWindow,
             RunStatus::Rejected,
         ]
         .into_iter()

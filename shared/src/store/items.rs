@@ -119,6 +119,12 @@ pub fn run_item(run: &RunRecord) -> Result<Item> {
     item.insert("instancesDone".into(), n(run.instances_done));
     item.insert("createdAt".into(), s(iso(run.created_at)));
     item.insert("createdEpoch".into(), n(run.created_at));
+    if let Some(h) = &run.halt {
+        item.insert("halt".into(), json(h)?);
+    }
+    if let Some(t) = run.alarms_read_at_ms {
+        item.insert("alarmsReadAt".into(), n(t));
+    }
     Ok(item)
 }
 
@@ -154,6 +160,8 @@ impl TryFrom<&Item> for RunRecord {
             instances_sent: get_n(item, "instancesSent").unwrap_or(0),
             instances_done: get_n(item, "instancesDone").unwrap_or(0),
             created_at: get_n(item, "createdEpoch").map(|v| v as i64).unwrap_or(0),
+            halt: optional_json(item, "halt")?,
+            alarms_read_at_ms: get_n(item, "alarmsReadAt").map(|v| v as i64),
             run_id,
         })
     }

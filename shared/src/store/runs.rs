@@ -7,7 +7,7 @@ use super::keys::run_key;
 use super::{Store, MAX_LISTED_REASONS, MAX_RAW_INPUT_BYTES};
 use crate::clock::{iso, now_epoch};
 use crate::error::{from_sdk, Error, Result};
-use crate::model::{cut_text, first, RunRecord, RunStatus};
+use crate::model::{cut_text, first, Halt, RunRecord, RunStatus};
 use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
 use serde::Serialize;
 
@@ -112,6 +112,66 @@ impl Store {
             "SET #st = :st, summary = :sum, finishedAt = :now",
             "attribute_not_exists(finishedAt)",
             vec![(":st", s(status.as_str())), (":sum", json(summary)?)],
+        )
+        .await
+    }
+
+    /// Records why the run starts nothing new, once: the first halt stands. Returns false
+    /// when one was recorded already, or the run is no longer running.
+    pub async fn record_halt(&self, run_id: &str, halt: &Halt) -> Result<bool> {
+        self.update_run_if(
+            run_id,
+            "SET halt = :h, haltedAt = :now",
+            "attribute_not_exists(halt) AND #st IN (:running, :stopping)",
+            vec![
+                (":h", json(halt)?),
+                (":running", s(RunStatus::Running.as_str())),
+                (":stopping", s(RunStatus::Stopping.as_str())),
+            ],
+        )
+        .await
+    }
+
+    /// Claims this alarm read for the whole run: true when the last read is still the one
+    /// `previous` names (no other location read the alarms meanwhile).
+    pub async fn claim_alarm_read(
+        &self,
+        run_id: &str,
+        previous: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut values = vec![
+            (":ms", n(now_ms)),
+            (":running", s(RunStatus::Running.as_str())),
+            (":stopping", s(RunStatus::Stopping.as_str())),
+        ];
+        let condition = match previous {
+            Some(p) => {
+                values.push((":prev", n(p)));
+                "#st IN (:running, :stopping) AND alarmsReadAt = :prev"
+            }
+            None => "#st IN (:running, :stopping) AND attribute_not_exists(alarmsReadAt)",
+        };
+        self.update_run_if(
+            run_id,
+            "SET alarmsReadAt = :ms, alarmsReadTime = :now",
+            condition,
+            values,
+        )
+        .await
+    }
+
+    /// Gives back a claimed alarm read that failed, so that the next round reads them.
+    pub async fn release_alarm_read(&self, run_id: &str, claimed_ms: i64) -> Result<bool> {
+        self.update_run_if(
+            run_id,
+            "SET alarmsReadTime = :now REMOVE alarmsReadAt",
+            "alarmsReadAt = :ms AND #st IN (:running, :stopping)",
+            vec![
+                (":ms", n(claimed_ms)),
+                (":running", s(RunStatus::Running.as_str())),
+                (":stopping", s(RunStatus::Stopping.as_str())),
+            ],
         )
         .await
     }

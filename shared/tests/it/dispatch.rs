@@ -156,6 +156,7 @@ fn dispatcher(
         config: Config::for_tests(),
         store: store(dynamo),
         factory: fixed(ssm, groups),
+        alarms: no_alarms(),
     }
 }
 
@@ -1210,4 +1211,66 @@ async fn instances_seen_ending_lower_the_shortest_run_and_their_slots_refill_pro
         "waits {} s",
         out.wait_seconds
     );
+}
+
+#[tokio::test]
+async fn after_the_window_closes_nothing_new_starts_and_pending_instances_end_not_started() {
+    // GIVEN a run whose window closed a minute ago: 2 instances in flight, 4 pending
+    let all = ids(6);
+    let mut items = Vec::new();
+    for (i, id) in all.iter().enumerate() {
+        items.push(if i < 2 {
+            instance_item(id, "InFlight", Some("cmd-1"))
+        } else {
+            instance_item(id, "Pending", None)
+        });
+    }
+    let closed = fleetpatch::clock::iso(fleetpatch::clock::now_epoch() - 60);
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({ "notAfter": closed }), None),
+        location_item(6, None),
+        items,
+        false,
+    );
+    let list = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list, &send]);
+
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+
+    // THEN no command was sent; the 4 pending ended NotStarted, "maintenance window closed";
+    // the halt was recorded on the run; the in-flight ones are still followed
+    assert_eq!(send.num_calls(), 0);
+    assert_eq!(seen.moved_to("NotStarted"), all[2..].to_vec());
+    let reasons: Vec<String> = seen
+        .inputs
+        .all()
+        .iter()
+        .flat_map(|t| t.transact_items().to_vec())
+        .filter_map(|t| t.update)
+        .filter_map(|u| u.expression_attribute_values?.get(":sd").cloned())
+        .filter_map(|v| v.as_s().ok().cloned())
+        .collect();
+    assert!(
+        reasons.iter().all(|r| r == "maintenance window closed") && !reasons.is_empty(),
+        "{reasons:?}"
+    );
+    let halts: Vec<String> = seen
+        .updates
+        .all()
+        .iter()
+        .filter(|u| u.update_expression().unwrap_or_default().contains("halt"))
+        .map(|u| {
+            u.expression_attribute_values().unwrap()[":h"]
+                .as_s()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    assert_eq!(halts.len(), 1, "the halt is recorded once");
+    assert!(halts[0].contains("windowClosed"), "{}", halts[0]);
+    assert!(!out.done);
 }

@@ -253,6 +253,7 @@ async fn follows_every_page_and_classifies_instances() {
         config: Config::for_tests(),
         store: store(db),
         factory: fixed(ssm, groups),
+        alarms: no_alarms(),
     };
     // WHEN the location is expanded
     let out = e.handle(task()).await.unwrap();
@@ -293,6 +294,7 @@ async fn an_unassumable_role_ends_the_location_with_access_denied() {
         config: Config::for_tests(),
         store: store(db),
         factory: AssumeRoleFactory::with_sts(&base, sts, "aws"),
+        alarms: no_alarms(),
     };
     // WHEN the location is expanded
     let out = e.handle(task()).await.unwrap();
@@ -323,6 +325,7 @@ async fn a_missing_group_ends_the_location_with_group_not_found() {
         config: Config::for_tests(),
         store: store(db),
         factory: fixed(ssm, groups),
+        alarms: no_alarms(),
     };
     let out = e.handle(task()).await.unwrap();
     assert_eq!(out.outcome, Some(LocationOutcome::GroupNotFound));
@@ -344,6 +347,7 @@ async fn a_stopping_run_skips_the_location_without_calling_the_account() {
         config: Config::for_tests(),
         store: store(db),
         factory: AssumeRoleFactory::with_sts(&base, sts, "aws"),
+        alarms: no_alarms(),
     };
     let out = e.handle(task()).await.unwrap();
     assert_eq!(out.outcome, Some(LocationOutcome::Skipped));
@@ -398,6 +402,7 @@ async fn a_late_expansion_never_rewrites_instances_already_recorded() {
             mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
             mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
         ),
+        alarms: no_alarms(),
     };
     // WHEN this expansion finishes late
     e.handle(task()).await.unwrap();
@@ -481,6 +486,7 @@ async fn a_retried_expansion_resumes_at_the_first_page_not_recorded() {
             mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
             mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
         ),
+        alarms: no_alarms(),
     };
 
     // WHEN the retry runs
@@ -538,6 +544,7 @@ async fn an_expansion_whose_every_page_is_recorded_lists_nothing_again() {
             mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
             mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
         ),
+        alarms: no_alarms(),
     };
     // WHEN the retry runs
     let out = e.handle(task()).await.unwrap();

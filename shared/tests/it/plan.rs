@@ -195,6 +195,7 @@ fn world_full(existing: Option<Item>, ssm_rules: Vec<Rule>) -> World {
             )
         ),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, &rules),
+        alarms: no_alarms(),
     };
     World {
         planner,
@@ -602,6 +603,7 @@ async fn a_plan_overtaken_by_its_own_retry_answers_from_the_retrys_record_and_an
         orgs: mock_client!(aws_sdk_organizations, RuleMode::MatchAny, [&active]),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&region_pages()]),
         events: mock_client!(aws_sdk_eventbridge, RuleMode::MatchAny, [&ev]),
+        alarms: no_alarms(),
     };
     let input = run_input(json!({"regions": [REGION, "eu-west-1"]}));
     // WHEN it goes on

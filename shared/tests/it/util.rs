@@ -77,6 +77,8 @@ pub fn run_item(status: &str, input_overrides: Value, tolerated: Option<u64>) ->
         instances_sent: 0,
         instances_done: 0,
         created_at: 0,
+        halt: None,
+        alarms_read_at_ms: None,
     };
     items::run_item(&run).unwrap()
 }
@@ -222,4 +224,9 @@ pub fn counted(
         })
         .sum();
     single + in_tx
+}
+
+/// An alarm reader for runs without `stopOnAlarms`: never called.
+pub fn no_alarms() -> fleetpatch::alarms::Alarms {
+    fleetpatch::alarms::Alarms::new(&aws_config::SdkConfig::builder().build())
 }

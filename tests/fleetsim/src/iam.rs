@@ -274,9 +274,36 @@ pub fn checks_for(
         "resource-groups" => return resource_groups_checks(req, &body, region, account),
         "sts" => return sts_checks(req, scope),
         "sqs" => return sqs_checks(&op, req),
+        "monitoring" => return cloudwatch_checks(req, region, account),
         other => vec![Check::new(format!("{other}:{op}"), "*")],
     };
     (format!("{service}:{op}"), checks)
+}
+
+/// CloudWatch in RPC v2 CBOR names its operation in the path; DescribeAlarms is checked on
+/// each alarm it names (`cloudwatch:DescribeAlarms` on `arn:aws:cloudwatch:R:A:alarm:NAME`).
+fn cloudwatch_checks(req: &Incoming, region: &str, account: &str) -> (String, Vec<Check>) {
+    let path = req.path_and_query.split('?').next().unwrap_or_default();
+    let op = crate::services::cloudwatch::operation(path).unwrap_or("Unknown");
+    let action = format!("cloudwatch:{op}");
+    let names = crate::services::cloudwatch::alarm_names(&req.body);
+    let checks = if names.is_empty() {
+        vec![Check::new(
+            action.clone(),
+            format!("arn:aws:cloudwatch:{region}:{account}:alarm:*"),
+        )]
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                Check::new(
+                    action.clone(),
+                    format!("arn:aws:cloudwatch:{region}:{account}:alarm:{n}"),
+                )
+            })
+            .collect()
+    };
+    (action, checks)
 }
 
 fn states_checks(op: &str, body: &Value) -> Vec<Check> {

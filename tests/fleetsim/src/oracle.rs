@@ -225,6 +225,7 @@ fn commands(state: &AppState) -> Value {
                 "max_concurrency": c.max_concurrency,
                 "max_errors": c.max_errors,
                 "requested_at": iso8601(c.requested_ms),
+                "received_wall_ms": c.received_wall_ms,
                 "status": v.status,
                 "status_details": v.details,
             })

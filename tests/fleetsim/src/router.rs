@@ -14,8 +14,9 @@ use crate::iam::{self, Iam, Principal};
 use crate::protocol::{
     self, parse_authorization, ApiError, CallContext, HttpResponse, Protocol, SigV4Scope,
 };
-use crate::services::{organizations, resource_groups, ssm, sts};
+use crate::services::{cloudwatch, organizations, resource_groups, ssm, sts};
 use crate::state::{lock, AppState};
+use http_body_util::BodyExt;
 
 /// The request's response must not be sent: the connection is closed instead.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub enum Route {
     Lambda(String),
     /// A served operation: (service signing name, operation).
     Served(&'static str, String),
+    /// A CloudWatch operation in RPC v2 CBOR, translated for moto.
+    CloudWatch(String),
     /// Anything else.
     Forward,
 }
@@ -59,6 +62,9 @@ pub fn classify(req: &Incoming, scope: Option<&SigV4Scope>) -> Route {
     }
     if let Some(f) = lambda_function_name(&req.method, path) {
         return Route::Lambda(f);
+    }
+    if let Some(op) = cloudwatch::operation(path) {
+        return Route::CloudWatch(op.to_string());
     }
     let Some(scope) = scope else {
         return Route::Forward;
@@ -181,6 +187,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         )),
         Route::Lambda(function) => Ok(invoke_lambda(&state, scope.as_ref(), function, req).await),
         Route::Forward => Ok(forward(&state, scope.as_ref(), req).await),
+        Route::CloudWatch(op) => Ok(cloudwatch_call(&state, &op, req).await),
         Route::Served(service, op) => match scope {
             Some(scope) => serve(&state, service, &op, scope, caller_arn, req).await,
             None => Ok(state.forwarder.to_moto(req).await),
@@ -226,6 +233,71 @@ async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) ->
     }
 
     state.forwarder.to_moto(req).await
+}
+
+/// A CloudWatch call: DescribeAlarms translated to moto's Query protocol and back (see
+/// `services::cloudwatch`), counted as forwarded `monitoring`.
+async fn cloudwatch_call(state: &AppState, op: &str, req: Incoming) -> HttpResponse {
+    *lock(&state.stats)
+        .forwarded
+        .entry("monitoring".to_string())
+        .or_default() += 1;
+    let cbor = |status: u16, body: Vec<u8>| {
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *r.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+        r.headers_mut().insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/cbor"),
+        );
+        r.headers_mut().insert(
+            "smithy-protocol",
+            hyper::header::HeaderValue::from_static("rpc-v2-cbor"),
+        );
+        r
+    };
+    if !cloudwatch::OPERATIONS.contains(&op) {
+        return cbor(
+            400,
+            cloudwatch::cbor_error(
+                "UnknownOperationException",
+                &format!("fleetsim translates only {:?}", cloudwatch::OPERATIONS),
+            ),
+        );
+    }
+    let form = match cloudwatch::query_form(&req.body) {
+        Ok(f) => f,
+        Err(e) => return cbor(400, cloudwatch::cbor_error("SerializationException", &e)),
+    };
+
+    let mut headers = req.headers.clone();
+    headers.remove("smithy-protocol");
+    headers.remove("content-length");
+    headers.insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    let query = Incoming {
+        method: hyper::Method::POST,
+        path_and_query: "/".into(),
+        headers,
+        body: bytes::Bytes::from(form),
+    };
+    let answer = state.forwarder.to_moto(query).await;
+    let status = answer.status().as_u16();
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let xml = String::from_utf8_lossy(&body);
+    if status == 200 {
+        cbor(200, cloudwatch::cbor_answer(&xml))
+    } else {
+        let (code, message) = cloudwatch::xml_error(&xml);
+        cbor(status, cloudwatch::cbor_error(&code, &message))
+    }
 }
 
 /// A served call, through the fault rules in the order AWS would fail it: refused before it

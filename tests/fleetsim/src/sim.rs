@@ -67,6 +67,8 @@ pub struct Command {
     pub requested_ms: i64,
     /// Wall-clock time it was received (for the visibility window).
     pub received: Instant,
+    /// Wall-clock epoch ms it was received (the functions' clock: `notAfter` is judged on it).
+    pub received_wall_ms: i64,
     /// CloudWatchOutputConfig as sent.
     pub cloudwatch: Option<serde_json::Value>,
     /// Invocations, request order.
@@ -397,6 +399,7 @@ impl Sim {
             max_errors: req.max_errors,
             requested_ms: now,
             received: Instant::now(),
+            received_wall_ms: crate::clock::wall_ms(),
             cloudwatch: req.cloudwatch,
             invocations,
         };

@@ -1,5 +1,6 @@
 //! The emulated services, one module each, plus the JSON input helpers they share.
 
+pub mod cloudwatch;
 pub mod organizations;
 pub mod resource_groups;
 pub mod ssm;
