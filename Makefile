@@ -9,7 +9,7 @@ PY          := $(VENV)/bin/python
 PIP         := $(VENV)/bin/pip
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help venv build test test-rust test-static test-fidelity test-e2e lint lint-rust lint-deny lint-infra demo up down bench clean-local
+.PHONY: help venv build test test-rust test-static test-fidelity test-e2e lint lint-rust lint-deny lint-infra demo up down bench bench-scale clean-local
 
 help:
 	@echo "make demo       run a full patch run on the simulated fleet and print the report"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint       rustfmt, clippy (warnings denied), cargo-deny, cfn-lint, checkov, ASL validation"
 	@echo "make up / down  keep the local stack running for exploration / stop it"
 	@echo "make bench      print planning and dispatch-decision figures, and each function's cold start"
+	@echo "make bench-scale  one run over 1k/10k/100k instances on a held simulated clock (SIZE=, MODE=, COMPARE=1)"
 
 # The project-local virtualenv: moto, cargo-lambda, boto3, pytest (pinned).
 $(VENV)/.installed: tests/requirements.txt tests/fleetsim/fidelity/requirements.txt
@@ -36,9 +37,9 @@ test-rust:
 
 # Python tests that need no stack: the run input's JSON Schema against the table of cases the
 # Rust validation also reads; the template's delayed start (one run a month); the local
-# stack's fixes to moto's DynamoDB.
+# stack's fixes to moto's DynamoDB and its virtual clock; the scale benchmark's arithmetic.
 test-static: venv
-	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra tests/localstack
+	$(PY) -m pytest -q -p no:cacheprovider tests/schema tests/infra tests/localstack tests/bench
 
 test-fidelity: venv
 	cargo build -p fleetsim
@@ -85,6 +86,14 @@ bench: venv
 	$(PY) tests/bench/init.py
 	cargo build -q -p fleetsim
 	$(PY) tests/bench/rss.py
+
+# issue 8's scale benchmark: prints figures, asserts nothing, and is too long for `make test`
+# or .ci/run. SIZE=1k|10k|100k (default 100k); MODE=sfn|direct|auto (auto: the real state
+# machine up to 10k, DIRECT's in-process driver above); COMPARE=1 runs 10k both ways.
+SIZE ?= 100k
+MODE ?= auto
+bench-scale: venv
+	$(PY) tests/bench/scale.py --size $(SIZE) --mode $(MODE) $(if $(filter 1,$(COMPARE)),--compare,)
 
 clean-local:
 	rm -rf .local

@@ -13,6 +13,10 @@ local-stack-facts.md). The fixes keep the API and its answers exactly as they ar
    those (a Put of a new item is undone by deleting it);
 2. every DynamoDB request runs under one lock, as DynamoDB's own per-item atomicity would
    have it for a single table.
+
+With `FLEETPATCH_VIRTUAL_CLOCK=<fleetsim URL>` set (the scale benchmark only), Wait states
+also wait on fleetsim's simulated clock, which a coordinator advances while the stack is
+quiescent (see virtual_clock.py). Without it, waits stay real-time.
 """
 
 from __future__ import annotations
@@ -116,6 +120,9 @@ def install() -> None:
 
 if __name__ == "__main__":
     install()
+    import virtual_clock
+
+    virtual_clock.install_from_env()
     from moto.server import main
 
     main(sys.argv[1:])

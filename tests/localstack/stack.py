@@ -190,7 +190,12 @@ class Stack:
     def __init__(self, fleet: Path = DEFAULT_FLEET, state_dir: Path = DEFAULT_DIR,
                  speed: float | None = None, poll_seconds: int = 1, concurrency: int = 24,
                  reload: bool = False, build: bool = True, extra_env: dict | None = None,
-                 lambda_port: int | None = None, iam: bool | None = None):
+                 lambda_port: int | None = None, iam: bool | None = None,
+                 virtual_clock: bool = False, release: bool = False, lambdas: bool = True):
+        """`virtual_clock`: Wait states wait on fleetsim's simulated clock, advanced while
+        the stack is quiescent (tests/localstack/virtual_clock.py; the scale benchmark).
+        `release`: the functions run as release builds. `lambdas=False`: no `cargo lambda
+        watch` (a driver runs the handlers itself)."""
         self.fleet = Path(fleet).resolve()
         self.state_dir = Path(state_dir)
         self.speed = speed
@@ -201,6 +206,7 @@ class Stack:
         self.extra_env = extra_env or {}
         self.lambda_port = lambda_port
         self.iam = iam_enabled() if iam is None else iam
+        self.virtual_clock, self.release, self.lambdas = virtual_clock, release, lambdas
         self.account = management_account(self.fleet)
         self.procs: dict[str, subprocess.Popen] = {}
         self.state: dict = {}
@@ -220,11 +226,20 @@ class Stack:
         if not self.build:
             return
         log = self.state_dir / "build.log"
+        # the debug functions only when cargo lambda watch is to run them
+        packages = ["-p", "fleetsim"] + (["-p", "fleetpatch-functions"]
+                                         if self.lambdas and not self.release else [])
         with open(log, "wb") as out:
-            r = subprocess.run(["cargo", "build", "-p", "fleetpatch-functions", "-p", "fleetsim"],
+            r = subprocess.run(["cargo", "build", *packages],
                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         if r.returncode != 0:
             raise StackError(f"cargo build failed; see {log}")
+        if self.release and self.lambdas:
+            with open(log, "ab") as out:
+                r = subprocess.run(["cargo", "build", "--release", "-p", "fleetpatch-functions",
+                                    "--bins"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            if r.returncode != 0:
+                raise StackError(f"cargo build --release failed; see {log}")
 
     def start(self) -> dict:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -271,9 +286,15 @@ class Stack:
             # 2. moto, sending its service integrations (lambda:invoke) to fleetsim.
             # moto through its launcher: the same server, with DynamoDB transactions that copy
             # only the items they touch, under one lock (see moto_server.py).
+            moto_env = {"MOTO_PORT": str(sim_port), "MOTO_ACCOUNT_ID": self.account}
+            clock_url = None
+            if self.virtual_clock:
+                clock_port = free_port()
+                clock_url = f"http://127.0.0.1:{clock_port}"
+                moto_env.update({"FLEETPATCH_VIRTUAL_CLOCK": sim_url,
+                                 "FLEETPATCH_VIRTUAL_CLOCK_PORT": str(clock_port)})
             p = self._spawn("moto", [sys.executable, str(HERE / "moto_server.py"),
-                                     "-H", "127.0.0.1", "-p", str(moto_port)],
-                            {"MOTO_PORT": str(sim_port), "MOTO_ACCOUNT_ID": self.account})
+                                     "-H", "127.0.0.1", "-p", str(moto_port)], moto_env)
             wait_until("moto", lambda: http("POST", f"{moto_url}/moto-api/config",
                                             {"stepfunctions": {"execute_state_machine": True}},
                                             timeout=2) is not None or True,
@@ -302,25 +323,30 @@ class Stack:
                     "-p", "fleetpatch-functions"]
             if not self.reload:
                 argv.append("--ignore-changes")
-            # cargo-lambda runs `cargo run`: it needs cargo on PATH, and the venv for zig.
-            p = self._spawn("cargo-lambda", argv,
-                            {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"})
+            if self.release:
+                argv.append("--release")
+            if self.lambdas:
+                # cargo-lambda runs `cargo run`: it needs cargo on PATH, and the venv for zig.
+                p = self._spawn("cargo-lambda", argv,
+                                {"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}"})
 
-            def lambda_up():
-                with socket.create_connection(("127.0.0.1", lambda_port), timeout=1):
-                    return True
-            wait_until("cargo lambda watch", lambda_up, 60,
-                       self.state_dir / "cargo-lambda.log", p)
+                def lambda_up():
+                    with socket.create_connection(("127.0.0.1", lambda_port), timeout=1):
+                        return True
+                wait_until("cargo lambda watch", lambda_up, 60,
+                           self.state_dir / "cargo-lambda.log", p)
             self.state = {
                 "endpoint": sim_url, "fleetsim": sim_url, "moto": moto_url, "lambda": lambda_url,
                 "region": REGION, "account": self.account, "table": TABLE, "fleet": str(self.fleet),
                 "state_dir": str(self.state_dir), "iam": iam_url,
+                "virtual_clock": clock_url, "functions_env": env,
                 "processes": {n: {"pid": p.pid, "marker": MARKERS[n]}
                               for n, p in self.procs.items()},
             }
             (self.state_dir / "stack.json").write_text(json.dumps(self.state, indent=2))
             client = StackClient(self.state)
-            client.warm_up()
+            if self.lambdas:
+                client.warm_up()
             self.state.update(client.create_resources())
             (self.state_dir / "stack.json").write_text(json.dumps(self.state, indent=2))
             return self.state

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench_stats;
 pub mod clock;
 pub mod faults;
 pub mod fleet;

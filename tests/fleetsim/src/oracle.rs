@@ -42,6 +42,8 @@ pub struct Stats {
     pub forwarded_ops: BTreeMap<String, OpCounters>,
     /// Lambda invocations answered `Sandbox.Timedout`, by function.
     pub lambda_timed_out: BTreeMap<String, u64>,
+    /// The scale benchmark's figures (Lambda timings, DynamoDB volume, SSM per round).
+    pub bench: crate::bench_stats::BenchStats,
 }
 
 impl Stats {
@@ -275,6 +277,7 @@ fn stats(state: &AppState) -> Value {
     json!({
         "forwarded_calls": forwarded_calls,
         "lambda_timed_out": st.lambda_timed_out,
+        "bench": st.bench.to_json(),
         "calls": calls,
         "total_calls": st.ops.values().map(|c| c.calls).sum::<u64>(),
         "total_throttled": st.ops.values().map(|c| c.throttled).sum::<u64>(),
@@ -317,6 +320,7 @@ fn instances(state: &AppState) -> Value {
                 "region": i.region,
                 "agent": i.agent,
                 "install": i.install,
+                "duration_seconds": i.duration,
                 "commands_received": received.get(i.id.as_str()).copied().unwrap_or(0),
                 "last_command_id": cmd,
                 "last_invocation": status,

@@ -211,7 +211,10 @@ async fn invoke_lambda(
         return refused;
     }
 
+    let started = std::time::Instant::now();
     let invoked = state.forwarder.invoke_lambda(&function, req).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    lock(&state.stats).bench.lambda_invoked(&function, ms);
     if invoked.timed_out {
         *lock(&state.stats)
             .lambda_timed_out
@@ -232,7 +235,18 @@ async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) ->
         return refused;
     }
 
-    state.forwarder.to_moto(req).await
+    let ddb_op = (scope.map(|s| s.service.as_str()) == Some("dynamodb"))
+        .then(|| target_op(&req.headers, "DynamoDB_20120810").map(str::to_string))
+        .flatten();
+    let body = ddb_op.as_ref().map(|_| req.body.clone());
+    let resp = state.forwarder.to_moto(req).await;
+    if let (Some(op), Some(body)) = (ddb_op, body) {
+        let len = hyper::body::Body::size_hint(resp.body())
+            .exact()
+            .unwrap_or(0);
+        lock(&state.stats).bench.dynamodb_call(&op, &body, len);
+    }
+    resp
 }
 
 /// A CloudWatch call: DescribeAlarms translated to moto's Query protocol and back (see
@@ -325,6 +339,12 @@ async fn serve(
     };
     let protocol = protocol_of(service);
     lock(&state.stats).op(service, op).calls += 1;
+    if service == "ssm" {
+        let location = format!("{}/{}", ctx.account, ctx.region);
+        lock(&state.stats)
+            .bench
+            .ssm_call(location, state.clock.now_ms());
+    }
 
     if let Some(refused) = refused_before(state, &key, protocol) {
         return Ok(refused);
