@@ -84,12 +84,15 @@ up: venv build
 down:
 	$(PY) tests/localstack/stack.py down
 
-# Prints figures, asserts nothing: planning and dispatch decisions, then each function's cold
-# start (release build, a local Runtime API: process start to first /next, and peak RSS).
+# Prints figures, asserts nothing: planning and dispatch decisions, the poll simulation, then
+# each function's cold start (release build, a local Runtime API: process start to first
+# /next, and peak RSS), then its peak RSS handling a 10,000-instance location (local stack).
 bench: venv
 	cargo run -q --release -p fleetpatch --example bench
 	cargo build -q --release -p fleetpatch-functions --bins
 	$(PY) tests/bench/init.py
+	cargo build -q -p fleetsim
+	$(PY) tests/bench/rss.py
 
 # issue 8's scale benchmark: prints figures, asserts nothing, and is too long for `make test`
 # or .ci/run. SIZE=1k|10k|100k (default 100k); MODE=sfn|direct|auto (auto: the real state

@@ -72,6 +72,23 @@ fn partition_of(region: &str) -> &'static str {
     }
 }
 
+/// Every instance ID of a group, page after page (expand reads the same pages, one per
+/// round); sorted, each once.
+async fn group_instances(
+    groups: &aws_sdk_resourcegroups::Client,
+    group: &str,
+) -> Result<Vec<String>, GroupError> {
+    let (mut ids, mut token) = fleet::list_group_page(groups, group, None).await?;
+    while let Some(t) = token {
+        let (more, next) = fleet::list_group_page(groups, group, Some(&t)).await?;
+        ids.extend(more);
+        token = next;
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
 /// The expansion's reads in one location, classified as expand classifies them; or the
 /// outcome the location would end with, and why.
 async fn expand_read_only(
@@ -91,14 +108,14 @@ async fn expand_read_only(
             AssumeError::Other(e) => ("Error", e.to_string()),
         })?;
 
-    let ids = fleet::list_group_instances(&clients.groups, &run.input.resource_group)
+    let ids = group_instances(&clients.groups, &run.input.resource_group)
         .await
         .map_err(|e| match e {
             GroupError::NotFound(g) => (
                 LocationOutcome::GroupNotFound.as_str(),
                 format!("resource group {g} does not exist in {loc}"),
             ),
-            GroupError::Other(e) => ("Error", e.to_string()),
+            e => ("Error", e.to_string()),
         })?;
     let managed = fleet::describe_managed(&clients.ssm, &ids)
         .await

@@ -12,8 +12,10 @@
 //! 4. applies it: retires what will never start, then claims each new batch of at most 50
 //!    instances with a conditional transaction *before* SendCommand, so that no retry or
 //!    repeat ever sends an instance a second command;
-//! 5. records the location's progress and answers: again later, or finished with an outcome
-//!    ([`crate::run::location_finished`]).
+//! 5. records the location's progress and answers: finished with an outcome
+//!    ([`crate::run::location_finished`]), or again after the configured poll, longer when
+//!    no round before then can see anything new ([`crate::poll`]: the shortest run observed
+//!    in the location, lowered here as instances are seen ending).
 
 use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory};
@@ -27,6 +29,7 @@ use crate::model::{
     count_states, BatchRecord, BatchState, InstanceRecord, InstanceState, Location, LocationRecord,
     RunRecord, RunStatus,
 };
+use crate::poll::{next_wait, shortest_observed, PollView};
 use crate::progress::{
     follow_commands, pending_ids, recover_claims, retire_pending, set_state, Release,
 };
@@ -97,19 +100,7 @@ impl<F: ClientFactory> Dispatcher<F> {
         };
 
         // 2. Bring the records up to date with SSM.
-        let release = Release::AfterGrace { now: now_epoch() };
-        let (store, instances) = (&self.store, &mut state.instances);
-        recover_claims(
-            store,
-            run_id,
-            &loc,
-            &ssm,
-            instances,
-            &state.batches,
-            release,
-        )
-        .await?;
-        follow_commands(store, run_id, &loc, &ssm, instances, &state.batches).await?;
+        self.follow(run_id, &loc, &ssm, &mut state).await?;
 
         // 3. Decide.
         let check = halt::check(&self.store, &self.alarms, &state.run, now_epoch_ms()).await?;
@@ -130,8 +121,10 @@ impl<F: ClientFactory> Dispatcher<F> {
             &retire_reason,
         )
         .await?;
-        self.start_batches(&state.run, &loc, &ssm, instances, &round.start)
+        let started = self
+            .start_batches(&state.run, &loc, &ssm, instances, &round.start)
             .await?;
+        state.batches.extend(started);
 
         // 5. Record progress and answer.
         self.answer(task, &loc, &state, &round).await
@@ -160,8 +153,55 @@ impl<F: ClientFactory> Dispatcher<F> {
         }
     }
 
+    /// Step 2: adopts or releases claimed batches, follows the commands in flight, and
+    /// lowers the shortest observed run by the instances seen ending.
+    async fn follow(
+        &self,
+        run_id: &str,
+        loc: &Location,
+        ssm: &aws_sdk_ssm::Client,
+        state: &mut Loaded,
+    ) -> Result<()> {
+        let release = Release::AfterGrace { now: now_epoch() };
+        let (store, instances) = (&self.store, &mut state.instances);
+        recover_claims(store, run_id, loc, ssm, instances, &state.batches, release).await?;
+        let was_in_flight = in_flight_batches(instances);
+        follow_commands(store, run_id, loc, ssm, instances, &state.batches).await?;
+        self.observe_ended(run_id, loc, state, &was_in_flight).await
+    }
+
+    /// Lowers the location's shortest observed run by the instances that `follow_commands`
+    /// saw end this round (`was_in_flight`: their batches before it).
+    async fn observe_ended(
+        &self,
+        run_id: &str,
+        loc: &Location,
+        state: &mut Loaded,
+        was_in_flight: &HashMap<String, Option<u64>>,
+    ) -> Result<()> {
+        let claimed = claim_times(&state.batches);
+        let ended: Vec<i64> = state
+            .instances
+            .iter()
+            .filter(|i| i.state.is_terminal())
+            .filter_map(|i| was_in_flight.get(&i.instance_id))
+            .map(|seq| {
+                seq.and_then(|s| claimed.get(&s).copied())
+                    .unwrap_or(i64::MAX)
+            })
+            .collect();
+        let previous_round_at = state.location.progress_from_ms.map(|ms| ms / 1000);
+        let known = state.location.shortest_run_seconds;
+        let shortest = shortest_observed(known, previous_round_at, &ended);
+        if let Some(secs) = shortest.filter(|s| known.is_none_or(|k| *s < k)) {
+            self.store.lower_shortest_run(run_id, loc, secs).await?;
+            state.location.shortest_run_seconds = Some(secs);
+        }
+        Ok(())
+    }
+
     /// Claims and sends each batch in turn; stops at the first batch that could not be
-    /// claimed or whose send was refused or lost.
+    /// claimed or whose send was refused or lost. Returns the batches claimed.
     async fn start_batches(
         &self,
         run: &RunRecord,
@@ -169,21 +209,24 @@ impl<F: ClientFactory> Dispatcher<F> {
         ssm: &aws_sdk_ssm::Client,
         instances: &mut [InstanceRecord],
         batches: &[Vec<String>],
-    ) -> Result<()> {
+    ) -> Result<Vec<BatchRecord>> {
         let spec = command_spec(run);
+        let mut claimed = Vec::new();
         for ids in batches {
-            if let Next::Stop = self
+            let (next, batch) = self
                 .start_batch(run, loc, ssm, &spec, instances, ids)
-                .await?
-            {
+                .await?;
+            claimed.extend(batch);
+            if let Next::Stop = next {
                 break;
             }
         }
-        Ok(())
+        Ok(claimed)
     }
 
     /// Claims one batch, then sends it. The claim comes first: whatever happens after it,
-    /// no later round sends these instances another command.
+    /// no later round sends these instances another command. Returns the batch when it was
+    /// claimed.
     async fn start_batch(
         &self,
         run: &RunRecord,
@@ -192,7 +235,7 @@ impl<F: ClientFactory> Dispatcher<F> {
         spec: &CommandSpec,
         instances: &mut [InstanceRecord],
         ids: &[String],
-    ) -> Result<Next> {
+    ) -> Result<(Next, Option<BatchRecord>)> {
         let run_id = run.run_id.as_str();
         let seq = self.store.next_batch_seq(run_id, loc).await?;
         let batch = BatchRecord {
@@ -205,11 +248,11 @@ impl<F: ClientFactory> Dispatcher<F> {
         };
         if !self.store.claim_batch(run_id, loc, &batch).await? {
             warn!(run_id, location = %loc, batch = seq, "instances already claimed elsewhere: not sending");
-            return Ok(Next::Stop);
+            return Ok((Next::Stop, None));
         }
-        set_state(instances, ids, InstanceState::Claimed, None);
+        set_claimed(instances, ids, seq);
 
-        match fleet::send_command(ssm, ids, spec, &batch.comment).await {
+        let next = match fleet::send_command(ssm, ids, spec, &batch.comment).await {
             SendOutcome::Sent(cmd) => {
                 info!(run_id, location = %loc, batch = seq, command_id = %cmd, instances = ids.len(), "command sent");
                 if self
@@ -219,7 +262,7 @@ impl<F: ClientFactory> Dispatcher<F> {
                 {
                     set_state(instances, ids, InstanceState::InFlight, Some(&cmd));
                 }
-                Ok(Next::Go)
+                Next::Go
             }
             SendOutcome::Refused {
                 reason,
@@ -232,16 +275,17 @@ impl<F: ClientFactory> Dispatcher<F> {
                     throttled,
                 };
                 self.release_refused(run_id, loc, ssm, instances, &batch, refusal)
-                    .await
+                    .await?
             }
             SendOutcome::Unknown(why) => {
                 // The command may exist (no answer, or a 5xx that does not prove it was not
                 // made): keep the claim; the next round finds it by its Comment or releases
                 // it after the grace period.
                 warn!(run_id, location = %loc, batch = seq, %why, "SendCommand answer lost; claim kept for recovery");
-                Ok(Next::Stop)
+                Next::Stop
             }
-        }
+        };
+        Ok((next, Some(batch)))
     }
 
     /// A refused send proves nothing was sent: the batch is released. Instances that left SSM
@@ -317,8 +361,67 @@ impl<F: ClientFactory> Dispatcher<F> {
                 info!(run_id, location = %loc, outcome = outcome.as_str(), "location finished");
                 Ok(task.finished(outcome, reason))
             }
-            None => Ok(task.next_round(self.config.poll_seconds)),
+            None => {
+                let mut next = task.next_round(self.config.poll_seconds);
+                next.wait_seconds = next_wait(&poll_view(state, next.wait_seconds));
+                Ok(next)
+            }
         }
+    }
+}
+
+/// What the round leaves behind, for [`next_wait`].
+fn poll_view(state: &Loaded, poll_seconds: u64) -> PollView {
+    let claimed = claim_times(&state.batches);
+    let in_flight: Vec<&InstanceRecord> = state
+        .instances
+        .iter()
+        .filter(|i| i.state.in_flight())
+        .collect();
+    let pending = state
+        .instances
+        .iter()
+        .filter(|i| i.state == InstanceState::Pending)
+        .count() as u64;
+    PollView {
+        now: now_epoch(),
+        poll_seconds,
+        in_flight_claimed: in_flight
+            .iter()
+            .map(|i| match (i.state, i.batch) {
+                (InstanceState::InFlight, Some(seq)) => claimed.get(&seq).copied(),
+                _ => None,
+            })
+            .collect(),
+        pending,
+        free_slots: state.location.window.saturating_sub(in_flight.len() as u64),
+        shortest_seconds: state.location.shortest_run_seconds,
+        delivery_timeout_seconds: state.run.input.delivery_timeout_seconds,
+    }
+}
+
+/// When each batch was claimed (epoch seconds), by sequence number.
+fn claim_times(batches: &[BatchRecord]) -> HashMap<u64, i64> {
+    batches.iter().map(|b| (b.seq, b.claimed_at)).collect()
+}
+
+/// The batch of each instance in flight (InFlight), by instance ID.
+fn in_flight_batches(instances: &[InstanceRecord]) -> HashMap<String, Option<u64>> {
+    instances
+        .iter()
+        .filter(|i| i.state == InstanceState::InFlight)
+        .map(|i| (i.instance_id.clone(), i.batch))
+        .collect()
+}
+
+/// Records in memory that batch `seq` claimed `ids`.
+fn set_claimed(instances: &mut [InstanceRecord], ids: &[String], seq: u64) {
+    set_state(instances, ids, InstanceState::Claimed, None);
+    for i in instances
+        .iter_mut()
+        .filter(|i| ids.contains(&i.instance_id))
+    {
+        i.batch = Some(seq);
     }
 }
 

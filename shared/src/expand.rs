@@ -3,6 +3,13 @@
 //! as Pending (will be dispatched), Offline (ConnectionLost / Inactive) or Unmanaged (in the
 //! group but unknown to SSM: stopped, or no agent). A missing group or an unassumable role
 //! ends the location with its own outcome, never the run.
+//!
+//! Invariants: expansion is incremental. The group is listed a page (50 IDs) at a time;
+//! each page is recorded, then a cursor on the location item moves past it, so a retry
+//! (after a timeout, the first attempt perhaps still running) resumes at the first page not
+//! recorded. An instance is only ever written if it is not recorded yet: nothing claimed or
+//! sent goes back to Pending. The window and counts are taken from the recorded instances,
+//! whichever attempt recorded them.
 
 use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory, TargetClients};
@@ -12,8 +19,8 @@ use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
 use crate::halt::{self, Check};
 use crate::model::{
-    count_states, Expansion, InstanceRecord, InstanceState, Location, LocationOutcome, Phase,
-    RunRecord,
+    count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
+    LocationOutcome, Phase, RunRecord,
 };
 use crate::run::{self, Entry};
 use crate::store::Store;
@@ -65,46 +72,42 @@ pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
     }
 }
 
-/// How a location's instances were found, short of an error.
-enum Found {
-    Instances(Vec<InstanceRecord>),
+/// How recording the group went, short of an error.
+enum Recorded {
+    /// Every page of the group is recorded.
+    All,
     /// The location ends here (role refused, group missing).
     Ended(LocationOutcome, String),
 }
 
 impl<F: ClientFactory> Expander<F> {
     /// Expands one location: load the run and the location, decide whether it may start,
-    /// find its instances, record them and what they make of the window.
+    /// record the group's instances a page at a time (from where an earlier attempt
+    /// stopped), then what the recorded instances make of the window.
     pub async fn handle(&self, task: LocationTask) -> Result<LocationTask> {
         let loc = task.location()?;
-        let mut run = self.store.get_run(&task.run_id).await?;
-        let record = self.store.get_location(&task.run_id, &loc).await?;
+        let run_id = task.run_id.as_str();
+        let mut run = self.store.get_run(run_id).await?;
+        let record = self.store.get_location(run_id, &loc).await?;
         if record.phase != Phase::Done {
-            // A halted run (window closed, alarm in ALARM) starts no location: recorded here
-            // when this location is the first it stops.
-            let now = now_epoch_ms();
-            if let Check::Halt(h) = halt::check(&self.store, &self.alarms, &run, now).await? {
-                self.store.record_halt(&task.run_id, &h).await?;
-                run.halt = Some(h);
-            }
+            self.record_halt(run_id, &mut run).await?;
         }
         if let Entry::Finish(outcome, reason) = run::may_start(&run, &record) {
-            info!(run_id = %task.run_id, location = %loc, outcome = outcome.as_str(), "location not started");
+            info!(run_id, location = %loc, outcome = outcome.as_str(), "location not started");
             return Ok(task.finished(outcome, reason));
         }
 
-        let instances = match self.find(&task.run_id, &run, &loc).await? {
-            Found::Instances(i) => i,
-            Found::Ended(outcome, why) => return Ok(task.finished(outcome, Some(why))),
-        };
+        let cursor = record.expand_cursor;
+        if let Recorded::Ended(outcome, why) = self.record_group(run_id, &run, &loc, cursor).await?
+        {
+            return Ok(task.finished(outcome, Some(why)));
+        }
 
+        let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
         let found = expansion(&run, &instances);
-        self.store
-            .put_instances(&task.run_id, &loc, &instances)
-            .await?;
-        self.store.set_expanded(&task.run_id, &loc, &found).await?;
+        self.store.set_expanded(run_id, &loc, &found).await?;
         info!(
-            run_id = %task.run_id,
+            run_id,
             location = %loc,
             targeted = found.targeted,
             dispatchable = found.dispatchable,
@@ -115,38 +118,98 @@ impl<F: ClientFactory> Expander<F> {
         if found.dispatchable == 0 {
             let why = format!(
                 "{} instance(s) in the group, none online and managed",
-                instances.len()
+                found.targeted
             );
             return Ok(task.finished(LocationOutcome::NoTargets, Some(why)));
         }
         Ok(task.again(0))
     }
 
-    /// Assumes the execution role, lists the group and asks SSM about its instances.
-    async fn find(&self, run_id: &str, run: &RunRecord, loc: &Location) -> Result<Found> {
-        let role = &run.input.execution_role_name;
-        let clients: TargetClients = match self.factory.clients(loc, role, run_id).await {
-            Ok(c) => c,
-            Err(AssumeError::AccessDenied { role_arn, message }) => {
-                warn!(run_id, location = %loc, %role_arn, "execution role refused");
-                let why = format!("cannot assume {role_arn}: {message}");
-                return Ok(Found::Ended(LocationOutcome::AccessDenied, why));
-            }
-            Err(AssumeError::Other(e)) => return Err(e),
-        };
+    /// A halted run (window closed, alarm in ALARM) starts no location: recorded here when
+    /// this location is the first it stops.
+    async fn record_halt(&self, run_id: &str, run: &mut RunRecord) -> Result<()> {
+        let now = now_epoch_ms();
+        if let Check::Halt(h) = halt::check(&self.store, &self.alarms, run, now).await? {
+            self.store.record_halt(run_id, &h).await?;
+            run.halt = Some(h);
+        }
+        Ok(())
+    }
 
-        let ids =
-            match fleet::list_group_instances(&clients.groups, &run.input.resource_group).await {
-                Ok(ids) => ids,
+    /// Assumes the execution role, then records the group's instances page by page from
+    /// `cursor`: each page of at most 50 IDs is described by SSM, its instances written
+    /// (only those not recorded yet), then the cursor moved past it. A retry resumes at the
+    /// first page not recorded; a refused page token starts the listing over (what is
+    /// recorded stays as it is).
+    async fn record_group(
+        &self,
+        run_id: &str,
+        run: &RunRecord,
+        loc: &Location,
+        cursor: Option<ExpandCursor>,
+    ) -> Result<Recorded> {
+        let (mut pages, mut token) = match cursor {
+            Some(ExpandCursor {
+                next_token: None, ..
+            }) => return Ok(Recorded::All),
+            Some(c) => (c.pages, c.next_token),
+            None => (0, None),
+        };
+        let clients = match self.clients(run_id, run, loc).await? {
+            Ok(c) => c,
+            Err(ended) => return Ok(ended),
+        };
+        let group = &run.input.resource_group;
+        loop {
+            let (ids, next) = match fleet::list_group_page(&clients.groups, group, token.as_deref())
+                .await
+            {
+                Ok(page) => page,
                 Err(GroupError::NotFound(g)) => {
                     let why = format!("resource group {g} does not exist in {loc}");
-                    return Ok(Found::Ended(LocationOutcome::GroupNotFound, why));
+                    return Ok(Recorded::Ended(LocationOutcome::GroupNotFound, why));
+                }
+                Err(GroupError::TokenRefused) => {
+                    warn!(run_id, location = %loc, pages, "page token refused: listing the group again");
+                    (pages, token) = (0, None);
+                    continue;
                 }
                 Err(GroupError::Other(e)) => return Err(e),
             };
+            let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
+            self.store
+                .put_instances(run_id, loc, &classify(&ids, &managed))
+                .await?;
+            pages += 1;
+            let cursor = ExpandCursor {
+                pages,
+                next_token: next.clone(),
+            };
+            self.store.set_expand_cursor(run_id, loc, &cursor).await?;
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(Recorded::All),
+            }
+        }
+    }
 
-        let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
-        Ok(Found::Instances(classify(&ids, &managed)))
+    /// The target account's clients, or the location's end when the role is refused.
+    async fn clients(
+        &self,
+        run_id: &str,
+        run: &RunRecord,
+        loc: &Location,
+    ) -> Result<std::result::Result<TargetClients, Recorded>> {
+        let role = &run.input.execution_role_name;
+        match self.factory.clients(loc, role, run_id).await {
+            Ok(c) => Ok(Ok(c)),
+            Err(AssumeError::AccessDenied { role_arn, message }) => {
+                warn!(run_id, location = %loc, %role_arn, "execution role refused");
+                let why = format!("cannot assume {role_arn}: {message}");
+                Ok(Err(Recorded::Ended(LocationOutcome::AccessDenied, why)))
+            }
+            Err(AssumeError::Other(e)) => Err(e),
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! The target-account adapter: Resource Groups and Systems Manager calls made with the
 //! execution role's credentials. SDK types stop here; callers get fleetpatch's types.
 //!
-//! Invariants: every list follows all pages; no call carries more than [`SEND_CHUNK`]
+//! Invariants: every list follows all pages (the resource group's, a page at a time: expand
+//! records each page before it asks for the next); no call carries more than [`SEND_CHUNK`]
 //! instance IDs; SendCommand is never retried here (a retry after a lost answer would patch
 //! twice), and its outcome says whether the command surely does not exist
 //! ([`SendOutcome::Refused`]) or may ([`SendOutcome::Unknown`]).
@@ -31,6 +32,9 @@ pub enum GroupError {
     /// The group does not exist in this account and Region.
     #[error("resource group {0} not found")]
     NotFound(String),
+    /// A page token given back was refused (expired, or from another listing).
+    #[error("the resource group's page token was refused")]
+    TokenRefused,
     #[error(transparent)]
     Other(#[from] Error),
 }
@@ -44,54 +48,55 @@ pub fn instance_id_from_arn(arn: &str) -> Option<String> {
     (id.starts_with("i-") || id.starts_with("mi-")).then(|| id.to_string())
 }
 
-/// Lists the instance IDs of a resource group (EC2 instances and managed nodes only), following
-/// every page; sorted, each ID once.
-pub async fn list_group_instances(
+/// One page (at most 50) of a resource group's instance IDs (EC2 instances and managed nodes
+/// only), from `token` (None: the first page), with the token of the next page (None after
+/// the last); sorted, each ID once.
+pub async fn list_group_page(
     client: &aws_sdk_resourcegroups::Client,
     group: &str,
-) -> std::result::Result<Vec<String>, GroupError> {
+    token: Option<&str>,
+) -> std::result::Result<(Vec<String>, Option<String>), GroupError> {
     let filter = ResourceFilter::builder()
         .name(ResourceFilterName::ResourceType)
         .set_values(Some(RESOURCE_TYPES.iter().map(|s| s.to_string()).collect()))
         .build()
         .map_err(|e| Error::Record(e.to_string()))?;
 
-    let mut pages = client
+    let answer = client
         .list_group_resources()
         .group(group)
         .filters(filter)
         .max_results(50)
-        .into_paginator()
-        .send();
-    let mut ids = Vec::new();
-    while let Some(page) = pages.next().await {
-        let page = match page {
-            Ok(p) => p,
-            Err(e) => {
-                let not_found = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_not_found_exception())
-                    || e.code() == Some("NotFoundException");
-                if not_found {
-                    return Err(GroupError::NotFound(group.to_string()));
-                }
-                return Err(from_sdk("resource-groups:ListGroupResources", e).into());
+        .set_next_token(token.map(str::to_string))
+        .send()
+        .await;
+    let page = match answer {
+        Ok(p) => p,
+        Err(e) => {
+            let not_found = e
+                .as_service_error()
+                .is_some_and(|se| se.is_not_found_exception())
+                || e.code() == Some("NotFoundException");
+            if not_found {
+                return Err(GroupError::NotFound(group.to_string()));
             }
-        };
-        for r in page.resources.unwrap_or_default() {
-            if let Some(id) = r
-                .identifier
-                .and_then(|i| i.resource_arn)
-                .and_then(|a| instance_id_from_arn(&a))
-            {
-                ids.push(id);
+            if token.is_some() && e.code() == Some("BadRequestException") {
+                return Err(GroupError::TokenRefused);
             }
+            return Err(from_sdk("resource-groups:ListGroupResources", e).into());
         }
-    }
+    };
 
+    let mut ids: Vec<String> = page
+        .resources
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r.identifier.and_then(|i| i.resource_arn))
+        .filter_map(|a| instance_id_from_arn(&a))
+        .collect();
     ids.sort();
     ids.dedup();
-    Ok(ids)
+    Ok((ids, page.next_token.filter(|t| !t.is_empty())))
 }
 
 /// What SSM knows of a managed instance.

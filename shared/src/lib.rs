@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod halt;
 pub mod orgs;
 pub mod plan;
+pub mod poll;
 pub mod progress;
 pub mod regions;
 pub mod report;

@@ -93,6 +93,21 @@ pub struct LocationRecord {
     pub counts: Counts,
     /// Compliance totals, written by aggregate.
     pub compliance: Option<Compliance>,
+    /// When the last dispatch round that wrote progress started (epoch ms).
+    pub progress_from_ms: Option<i64>,
+    /// The shortest claim-to-end time observed in the location, a lower bound in seconds
+    /// (see `poll::shortest_observed`).
+    pub shortest_run_seconds: Option<u64>,
+    /// How far expansion got; None before its first page is recorded.
+    pub expand_cursor: Option<ExpandCursor>,
+}
+
+/// How far a location's expansion got: the resource group's pages recorded so far, and
+/// the token of the next page to list (None once the last page is recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpandCursor {
+    pub pages: u64,
+    pub next_token: Option<String>,
 }
 
 impl LocationRecord {
@@ -111,6 +126,9 @@ impl LocationRecord {
             stopping: false,
             counts: Counts::new(),
             compliance: None,
+            progress_from_ms: None,
+            shortest_run_seconds: None,
+            expand_cursor: None,
         }
     }
 }

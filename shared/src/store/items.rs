@@ -9,8 +9,8 @@ use super::Item;
 use crate::clock::iso;
 use crate::error::{Error, Result};
 use crate::model::{
-    BatchRecord, Counts, InstanceRecord, InstanceState, LedgerEntry, Location, LocationRecord,
-    RunRecord,
+    BatchRecord, Counts, ExpandCursor, InstanceRecord, InstanceState, LedgerEntry, Location,
+    LocationRecord, RunRecord,
 };
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -174,6 +174,12 @@ pub fn location_item(run_id: &str, l: &LocationRecord) -> Result<Item> {
     item.insert("account".into(), s(&l.location.account));
     item.insert("region".into(), s(&l.location.region));
     item.insert("phase".into(), s(l.phase.as_str()));
+    if let Some(c) = &l.expand_cursor {
+        item.insert("expandPages".into(), n(c.pages));
+        if let Some(t) = &c.next_token {
+            item.insert("expandToken".into(), s(t));
+        }
+    }
     if l.phase == crate::model::Phase::Pending {
         return Ok(item);
     }
@@ -194,6 +200,12 @@ pub fn location_item(run_id: &str, l: &LocationRecord) -> Result<Item> {
     }
     if let Some(c) = &l.compliance {
         item.insert("compliance".into(), json(c)?);
+    }
+    if let Some(ms) = l.progress_from_ms {
+        item.insert("progressFrom".into(), AttributeValue::N(ms.to_string()));
+    }
+    if let Some(secs) = l.shortest_run_seconds {
+        item.insert("shortestRunSeconds".into(), n(secs));
     }
     Ok(item)
 }
@@ -220,6 +232,12 @@ impl TryFrom<&Item> for LocationRecord {
             stopping: get_bool(item, "stopping"),
             counts: counts_of(item)?,
             compliance: optional_json(item, "compliance")?,
+            progress_from_ms: get_n(item, "progressFrom").and_then(|ms| i64::try_from(ms).ok()),
+            shortest_run_seconds: get_n(item, "shortestRunSeconds"),
+            expand_cursor: get_n(item, "expandPages").map(|pages| ExpandCursor {
+                pages,
+                next_token: get_s(item, "expandToken"),
+            }),
         })
     }
 }

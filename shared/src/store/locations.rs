@@ -8,7 +8,8 @@ use super::Store;
 use crate::clock::{iso, now_epoch};
 use crate::error::{from_sdk, Error, Result};
 use crate::model::{
-    Compliance, Counts, Expansion, Location, LocationOutcome, LocationRecord, Phase, Settled,
+    Compliance, Counts, ExpandCursor, Expansion, Location, LocationOutcome, LocationRecord, Phase,
+    Settled,
 };
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, TransactWriteItem, Update};
 
@@ -106,6 +107,60 @@ impl Store {
             .expression_attribute_values(":s", AttributeValue::Bool(stopping))
             .expression_attribute_values(":from", n(read_from_ms))
             .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        conditional("dynamodb:UpdateItem", r)
+    }
+
+    /// Records how far expansion got, while the location is still Pending and only forward
+    /// (a retry running beside a late attempt never moves the cursor back). Returns false
+    /// when the cursor was not moved.
+    pub async fn set_expand_cursor(
+        &self,
+        run_id: &str,
+        l: &Location,
+        cursor: &ExpandCursor,
+    ) -> Result<bool> {
+        let set = match cursor.next_token {
+            Some(_) => "SET expandPages = :p, expandToken = :t",
+            None => "SET expandPages = :p REMOVE expandToken",
+        };
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(location_key(run_id, l)))
+            .update_expression(set)
+            .condition_expression(
+                "phase = :pending AND (attribute_not_exists(expandPages) OR expandPages < :p)",
+            )
+            .expression_attribute_values(":pending", s(Phase::Pending.as_str()))
+            .expression_attribute_values(":p", n(cursor.pages));
+        if let Some(t) = &cursor.next_token {
+            req = req.expression_attribute_values(":t", s(t));
+        }
+        conditional("dynamodb:UpdateItem", req.send().await)
+    }
+
+    /// Lowers the location's shortest observed run to `seconds`, never raises it (a
+    /// conditional write: two rounds side by side keep the lower). Returns false when it
+    /// was already as low.
+    pub async fn lower_shortest_run(
+        &self,
+        run_id: &str,
+        l: &Location,
+        seconds: u64,
+    ) -> Result<bool> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(location_key(run_id, l)))
+            .update_expression("SET shortestRunSeconds = :v")
+            .condition_expression(
+                "attribute_exists(PK) AND (attribute_not_exists(shortestRunSeconds) OR shortestRunSeconds > :v)",
+            )
+            .expression_attribute_values(":v", n(seconds))
             .send()
             .await;
         conditional("dynamodb:UpdateItem", r)

@@ -21,7 +21,9 @@ use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use aws_smithy_types::error::ErrorMetadata;
 use fleetpatch::config::Config;
 use fleetpatch::dispatch::Dispatcher;
-use fleetpatch::model::{BatchRecord, BatchState, InstanceRecord, InstanceState, LocationOutcome};
+use fleetpatch::model::{
+    BatchRecord, BatchState, InstanceRecord, InstanceState, LocationOutcome, LocationRecord, Phase,
+};
 use fleetpatch::store::items;
 use fleetpatch::task::LocationTask;
 use serde_json::json;
@@ -1068,6 +1070,147 @@ async fn only_commands_whose_completed_count_moved_are_read() {
     let mut recorded = seen.moved_to("Succeeded");
     recorded.sort();
     assert_eq!(recorded, all[..2].to_vec());
+}
+
+// -- the adaptive poll interval ---------------------------------------------------------
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A location with a window of 2 whose instances 0 and 1 are in flight in batch 1 (claimed
+/// `claimed_ago` seconds ago, as `cmd-1`), and 3 more wait; `shortest` the shortest run seen
+/// and `previous_round_ago` when the previous round started.
+fn window_in_flight(
+    claimed_ago: i64,
+    shortest: Option<u64>,
+    previous_round_ago: Option<i64>,
+) -> (Item, Vec<Item>) {
+    let mut l = LocationRecord::pending(LOC.parse().unwrap());
+    l.phase = Phase::Dispatching;
+    l.window = 2;
+    l.shortest_run_seconds = shortest;
+    l.progress_from_ms = previous_round_ago.map(|ago| (now() - ago) * 1000);
+    let loc = items::location_item(RUN, &l).unwrap();
+
+    let all = ids(5);
+    let mut items: Vec<Item> = all[..2]
+        .iter()
+        .map(|id| {
+            let mut r = InstanceRecord::new(id, InstanceState::InFlight);
+            r.command_id = Some("cmd-1".into());
+            r.batch = Some(1);
+            r.ssm_status = Some("InProgress".into());
+            r.status_details = Some("In Progress".into());
+            items::instance_item(RUN, &LOC.parse().unwrap(), &r)
+        })
+        .collect();
+    items.extend(all[2..].iter().map(|id| instance_item(id, "Pending", None)));
+    let batch = BatchRecord {
+        seq: 1,
+        instance_ids: all[..2].to_vec(),
+        comment: "c".into(),
+        claimed_at: now() - claimed_ago,
+        state: BatchState::Sent,
+        command_id: Some("cmd-1".into()),
+    };
+    items.push(items::batch_item(RUN, &LOC.parse().unwrap(), &batch));
+    (loc, items)
+}
+
+/// ListCommandInvocations answering `status` for instances 0 and 1 of `cmd-1`.
+fn invocations(status: CommandInvocationStatus, details: &'static str) -> Rule {
+    mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+        let mut b = ListCommandInvocationsOutput::builder();
+        for id in &ids(2) {
+            b = b.command_invocations(
+                CommandInvocation::builder()
+                    .instance_id(id.clone())
+                    .status(status.clone())
+                    .status_details(details)
+                    .build(),
+            );
+        }
+        b.build()
+    })
+}
+
+#[tokio::test]
+async fn a_full_window_is_not_polled_again_before_its_shortest_run() {
+    // GIVEN a full window claimed 100 s ago, instances waiting for a slot, and runs of at
+    // least 300 s observed in the location
+    let (loc, items) = window_in_flight(100, Some(300), Some(30));
+    let (db, _seen, _r) = dynamo(run_item("Running", json!({}), None), loc, items, false);
+    let list = invocations(CommandInvocationStatus::InProgress, "In Progress");
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs a round that sees nothing new
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the next round comes when one of them could first end (300 - 100 - 10 s), not
+    // after the configured 5 s poll
+    assert!(!out.done);
+    assert!(
+        (188..=190).contains(&out.wait_seconds),
+        "waits {} s",
+        out.wait_seconds
+    );
+}
+
+#[tokio::test]
+async fn with_no_run_observed_the_configured_poll_is_kept() {
+    // GIVEN the same window, and no instance seen ending yet in the location
+    let (loc, items) = window_in_flight(100, None, Some(30));
+    let (db, _seen, _r) = dynamo(run_item("Running", json!({}), None), loc, items, false);
+    let list = invocations(CommandInvocationStatus::InProgress, "In Progress");
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    // WHEN dispatch runs
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN it answers the configured poll
+    assert_eq!(out.wait_seconds, Config::for_tests().poll_seconds);
+}
+
+#[tokio::test]
+async fn instances_seen_ending_lower_the_shortest_run_and_their_slots_refill_promptly() {
+    // GIVEN a window claimed 500 s ago, a previous round 200 s ago that saw it in flight,
+    // and 900 s the shortest run so far
+    let (loc, items) = window_in_flight(500, Some(900), Some(200));
+    let (db, seen, _r) = dynamo(run_item("Running", json!({}), None), loc, items, false);
+    let list = invocations(CommandInvocationStatus::Success, "Success");
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list, &send]);
+    // WHEN dispatch sees both end
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN the shortest run becomes what they took at least: 500 - 200 = 300 s
+    let lowered: Vec<String> = seen
+        .updates
+        .all()
+        .iter()
+        .filter(|u| {
+            u.update_expression()
+                .unwrap_or_default()
+                .contains("shortestRunSeconds")
+        })
+        .map(|u| {
+            u.expression_attribute_values().unwrap()[":v"]
+                .as_n()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    assert_eq!(lowered.len(), 1);
+    let secs: i64 = lowered[0].parse().unwrap();
+    assert!((299..=301).contains(&secs), "{secs} s");
+    // AND the two free slots were refilled this round
+    assert_eq!(sent.all().concat().len(), 2);
+    // AND the next round waits until the new ones could end (300 - 10 s), no longer
+    assert!(
+        (288..=291).contains(&out.wait_seconds),
+        "waits {} s",
+        out.wait_seconds
+    );
 }
 
 #[tokio::test]

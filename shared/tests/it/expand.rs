@@ -4,10 +4,11 @@
 use crate::util::*;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsOutput,
 };
-use aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemInput, UpdateItemOutput};
 use aws_sdk_dynamodb::types::error::{
     ConditionalCheckFailedException, TransactionCanceledException,
 };
@@ -25,7 +26,7 @@ use aws_smithy_types::error::ErrorMetadata;
 use fleetpatch::clients::AssumeRoleFactory;
 use fleetpatch::config::Config;
 use fleetpatch::expand::Expander;
-use fleetpatch::model::{LocationOutcome, LocationRecord};
+use fleetpatch::model::{ExpandCursor, LocationOutcome, LocationRecord};
 use fleetpatch::task::LocationTask;
 use serde_json::json;
 
@@ -46,8 +47,25 @@ fn dynamo_with(
     written: Captured<Written>,
     existing: Vec<String>,
 ) -> (aws_sdk_dynamodb::Client, Vec<Rule>) {
+    let (client, rules, _) = dynamo_at(run_status, written, existing, None);
+    (client, rules)
+}
+
+/// Like [`dynamo_with`], with the location's expansion cursor at `cursor`; also answers the
+/// UpdateItem requests made.
+fn dynamo_at(
+    run_status: &'static str,
+    written: Captured<Written>,
+    existing: Vec<String>,
+    cursor: Option<ExpandCursor>,
+) -> (
+    aws_sdk_dynamodb::Client,
+    Vec<Rule>,
+    Captured<UpdateItemInput>,
+) {
     let get = mock!(aws_sdk_dynamodb::Client::get_item).then_compute_output(move |req| {
-        let pending = LocationRecord::pending(LOC.parse().unwrap());
+        let mut pending = LocationRecord::pending(LOC.parse().unwrap());
+        pending.expand_cursor = cursor.clone();
         let loc = fleetpatch::store::items::location_item(RUN, &pending).unwrap();
         let item = if sk_of(req.key()) == "RUN" {
             run_item(run_status, json!({}), None)
@@ -63,6 +81,7 @@ fn dynamo_with(
         }
     };
     let (w, e) = (written.clone(), exists.clone());
+    let recorded = written.clone();
     let transact =
         mock!(aws_sdk_dynamodb::Client::transact_write_items).then_compute_response(move |req| {
             let puts: Vec<_> = req
@@ -100,12 +119,26 @@ fn dynamo_with(
         written.push((item, req.condition_expression().map(str::to_string)));
         aws_smithy_mocks::MockResponse::Output(PutItemOutput::builder().build())
     });
-    let update = mock!(aws_sdk_dynamodb::Client::update_item)
-        .then_output(|| UpdateItemOutput::builder().build());
-    let rules = vec![get, transact, put, update];
+    let updates = Captured::default();
+    let seen = updates.clone();
+    let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
+        seen.push(req.clone());
+        UpdateItemOutput::builder().build()
+    });
+    // The location's partition: the instances recorded before, then those written.
+    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
+        let mut items: Vec<Item> = existing
+            .iter()
+            .map(|id| instance_item(id, "Pending", None))
+            .collect();
+        items.extend(recorded.all().into_iter().map(|(item, _)| item));
+        QueryOutput::builder().set_items(Some(items)).build()
+    });
+    let rules = vec![get, transact, put, update, query];
     (
         mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules),
         rules,
+        updates,
     )
 }
 
@@ -383,4 +416,153 @@ async fn a_late_expansion_never_rewrites_instances_already_recorded() {
         .all()
         .iter()
         .all(|(_, c)| c.as_deref() == Some("attribute_not_exists(PK)")));
+}
+
+/// One ListGroupResources page of `ids`, with `next` the token of the page after it.
+fn group_page(ids: &[String], next: Option<&str>) -> ListGroupResourcesOutput {
+    let mut b = ListGroupResourcesOutput::builder().set_next_token(next.map(String::from));
+    for id in ids {
+        b = b.resources(
+            ListGroupResourcesItem::builder()
+                .identifier(
+                    ResourceIdentifier::builder()
+                        .resource_arn(arn(id))
+                        .resource_type("AWS::EC2::Instance")
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    b.build()
+}
+
+/// DescribeInstanceInformation answering every asked instance Online; records what was asked.
+fn all_online(asked: Captured<Vec<String>>) -> Rule {
+    mock!(aws_sdk_ssm::Client::describe_instance_information).then_compute_output(move |req| {
+        let ids: Vec<String> = req.filters()[0].values().to_vec();
+        asked.push(ids.clone());
+        let mut b = DescribeInstanceInformationOutput::builder();
+        for id in ids {
+            b = b.instance_information_list(
+                InstanceInformation::builder()
+                    .instance_id(id)
+                    .ping_status(PingStatus::Online)
+                    .platform_type(PlatformType::Linux)
+                    .build(),
+            );
+        }
+        b.build()
+    })
+}
+
+#[tokio::test]
+async fn a_retried_expansion_resumes_at_the_first_page_not_recorded() {
+    // GIVEN a group of 60 instances in two pages, and an earlier attempt (timed out) that
+    // recorded the first page and moved the cursor past it
+    let all = ids(60);
+    let page2 = all[50..].to_vec();
+    let tokens: Captured<Option<String>> = Captured::default();
+    let seen_tokens = tokens.clone();
+    let groups_rule = mock!(aws_sdk_resourcegroups::Client::list_group_resources)
+        .then_compute_output(move |req| {
+            seen_tokens.push(req.next_token().map(str::to_string));
+            match req.next_token() {
+                Some("page-2") => group_page(&page2, None),
+                _ => group_page(&all[..50], Some("page-2")),
+            }
+        });
+    let asked = Captured::default();
+    let info_rule = all_online(asked.clone());
+    let written = Captured::default();
+    let cursor = ExpandCursor {
+        pages: 1,
+        next_token: Some("page-2".into()),
+    };
+    let (db, _r, updates) = dynamo_at("Running", written.clone(), ids(50), Some(cursor));
+    let e = Expander {
+        config: Config::for_tests(),
+        store: store(db),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
+            mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
+        ),
+        alarms: no_alarms(),
+    };
+
+    // WHEN the retry runs
+    let out = e.handle(task()).await.unwrap();
+
+    // THEN it listed only the second page, asked SSM only about it, and wrote only it
+    assert_eq!(tokens.all(), vec![Some("page-2".to_string())]);
+    assert_eq!(asked.all().concat(), ids(60)[50..].to_vec());
+    let st = states(&written);
+    assert_eq!(st.len(), 10);
+    assert!(st.iter().all(|(_, s)| s == "Pending"));
+    // AND the cursor moved past the last page
+    let exprs: Vec<String> = updates
+        .all()
+        .iter()
+        .map(|u| u.update_expression().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        exprs.contains(&"SET expandPages = :p REMOVE expandToken".to_string()),
+        "{exprs:?}"
+    );
+    // AND the location's window is taken from all 60 recorded instances
+    let expanded = updates
+        .all()
+        .into_iter()
+        .find(|u| {
+            u.update_expression()
+                .unwrap_or_default()
+                .contains("targeted")
+        })
+        .expect("the expansion was recorded");
+    let values = expanded.expression_attribute_values().unwrap();
+    assert_eq!(values[":t"].as_n().unwrap(), "60");
+    assert!(!out.done);
+}
+
+#[tokio::test]
+async fn an_expansion_whose_every_page_is_recorded_lists_nothing_again() {
+    // GIVEN an earlier attempt that recorded every page of a 3-instance group, then timed
+    // out before it recorded the expansion
+    let groups_rule = mock!(aws_sdk_resourcegroups::Client::list_group_resources)
+        .then_output(|| group_page(&ids(3), None));
+    let asked = Captured::default();
+    let info_rule = all_online(asked.clone());
+    let written = Captured::default();
+    let cursor = ExpandCursor {
+        pages: 1,
+        next_token: None,
+    };
+    let (db, _r, updates) = dynamo_at("Running", written.clone(), ids(3), Some(cursor));
+    let e = Expander {
+        config: Config::for_tests(),
+        store: store(db),
+        factory: fixed(
+            mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]),
+            mock_client!(aws_sdk_resourcegroups, RuleMode::MatchAny, [&groups_rule]),
+        ),
+        alarms: no_alarms(),
+    };
+    // WHEN the retry runs
+    let out = e.handle(task()).await.unwrap();
+    // THEN it calls neither Resource Groups nor SSM, writes no instance, and records the
+    // expansion of the 3 recorded instances
+    assert_eq!(groups_rule.num_calls() + info_rule.num_calls(), 0);
+    assert!(written.all().is_empty());
+    let targeted: Vec<String> = updates
+        .all()
+        .iter()
+        .filter_map(|u| {
+            u.expression_attribute_values()?
+                .get(":t")?
+                .as_n()
+                .ok()
+                .cloned()
+        })
+        .collect();
+    assert_eq!(targeted, vec!["3".to_string()]);
+    assert!(!out.done);
 }

@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 
 const HANDLERS: [&str; 5] = ["plan", "expand", "dispatch", "settle", "aggregate"];
-const PURE: [&str; 8] = [
+const PURE: [&str; 9] = [
     "run",
     "limits",
     "window",
+    "poll",
     "ratecontrol",
     "report",
     "comment",
