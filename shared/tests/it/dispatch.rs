@@ -1274,3 +1274,53 @@ async fn after_the_window_closes_nothing_new_starts_and_pending_instances_end_no
     assert!(halts[0].contains("windowClosed"), "{}", halts[0]);
     assert!(!out.done);
 }
+
+#[tokio::test]
+async fn while_the_alarms_cannot_be_read_a_round_starts_nothing_and_retires_nothing() {
+    // GIVEN a run that stops on an alarm, 4 pending instances, and CloudWatch unreachable
+    let alarm = "arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-5xx";
+    let items: Vec<Item> = ids(4)
+        .iter()
+        .map(|i| instance_item(i, "Pending", None))
+        .collect();
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({ "stopOnAlarms": [alarm] }), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&send]);
+    let mut d = dispatcher(db, ssm);
+    d.alarms = unreachable_alarms();
+
+    // WHEN dispatch runs a round
+    let out = d.handle(task()).await.unwrap();
+
+    // THEN no command went out and no instance was retired (an unknown alarm state is not
+    // an all-clear, and not a halt); the read it claimed was given back for the next round
+    assert_eq!(send.num_calls(), 0);
+    assert!(seen.moved_to("NotStarted").is_empty());
+    let expressions: Vec<String> = seen
+        .updates
+        .all()
+        .iter()
+        .map(|u| u.update_expression().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        expressions.iter().any(|e| e.contains("SET alarmsReadAt")),
+        "{expressions:?}"
+    );
+    assert!(
+        expressions
+            .iter()
+            .any(|e| e.contains("REMOVE alarmsReadAt")),
+        "{expressions:?}"
+    );
+    assert!(
+        !expressions.iter().any(|e| e.contains("halt")),
+        "{expressions:?}"
+    );
+    assert!(!out.done);
+}

@@ -230,3 +230,20 @@ pub fn counted(
 pub fn no_alarms() -> fleetpatch::alarms::Alarms {
     fleetpatch::alarms::Alarms::new(&aws_config::SdkConfig::builder().build())
 }
+
+/// An alarm reader that cannot reach CloudWatch (nothing listens on its endpoint; no retry):
+/// every read fails as an unreachable service does.
+pub fn unreachable_alarms() -> fleetpatch::alarms::Alarms {
+    let sdk = aws_config::SdkConfig::builder()
+        .endpoint_url("http://127.0.0.1:1")
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(
+                aws_credential_types::Credentials::for_tests(),
+            ),
+        )
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    fleetpatch::alarms::Alarms::new(&sdk)
+}

@@ -187,7 +187,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         )),
         Route::Lambda(function) => Ok(invoke_lambda(&state, scope.as_ref(), function, req).await),
         Route::Forward => Ok(forward(&state, scope.as_ref(), req).await),
-        Route::CloudWatch(op) => Ok(cloudwatch_call(&state, &op, req).await),
+        Route::CloudWatch(op) => Ok(cloudwatch_call(&state, scope.as_ref(), &op, req).await),
         Route::Served(service, op) => match scope {
             Some(scope) => serve(&state, service, &op, scope, caller_arn, req).await,
             None => Ok(state.forwarder.to_moto(req).await),
@@ -249,9 +249,15 @@ async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) ->
     resp
 }
 
-/// A CloudWatch call: DescribeAlarms translated to moto's Query protocol and back (see
-/// `services::cloudwatch`), counted as forwarded `monitoring`.
-async fn cloudwatch_call(state: &AppState, op: &str, req: Incoming) -> HttpResponse {
+/// A CloudWatch call: refused by a fault rule (service `monitoring`) if one matches, else
+/// DescribeAlarms translated to moto's Query protocol and back (see `services::cloudwatch`),
+/// counted as forwarded `monitoring`.
+async fn cloudwatch_call(
+    state: &AppState,
+    scope: Option<&SigV4Scope>,
+    op: &str,
+    req: Incoming,
+) -> HttpResponse {
     *lock(&state.stats)
         .forwarded
         .entry("monitoring".to_string())
@@ -270,6 +276,26 @@ async fn cloudwatch_call(state: &AppState, op: &str, req: Incoming) -> HttpRespo
         );
         r
     };
+    let (account, region) = forwarded_where(state, scope);
+    let key = CallKey {
+        service: "monitoring",
+        operation: op,
+        account: &account,
+        region: &region,
+    };
+    let decision = lock(&state.faults).before(&key);
+    match decision {
+        PreDecision::Throttle => {
+            lock(&state.stats).op("monitoring", op).throttled += 1;
+            return cbor(400, cloudwatch::cbor_error("Throttling", "Rate exceeded"));
+        }
+        PreDecision::Error(status, code, message) => {
+            lock(&state.stats).op("monitoring", op).injected_errors += 1;
+            let code = code.unwrap_or_else(|| "InternalServiceError".into());
+            return cbor(status, cloudwatch::cbor_error(&code, &message));
+        }
+        PreDecision::Proceed => {}
+    }
     if !cloudwatch::OPERATIONS.contains(&op) {
         return cbor(
             400,

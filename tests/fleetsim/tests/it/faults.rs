@@ -178,3 +178,39 @@ async fn error_after_answers_500_or_503_once_the_command_exists() {
     assert_eq!(sim.ssm(&key, "SendCommand", scan()).await.status, 200);
     sim.run.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_calls_are_throttled_and_failed_in_their_own_protocol() {
+    // GIVEN a throttle, then a 500, on CloudWatch DescribeAlarms
+    let sim = Sim::start().await;
+    let r = sim
+        .oracle_post("faults", json!({"faults": [
+            {"kind": "throttle", "service": "monitoring", "operation": "DescribeAlarms", "count": 1},
+            {"kind": "error", "service": "monitoring", "operation": "DescribeAlarms", "status": 500, "count": 1}
+        ]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let headers = [
+        ("authorization", "AWS4-HMAC-SHA256 Credential=AKIDMGMT/20261129/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=0".to_string()),
+        ("smithy-protocol", "rpc-v2-cbor".to_string()),
+        ("content-type", "application/cbor".to_string()),
+    ];
+    let path = "/service/GraniteServiceVersion20100801/operation/DescribeAlarms";
+    // an empty CBOR map
+    // WHEN it is called twice
+    let first = sim.raw("POST", path, &headers, vec![0xa0]).await.unwrap();
+    let second = sim.raw("POST", path, &headers, vec![0xa0]).await.unwrap();
+    // THEN the SDK reads a throttle, then a server error, from CBOR bodies
+    let code = |r: &crate::util::Resp| {
+        let v: ciborium::Value = ciborium::from_reader(&r.body[..]).unwrap();
+        v.as_map().unwrap()[0].1.as_text().unwrap().to_string()
+    };
+    assert_eq!((first.status, code(&first)), (400, "Throttling".into()));
+    assert_eq!(second.status, 500);
+    let stats = sim.oracle("stats").await;
+    assert_eq!(stats["calls"]["monitoring:DescribeAlarms"]["throttled"], 1);
+    assert_eq!(
+        stats["calls"]["monitoring:DescribeAlarms"]["injected_errors"],
+        1
+    );
+}
