@@ -452,26 +452,8 @@ mod tests {
 
     fn run(status: RunStatus) -> RunRecord {
         RunRecord {
-            run_id: "r1".into(),
             status,
-            input: crate::input::validate(&serde_json::json!({
-                "operation": "Install", "resourceGroup": "g",
-                "accounts": ["111111111111"], "regions": ["us-east-1"]
-            }))
-            .unwrap(),
-            accounts: vec!["111111111111".into()],
-            skipped_accounts: vec![],
-            skipped_accounts_omitted: 0,
-            location_count: 1,
-            location_window: 1,
-            locations_tolerated: None,
-            locations_done: 0,
-            locations_failed: 0,
-            instances_sent: 0,
-            instances_done: 0,
-            created_at: 0,
-            halt: None,
-            alarms_read_at_ms: None,
+            ..run_with(serde_json::json!({}))
         }
     }
 
