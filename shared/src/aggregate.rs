@@ -82,6 +82,7 @@ impl<F: ClientFactory> Aggregator<F> {
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
         let status = run::run_final_status(run.status, run.halt.as_ref(), &outcomes);
+        let status = crate::waves::final_status(status, &self.store.list_waves(run_id).await?);
         let mut summary = summarize(run_id, status, &run, &locations);
         summary.not_read = not_read;
 

@@ -120,6 +120,44 @@ impl LocationTask {
     }
 }
 
+/// Which step of a wave the `gate` function takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum WaveAction {
+    /// Before the wave: may it start? Answers its locations.
+    #[default]
+    Start,
+    /// After the wave's Map: did it pass its gate? Answers the soak before the next.
+    End,
+}
+
+/// What `gate` receives: the run, the wave (its index) and the step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveTask {
+    pub run_id: String,
+    pub wave: u32,
+    #[serde(default)]
+    pub action: WaveAction,
+}
+
+/// What `gate` answers. To `start`: the wave's locations for the Map (at most
+/// [`crate::plan::MAX_LOCATIONS`], the same budget as plan's answer), or `done` when
+/// nothing more starts. To `end`: the next wave and the soak before it, or `done`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveAnswer {
+    pub run_id: String,
+    pub wave: u32,
+    pub done: bool,
+    #[serde(default)]
+    pub locations: Vec<String>,
+    /// MaxConcurrencyPath of the wave's Map (at least 1).
+    pub location_concurrency: u64,
+    /// Seconds the state machine waits before the next wave starts.
+    pub soak_seconds: u64,
+}
+
 /// What `aggregate` receives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

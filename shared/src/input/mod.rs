@@ -9,6 +9,9 @@
 
 mod document;
 mod schema;
+mod waves;
+
+pub use waves::{Wave, DEFAULT_APPROVAL_TIMEOUT_MINUTES};
 
 use crate::model::{Operation, RebootOption};
 use crate::ratecontrol::{self, Rate};
@@ -37,7 +40,11 @@ pub struct RunInput {
     pub operation: Operation,
     /// The resource group to patch in every location.
     pub resource_group: String,
+    /// Every target of the run; with waves, every entry the waves name, in wave order.
     pub accounts: Vec<AccountTarget>,
+    /// The run's waves, in order; empty: the run is one wave over `accounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Wave>,
     /// Accounts never targeted, even when an OU contains them.
     pub exclude_accounts: Vec<String>,
     /// Without duplicates, in the order first written.
@@ -155,7 +162,8 @@ pub fn describe(errors: &[FieldError]) -> String {
 /// Validates a run input against the schema and reads it, applying the schema's defaults.
 /// Returns every violation at once.
 pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
-    let errors = schema::violations(input);
+    let mut errors = schema::violations(input);
+    errors.extend(waves::cross_wave_violations(input));
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -78,8 +78,20 @@ fn table_tx(
             .as_s()
             .unwrap()
             .clone();
+        let prefix = req
+            .expression_attribute_values()
+            .unwrap()
+            .get(":p")
+            .map(|p| p.as_s().unwrap().clone())
+            .unwrap_or_default();
         let items = if pk.starts_with("RUN#") {
-            locations.clone()
+            // The run's partition holds its locations (and no wave: a run planned before
+            // waves existed, which aggregate must still finish).
+            locations
+                .iter()
+                .filter(|i| i["SK"].as_s().unwrap().starts_with(&prefix))
+                .cloned()
+                .collect()
         } else {
             instances.clone()
         };
