@@ -40,6 +40,12 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
             let aws = aws::connect(&cli.aws).await?;
             stop(&aws, &run).await
         }
+        Command::Approve { run, wave } => {
+            crate::approvals::decide(&cli.aws, &run, &wave, true, None).await
+        }
+        Command::Reject { run, wave, reason } => {
+            crate::approvals::decide(&cli.aws, &run, &wave, false, reason).await
+        }
         Command::Report(args) => {
             let aws = aws::connect(&cli.aws).await?;
             report(&aws, &args).await

@@ -10,6 +10,7 @@
 //! Exit codes, the same for every subcommand: 0 done, or the run succeeded; 1 the run ended
 //! with problems (or AWS could not be reached or refused a call); 2 bad usage or bad input.
 
+mod approvals;
 mod aws;
 mod commands;
 mod html;
@@ -88,6 +89,27 @@ pub enum Command {
     Stop {
         /// The run ID (the execution's name).
         run: String,
+    },
+    /// Approve a wave that waits for its approval (`approval: true`): it starts.
+    #[command(after_help = EXIT_CODES)]
+    Approve {
+        /// The run ID (the execution's name).
+        run: String,
+        /// The wave's name.
+        #[arg(long)]
+        wave: String,
+    },
+    /// Reject a wave that waits for its approval: it and every later wave are skipped.
+    #[command(after_help = EXIT_CODES)]
+    Reject {
+        /// The run ID (the execution's name).
+        run: String,
+        /// The wave's name.
+        #[arg(long)]
+        wave: String,
+        /// Why, recorded on the wave.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// The report of a run.
     #[command(after_help = EXIT_CODES)]

@@ -16,9 +16,10 @@ pub const ENV_POLL_SECONDS: &str = "FLEETPATCH_POLL_SECONDS";
 pub const ENV_RECORD_TTL_DAYS: &str = "FLEETPATCH_RECORD_TTL_DAYS";
 /// AWS partition of the target role ARNs (default `aws`).
 pub const ENV_PARTITION: &str = "FLEETPATCH_PARTITION";
-/// How many times faster than the wall clock the clock that soaks are measured on runs
-/// (default 1, 1 to 3600): only the local stack sets it, to its fleet simulator's speed,
-/// so that a soak lasts its minutes on the simulated clock (as the poll's seconds do).
+/// How many times faster than the wall clock the clock that a wave's minutes (its soak,
+/// its approval timeout) are measured on runs (default 1, 1 to 3600): only the local stack
+/// sets it, to its fleet simulator's speed, so that they last their minutes on the
+/// simulated clock.
 pub const ENV_CLOCK_SPEED: &str = "FLEETPATCH_CLOCK_SPEED";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub struct Config {
     pub record_ttl_days: u64,
     /// Partition for ARNs (`aws`, `aws-us-gov`, `aws-cn`).
     pub partition: String,
-    /// Soak waits are divided by this (see [`ENV_CLOCK_SPEED`]).
+    /// Soak and approval waits are divided by this (see [`ENV_CLOCK_SPEED`]).
     pub clock_speed: u64,
 }
 

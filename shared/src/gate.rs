@@ -10,15 +10,18 @@
 //! conditional writes), so a retried step answers what the first one decided.
 
 use crate::alarms::Alarms;
+use crate::clock::now_epoch;
 use crate::clock::now_epoch_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::events;
 use crate::halt::{self, Check};
 use crate::model::{Location, LocationOutcome, LocationRecord, RunRecord, WaveRecord, WaveStatus};
 use crate::run::{self, Entry};
 use crate::store::Store;
 use crate::task::{WaveAction, WaveAnswer, WaveTask};
 use crate::waves;
+use serde_json::json;
 use tracing::info;
 
 /// What `gate` needs.
@@ -26,6 +29,8 @@ pub struct Gate {
     pub config: Config,
     pub store: Store,
     pub alarms: Alarms,
+    /// "Patch Wave Awaiting Approval".
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 /// Why a wave may not start, as its locations' reason (`not started: ...`), from the run
@@ -43,6 +48,9 @@ impl Gate {
         match task.action {
             WaveAction::Start => self.start(&task).await,
             WaveAction::End => self.end(&task).await,
+            WaveAction::Await => self.await_approval(&task).await,
+            WaveAction::Approved => self.approved(&task).await,
+            WaveAction::Rejected => self.rejected(&task).await,
         }
     }
 
@@ -68,6 +76,18 @@ impl Gate {
             return Ok(done);
         }
 
+        let approved = wave.approval_decision.as_ref().is_some_and(|d| d.approved);
+        if wave.approval && !approved {
+            return Ok(WaveAnswer {
+                await_approval: true,
+                approval_timeout_seconds: waves::soak_wait_seconds(
+                    wave.approval_timeout_seconds,
+                    self.config.clock_speed,
+                )
+                .max(1),
+                ..done_with(task, false)
+            });
+        }
         self.store.start_wave(run_id, wave).await?;
         info!(run_id, wave = %wave.name, locations = wave.location_count, "wave started");
         Ok(self.items(task, &waves, wave))
@@ -107,7 +127,85 @@ impl Gate {
             locations: Vec::new(),
             location_concurrency: 1,
             soak_seconds: waves::soak_wait_seconds(wave.soak_seconds, self.config.clock_speed),
+            ..WaveAnswer::default()
         })
+    }
+
+    /// Stores the approval's task token on the wave and announces the wait, with the
+    /// waves before it. The token is never in the event: anyone who holds it can approve
+    /// (SendTaskSuccess is authorised by the token, not by the execution), and an event
+    /// reaches every target of the bus (e-mail, chat, other accounts' rules).
+    async fn await_approval(&self, task: &WaveTask) -> Result<WaveAnswer> {
+        let run_id = task.run_id.as_str();
+        let token = task
+            .task_token
+            .as_deref()
+            .ok_or_else(|| Error::Payload("await without taskToken".into()))?;
+        let waves = self.store.list_waves(run_id).await?;
+        let wave = waves
+            .get(task.wave as usize)
+            .ok_or_else(|| Error::Payload(format!("run {run_id} has no wave {}", task.wave)))?;
+        self.store.await_approval(run_id, wave, token).await?;
+
+        let detail = json!({
+            "runId": run_id,
+            "wave": wave.name,
+            "waveIndex": wave.index,
+            "locations": wave.location_count,
+            "approvalTimeoutSeconds": wave.approval_timeout_seconds,
+            "previousWaves": waves::previous(&waves, wave.index),
+            "approve": format!("fleetpatch approve {run_id} --wave {}", wave.name),
+            "reject": format!("fleetpatch reject {run_id} --wave {} --reason TEXT", wave.name),
+        });
+        let bus = &self.config.event_bus;
+        events::put_event(&self.events, bus, events::WAVE_AWAITING_APPROVAL, &detail).await?;
+        info!(run_id, wave = %wave.name, "wave awaiting approval");
+        Ok(done_with(task, false))
+    }
+
+    /// Records the approval (SendTaskSuccess came); the next `start` starts the wave.
+    async fn approved(&self, task: &WaveTask) -> Result<WaveAnswer> {
+        let run_id = task.run_id.as_str();
+        let waves = self.store.list_waves(run_id).await?;
+        let Some(wave) = waves.get(task.wave as usize) else {
+            return Ok(done(task));
+        };
+        let decided = WaveRecord {
+            approval_decision: Some(waves::approval_from(task.decision.as_ref(), now_epoch())),
+            ..wave.clone()
+        };
+        let waiting = [WaveStatus::AwaitingApproval];
+        self.store
+            .move_wave(run_id, &decided, &waiting, WaveStatus::AwaitingApproval)
+            .await?;
+        info!(run_id, wave = %wave.name, "wave approved");
+        Ok(done_with(task, false))
+    }
+
+    /// Records the rejection (SendTaskFailure, or the timeout): the wave and every later
+    /// one are skipped, their locations settled Skipped.
+    async fn rejected(&self, task: &WaveTask) -> Result<WaveAnswer> {
+        let run_id = task.run_id.as_str();
+        let waves = self.store.list_waves(run_id).await?;
+        let Some(wave) = waves.get(task.wave as usize) else {
+            return Ok(done(task));
+        };
+        let decision = waves::rejection_from(task.error.as_ref(), now_epoch());
+        let why = waves::not_approved_reason(&wave.name, &decision);
+        let rejected = WaveRecord {
+            approval_decision: Some(decision),
+            reason: Some(why.clone()),
+            ended_at: Some(now_epoch()),
+            ..wave.clone()
+        };
+        let waiting = [WaveStatus::Pending, WaveStatus::AwaitingApproval];
+        self.store
+            .move_wave(run_id, &rejected, &waiting, WaveStatus::Rejected)
+            .await?;
+        self.skip_from(run_id, &waves, task.wave, &why, &why)
+            .await?;
+        info!(run_id, wave = %wave.name, reason = %why, "wave not approved");
+        Ok(done(task))
     }
 
     /// The wave's locations for the Map.
@@ -118,7 +216,7 @@ impl Gate {
             done: false,
             locations: waves::items(waves, wave.index),
             location_concurrency: wave.location_window.max(1),
-            soak_seconds: 0,
+            ..WaveAnswer::default()
         }
     }
 
@@ -169,10 +267,15 @@ impl Gate {
 
 /// The answer that ends the wave loop.
 fn done(task: &WaveTask) -> WaveAnswer {
+    done_with(task, true)
+}
+
+/// An answer without locations, which ends the wave loop or not.
+fn done_with(task: &WaveTask, done: bool) -> WaveAnswer {
     WaveAnswer {
         run_id: task.run_id.clone(),
         wave: task.wave,
-        done: true,
+        done,
         location_concurrency: 1,
         ..WaveAnswer::default()
     }

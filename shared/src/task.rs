@@ -34,10 +34,15 @@ pub struct PlanResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaughtError {
     /// The error type (e.g. `AwsError`, `States.Timeout`).
-    #[serde(rename = "Error", default)]
+    #[serde(rename = "Error", default, deserialize_with = "null_as_empty")]
     pub error: String,
-    #[serde(rename = "Cause", default)]
+    /// Absent or null when the sender gave none (SendTaskFailure without a cause).
+    #[serde(rename = "Cause", default, deserialize_with = "null_as_empty")]
     pub cause: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// The state of one location between steps: expand's answer is dispatch's question, and
@@ -129,6 +134,13 @@ pub enum WaveAction {
     Start,
     /// After the wave's Map: did it pass its gate? Answers the soak before the next.
     End,
+    /// The wave waits for its approval: store the task token, announce the wait.
+    Await,
+    /// SendTaskSuccess came: record the approval (the callback's output says by whom).
+    Approved,
+    /// SendTaskFailure or the timeout came: record the rejection, skip the wave and the
+    /// later ones.
+    Rejected,
 }
 
 /// What `gate` receives: the run, the wave (its index) and the step.
@@ -139,6 +151,15 @@ pub struct WaveTask {
     pub wave: u32,
     #[serde(default)]
     pub action: WaveAction,
+    /// `await`: the task token (`$$.Task.Token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_token: Option<String>,
+    /// `approved`: the output SendTaskSuccess was given, as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
+    /// `rejected`: the error SendTaskFailure gave, or `States.Timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CaughtError>,
 }
 
 /// What `gate` answers. To `start`: the wave's locations for the Map (at most
@@ -156,6 +177,11 @@ pub struct WaveAnswer {
     pub location_concurrency: u64,
     /// Seconds the state machine waits before the next wave starts.
     pub soak_seconds: u64,
+    /// `start`: the wave waits for an approval first (TimeoutSecondsPath below).
+    #[serde(default)]
+    pub await_approval: bool,
+    #[serde(default)]
+    pub approval_timeout_seconds: u64,
 }
 
 /// What `aggregate` receives.
@@ -204,6 +230,19 @@ mod tests {
         assert_eq!(e.error.unwrap().error, "AwsError");
         let _: AggregateRequest =
             serde_json::from_str(include_str!("../../events/aggregate.json")).unwrap();
+    }
+
+    #[test]
+    fn a_caught_error_without_a_cause_is_read() {
+        // GIVEN a SendTaskFailure that gave an error and a null cause, as the Catch hands it on
+        let t: WaveTask = serde_json::from_value(serde_json::json!({
+            "runId": "r", "wave": 1, "action": "rejected",
+            "error": {"Error": "WaveRejected", "Cause": null}
+        }))
+        .unwrap();
+        // THEN the rejection is read, with an empty cause
+        let e = t.error.unwrap();
+        assert_eq!((e.error.as_str(), e.cause.as_str()), ("WaveRejected", ""));
     }
 
     #[test]

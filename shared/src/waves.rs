@@ -13,9 +13,12 @@
 
 use crate::input::{AccountTarget, RunInput};
 use crate::model::{
-    GateResult, Location, LocationRecord, Phase, RunStatus, WaveRecord, WaveStatus,
+    ApprovalDecision, GateResult, Location, LocationRecord, Phase, RunStatus, WaveRecord,
+    WaveStatus,
 };
 use crate::ratecontrol::threshold_passed;
+use crate::task::CaughtError;
+use serde_json::Value;
 use std::collections::HashSet;
 
 /// The name of the one wave of a run without `waves`.
@@ -214,15 +217,15 @@ pub fn items(waves: &[WaveRecord], wave: u32) -> Vec<String> {
         .collect()
 }
 
-/// The final status of a run in which a wave failed its gate before a later wave:
-/// `StoppedByGate`, unless a halt or an operator's stop already says why the run ended. A
+/// The final status of a run in which a wave failed its gate before a later wave, or was
+/// not approved: `StoppedByGate`, unless a halt or an operator's stop already says why the run ended. A
 /// failed gate on the last wave stops nothing (a run without waves is one wave): the
 /// status stands.
 pub fn final_status(status: RunStatus, waves: &[WaveRecord]) -> RunStatus {
     let last = waves.iter().map(|w| w.index).max().unwrap_or(0);
-    let gate_failed = waves
-        .iter()
-        .any(|w| w.status == WaveStatus::GateFailed && w.index < last);
+    let gate_failed = waves.iter().any(|w| {
+        (w.status == WaveStatus::GateFailed && w.index < last) || w.status == WaveStatus::Rejected
+    });
     match status {
         RunStatus::Succeeded | RunStatus::CompletedWithErrors | RunStatus::StoppedByThreshold
             if gate_failed =>
@@ -231,6 +234,76 @@ pub fn final_status(status: RunStatus, waves: &[WaveRecord]) -> RunStatus {
         }
         s => s,
     }
+}
+
+/// Who approved, from the output SendTaskSuccess was given: `fleetpatch approve` sends
+/// `{"approvedBy": ARN, "via": "cli"}`; any other caller (the console, a tool) is recorded
+/// as `console`, by whom it says if it says so. The identity is the caller's own word:
+/// CloudTrail's SendTaskSuccess event holds the verified principal.
+pub fn approval_from(output: Option<&Value>, at: i64) -> ApprovalDecision {
+    let text = |k: &str| output.and_then(|o| o.get(k)).and_then(Value::as_str);
+    ApprovalDecision {
+        approved: true,
+        by: text("approvedBy").unwrap_or("unknown").to_string(),
+        at,
+        via: text("via").unwrap_or("console").to_string(),
+        reason: text("reason").map(String::from),
+    }
+}
+
+/// Who rejected, from SendTaskFailure's error (`fleetpatch reject` sends the error
+/// `WaveRejected` and a JSON cause `{"rejectedBy", "via": "cli", "reason"}`), or the
+/// approval's timeout (`States.Timeout`), which counts as a rejection.
+pub fn rejection_from(error: Option<&CaughtError>, at: i64) -> ApprovalDecision {
+    let name = error.map_or("", |e| e.error.as_str());
+    if name == "States.Timeout" || name == "States.HeartbeatTimeout" {
+        return ApprovalDecision {
+            approved: false,
+            by: "timeout".into(),
+            at,
+            via: "timeout".into(),
+            reason: Some("no approval before approvalTimeoutMinutes passed".into()),
+        };
+    }
+    let cause: Option<Value> = error.and_then(|e| serde_json::from_str(&e.cause).ok());
+    let text = |k: &str| {
+        cause
+            .as_ref()
+            .and_then(|c| c.get(k))
+            .and_then(Value::as_str)
+    };
+    let plain = error.map(|e| format!("{}: {}", e.error, e.cause));
+    ApprovalDecision {
+        approved: false,
+        by: text("rejectedBy").unwrap_or("unknown").to_string(),
+        at,
+        via: text("via").unwrap_or("console").to_string(),
+        reason: text("reason").map(String::from).or(plain),
+    }
+}
+
+/// Why a wave that was not approved, and the waves after it, never started.
+pub fn not_approved_reason(wave: &str, decision: &ApprovalDecision) -> String {
+    match decision.via.as_str() {
+        "timeout" => format!("wave {wave} was not approved in time"),
+        _ => format!("wave {wave} was rejected by {}", decision.by),
+    }
+}
+
+/// The waves before `index`, as the awaiting-approval event shows them.
+pub fn previous(waves: &[WaveRecord], index: u32) -> Vec<Value> {
+    waves
+        .iter()
+        .filter(|w| w.index < index)
+        .map(|w| {
+            serde_json::json!({
+                "name": w.name,
+                "status": w.status.as_str(),
+                "locations": w.location_count,
+                "gate": w.gate,
+            })
+        })
+        .collect()
 }
 
 /// How long the state machine waits for `seconds` of soak when the clock it is measured on

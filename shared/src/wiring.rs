@@ -159,6 +159,7 @@ pub fn gate(config: Config, sdk: &SdkConfig) -> Gate {
     Gate {
         store: store(&config, sdk),
         alarms: Alarms::new(sdk),
+        events: aws_sdk_eventbridge::Client::new(sdk),
         config,
     }
 }

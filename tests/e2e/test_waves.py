@@ -6,7 +6,13 @@ tests/fleets/e2e.toml."""
 from __future__ import annotations
 
 import datetime
+import json
+import os
+import subprocess
+import time
+import uuid
 
+import stack as localstack
 from conftest import base_input, describe, execute
 from test_input_strict import assert_rejected_at_plan, touched_accounts
 
@@ -103,3 +109,112 @@ def test_an_unknown_ou_in_a_wave_is_refused_naming_it(stack):
     run = execute(stack, "waves-unknown-ou", run_input, timeout=60)
     # THEN plan refuses it, naming the wave's entry, and the fleet is never called
     assert_rejected_at_plan(stack, run, ["waves[1].accounts[0]", "ou-e2e0-nowhere1"])
+
+
+# -- approvals ----------------------------------------------------------------------------
+CANARY, PROD = "480000000005", "480000000006"
+
+
+def approval_input(timeout_minutes: int = 1440) -> dict:
+    inp = waves_input([
+        {"name": "canary", "accounts": [CANARY]},
+        {"name": "prod", "accounts": [PROD], "approval": True,
+         "approvalTimeoutMinutes": timeout_minutes},
+    ])
+    inp["resourceGroup"] = "e2e-waves-approval"
+    return inp
+
+
+def start_and_wait_for_approval(stack, name: str, run_input: dict) -> tuple[str, str]:
+    """Starts a run and waits until its prod wave waits for its approval."""
+    run_id = f"e2e-{name}-{uuid.uuid4().hex[:8]}"
+    arn = stack.start_run(run_input, name=run_id)
+    deadline = time.monotonic() + 90
+    while not [w for w in stack.waves(run_id) if w["status"] == "AwaitingApproval"]:
+        assert time.monotonic() < deadline, stack.waves(run_id)
+        time.sleep(0.5)
+    return run_id, arn
+
+
+def cli(stack, *args):
+    exe = localstack.target_dir() / "debug" / "fleetpatch"
+    env = {**os.environ, "AWS_ENDPOINT_URL": stack.endpoint, "AWS_REGION": localstack.REGION,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    env.pop("AWS_PROFILE", None)
+    argv = [str(exe), "--state-machine", stack.state["state_machine_arn"],
+            "--table", stack.state["table"], *args]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+
+
+def finished(stack, run_id: str, arn: str):
+    stack.wait_execution(arn, timeout=120)
+    events = stack.run_events(run_id, wait=15)
+    commands = [c for c in stack.oracle("commands") if run_id in (c.get("comment") or "")]
+    assumed = {a["role_arn"].split(":")[4] for a in stack.oracle("assumed")
+               if run_id in a["session_name"]}
+    return stack.run_record(run_id), stack.waves(run_id), events, commands, assumed
+
+
+def test_an_approved_wave_starts_and_the_event_never_carries_the_token(stack):
+    # GIVEN a run whose prod wave waits for its approval, after the canary
+    run_id, arn = start_and_wait_for_approval(stack, "waves-approve", approval_input())
+    token = stack.ddb.get_item(TableName=stack.state["table"], Key={
+        "PK": {"S": f"RUN#{run_id}"}, "SK": {"S": "WAVE#001"}})["Item"]["taskToken"]["S"]
+    # WHEN someone approves it with the command
+    out = cli(stack, "approve", run_id, "--wave", "prod")
+    assert out.returncode == 0, out.stderr
+    record, waves, events, commands, _ = finished(stack, run_id, arn)
+    # THEN the prod wave ran after the canary, and the run succeeded
+    assert record["status"] == "Succeeded", record
+    assert {c["account"] for c in commands} == {CANARY, PROD}
+    assert [w["status"] for w in waves] == ["Passed", "Passed"], waves
+    # AND the wave records who approved it, when and how
+    decision = waves[1]["approvalDecision"]
+    assert decision["approved"] is True and decision["via"] == "cli", decision
+    # (the caller STS names: the local stack's operator identity)
+    assert decision["by"] not in ("", "unknown"), decision
+    assert out.stdout.strip().endswith(f"approved by {decision['by']}"), out.stdout
+    # AND the awaiting-approval event named the wave and the canary's result, not the token
+    waiting = [e for e in events if e["detail-type"] == "Patch Wave Awaiting Approval"]
+    assert len(waiting) == 1, events
+    assert waiting[0]["detail"]["wave"] == "prod"
+    assert waiting[0]["detail"]["previousWaves"][0]["name"] == "canary"
+    assert waiting[0]["detail"]["previousWaves"][0]["status"] == "Passed"
+    assert token not in json.dumps(waiting[0])
+
+
+def test_a_rejected_wave_sends_nothing_to_its_accounts(stack):
+    # GIVEN a run whose prod wave waits for its approval
+    run_id, arn = start_and_wait_for_approval(stack, "waves-reject", approval_input())
+    # WHEN someone rejects it, saying why
+    out = cli(stack, "reject", run_id, "--wave", "prod", "--reason", "change freeze")
+    assert out.returncode == 0, out.stderr
+    record, waves, _, commands, assumed = finished(stack, run_id, arn)
+    # THEN nothing was sent to prod: no command, no AssumeRole
+    assert PROD not in {c["account"] for c in commands} | assumed
+    assert CANARY in {c["account"] for c in commands}
+    # AND the wave is Rejected, saying who and why; its location Skipped; the run stopped
+    assert waves[1]["status"] == "Rejected", waves
+    decision = waves[1]["approvalDecision"]
+    assert (decision["approved"], decision["via"], decision["reason"]) == (
+        False, "cli", "change freeze"), decision
+    location = stack.locations(run_id)[f"{PROD}/{US}"]
+    assert location["outcome"] == "Skipped", location
+    assert decision["by"] not in ("", "unknown"), decision
+    assert location["reason"] == f"wave prod was rejected by {decision['by']}", location
+    assert record["status"] == "StoppedByGate", record
+
+
+def test_an_approval_that_times_out_counts_as_a_rejection(stack):
+    # GIVEN a run whose prod wave waits at most a minute (a second of real time at x60)
+    run_id = f"e2e-waves-timeout-{uuid.uuid4().hex[:8]}"
+    arn = stack.start_run(approval_input(timeout_minutes=1), name=run_id)
+    # WHEN nobody approves it
+    record, waves, _, commands, assumed = finished(stack, run_id, arn)
+    # THEN nothing was sent to prod, and the wave says it was not approved in time
+    assert PROD not in {c["account"] for c in commands} | assumed
+    assert waves[1]["status"] == "Rejected", waves
+    assert waves[1]["approvalDecision"]["via"] == "timeout", waves[1]
+    assert waves[1]["reason"] == "wave prod was not approved in time"
+    assert record["status"] == "StoppedByGate", record

@@ -122,6 +122,40 @@ impl Store {
         .await
     }
 
+    /// Records the task token of the wave's approval: Pending or AwaitingApproval ->
+    /// AwaitingApproval. The token is an attribute of its own (`taskToken`), never part of
+    /// the record that reports and events show: whoever holds it can approve the wave.
+    pub async fn await_approval(&self, run_id: &str, w: &WaveRecord, token: &str) -> Result<bool> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_pk(run_id), wave_sk(w.index))))
+            .update_expression("SET #st = :to, taskToken = :tok, updatedAt = :now")
+            .condition_expression("#st IN (:pending, :to)")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":to", s(WaveStatus::AwaitingApproval.as_str()))
+            .expression_attribute_values(":pending", s(WaveStatus::Pending.as_str()))
+            .expression_attribute_values(":tok", s(token))
+            .expression_attribute_values(":now", s(iso(now_epoch())))
+            .send()
+            .await;
+        conditional("dynamodb:UpdateItem", r)
+    }
+
+    /// The task token of a wave waiting for its approval (None when it waits for none).
+    pub async fn approval_token(&self, run_id: &str, index: u32) -> Result<Option<String>> {
+        let item = self.get(key(run_pk(run_id), wave_sk(index))).await?;
+        Ok(item
+            .filter(|i| {
+                i.get("status")
+                    .and_then(|v| v.as_s().ok())
+                    .map(String::as_str)
+                    == Some(WaveStatus::AwaitingApproval.as_str())
+            })
+            .and_then(|i| i.get("taskToken").and_then(|v| v.as_s().ok()).cloned()))
+    }
+
     /// Counts a wave's started time: Pending or AwaitingApproval -> Running.
     pub async fn start_wave(&self, run_id: &str, w: &WaveRecord) -> Result<bool> {
         let started = WaveRecord {

@@ -190,6 +190,13 @@ fn a_failed_gate_ends_the_run_stopped_by_gate_unless_a_halt_or_a_stop_says_more(
         RunStatus::Cancelled
     );
     assert_eq!(gate_failed_reason("canary"), "wave canary failed its gate");
+    // AND a wave that was not approved stops the run at its gate too, even the last
+    waves[0].status = WaveStatus::Passed;
+    waves[2].status = WaveStatus::Rejected;
+    assert_eq!(
+        final_status(RunStatus::CompletedWithErrors, &waves),
+        RunStatus::StoppedByGate
+    );
 }
 
 #[test]
@@ -200,4 +207,53 @@ fn a_soak_waits_its_minutes_on_the_clock_it_is_measured_on() {
     assert_eq!(soak_wait_seconds(3600, 60), 60);
     assert_eq!(soak_wait_seconds(90, 60), 2);
     assert_eq!(soak_wait_seconds(0, 60), 0);
+}
+
+#[test]
+fn an_approval_and_a_rejection_say_who_when_and_how() {
+    // GIVEN fleetpatch approve's output, and a console's SendTaskSuccess with no output
+    let cli =
+        json!({"approvedBy": "arn:aws:sts::111111111111:assumed-role/Approver/ana", "via": "cli"});
+    let a = approval_from(Some(&cli), 1_000);
+    assert!(a.approved);
+    assert_eq!(
+        (a.by.as_str(), a.via.as_str(), a.at),
+        (cli["approvedBy"].as_str().unwrap(), "cli", 1_000)
+    );
+    let console = approval_from(Some(&json!("{}")), 7);
+    assert_eq!(
+        (console.by.as_str(), console.via.as_str()),
+        ("unknown", "console")
+    );
+
+    // WHEN fleetpatch reject's error comes, THEN the rejection names its author and reason
+    let err = CaughtError {
+        error: "WaveRejected".into(),
+        cause: json!({"rejectedBy": "arn:aws:iam::111111111111:user/bo", "via": "cli", "reason": "freeze"}).to_string(),
+    };
+    let r = rejection_from(Some(&err), 9);
+    assert!(!r.approved);
+    assert_eq!(
+        (r.by.as_str(), r.via.as_str(), r.reason.as_deref()),
+        ("arn:aws:iam::111111111111:user/bo", "cli", Some("freeze"))
+    );
+    assert_eq!(
+        not_approved_reason("prod", &r),
+        "wave prod was rejected by arn:aws:iam::111111111111:user/bo"
+    );
+
+    // WHEN the approval times out, THEN it counts as a rejection by the timeout
+    let timeout = CaughtError {
+        error: "States.Timeout".into(),
+        cause: String::new(),
+    };
+    let t = rejection_from(Some(&timeout), 9);
+    assert_eq!(
+        (t.approved, t.by.as_str(), t.via.as_str()),
+        (false, "timeout", "timeout")
+    );
+    assert_eq!(
+        not_approved_reason("prod", &t),
+        "wave prod was not approved in time"
+    );
 }
