@@ -197,7 +197,9 @@ async fn load_report(
     let mut locations: Vec<LocationRecord> =
         aws.store.list_locations(run_id).await.map_err(failed)?;
     locations.sort_by(|a, b| a.location.cmp(&b.location));
-    let summary = summarize(run_id, run.status, &run, &locations);
+    let mut summary = summarize(run_id, run.status, &run, &locations);
+    let waves = aws.store.list_waves(run_id).await.map_err(failed)?;
+    summary.waves = fleetpatch::report::wave_lines(&run, &waves);
 
     let mut ledger = Vec::new();
     if with_instances {

@@ -204,6 +204,9 @@ pub fn totals(s: &RunSummary) -> String {
             listed.join(", ")
         ));
     }
+    for w in &s.waves {
+        out.push_str(&format!("Wave {}\n", fleetpatch::report::wave_text(w)));
+    }
     out
 }
 

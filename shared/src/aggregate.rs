@@ -14,7 +14,7 @@ use crate::model::{
     LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus,
 };
 use crate::progress::{follow_commands, pending_ids, recover_claims, retire_pending, Release};
-use crate::report::{summarize, RunSummary};
+use crate::report::{summarize, wave_lines, RunSummary};
 use crate::run::{self, LOCATION_ENDED_EARLY, NEVER_FINISHED};
 use crate::store::Store;
 use crate::task::{AggregateRequest, CaughtError};
@@ -81,10 +81,12 @@ impl<F: ClientFactory> Aggregator<F> {
             .iter()
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
+        let waves = self.store.list_waves(run_id).await?;
         let status = run::run_final_status(run.status, run.halt.as_ref(), &outcomes);
-        let status = crate::waves::final_status(status, &self.store.list_waves(run_id).await?);
+        let status = crate::waves::final_status(status, &waves);
         let mut summary = summarize(run_id, status, &run, &locations);
         summary.not_read = not_read;
+        summary.waves = wave_lines(&run, &waves);
 
         // 4. Record and announce, once.
         self.record_and_announce(run_id, status, summary).await

@@ -9,15 +9,18 @@
 //!   retried plan that reads the wave records back finds the same locations;
 //! - a wave that fails its gate starts nothing after it: every later wave is Skipped, and
 //!   each of its locations is settled Skipped with [`gate_failed_reason`] before any
-//!   account of it is called.
+//!   account of it is called;
+//! - the summary lists a run's waves ([`wave_lines`], none for a run without `waves`), each
+//!   caller-given word (who approved, why) cut to `report::MAX_REASON_BYTES`.
 
 use crate::input::{AccountTarget, RunInput};
 use crate::model::{
-    ApprovalDecision, GateResult, Location, LocationRecord, Phase, RunStatus, WaveRecord,
-    WaveStatus,
+    ApprovalDecision, GateResult, Location, LocationRecord, Phase, RunRecord, RunStatus,
+    WaveRecord, WaveStatus,
 };
 use crate::ratecontrol::threshold_passed;
 use crate::task::CaughtError;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
 
@@ -241,14 +244,24 @@ pub fn final_status(status: RunStatus, waves: &[WaveRecord]) -> RunStatus {
 /// as `console`, by whom it says if it says so. The identity is the caller's own word:
 /// CloudTrail's SendTaskSuccess event holds the verified principal.
 pub fn approval_from(output: Option<&Value>, at: i64) -> ApprovalDecision {
-    let text = |k: &str| output.and_then(|o| o.get(k)).and_then(Value::as_str);
+    let text = |k: &str| {
+        output
+            .and_then(|o| o.get(k))
+            .and_then(Value::as_str)
+            .map(bounded)
+    };
     ApprovalDecision {
         approved: true,
-        by: text("approvedBy").unwrap_or("unknown").to_string(),
+        by: text("approvedBy").unwrap_or_else(|| "unknown".into()),
         at,
-        via: text("via").unwrap_or("console").to_string(),
-        reason: text("reason").map(String::from),
+        via: text("via").unwrap_or_else(|| "console".into()),
+        reason: text("reason"),
     }
+}
+
+/// A caller's words, cut to what a summary line keeps (the caller chooses their length).
+fn bounded(s: &str) -> String {
+    crate::model::cut_text(s, crate::report::MAX_REASON_BYTES).0
 }
 
 /// Who rejected, from SendTaskFailure's error (`fleetpatch reject` sends the error
@@ -271,14 +284,15 @@ pub fn rejection_from(error: Option<&CaughtError>, at: i64) -> ApprovalDecision 
             .as_ref()
             .and_then(|c| c.get(k))
             .and_then(Value::as_str)
+            .map(bounded)
     };
-    let plain = error.map(|e| format!("{}: {}", e.error, e.cause));
+    let plain = error.map(|e| bounded(&format!("{}: {}", e.error, e.cause)));
     ApprovalDecision {
         approved: false,
-        by: text("rejectedBy").unwrap_or("unknown").to_string(),
+        by: text("rejectedBy").unwrap_or_else(|| "unknown".into()),
         at,
-        via: text("via").unwrap_or("console").to_string(),
-        reason: text("reason").map(String::from).or(plain),
+        via: text("via").unwrap_or_else(|| "console".into()),
+        reason: text("reason").or(plain),
     }
 }
 
@@ -311,6 +325,90 @@ pub fn previous(waves: &[WaveRecord], index: u32) -> Vec<Value> {
 /// production): rounded up, so the soak is never shorter than asked.
 pub fn soak_wait_seconds(seconds: u64, speed: u64) -> u64 {
     seconds.div_ceil(speed.max(1))
+}
+
+/// One wave in the summary and the completion event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveLine {
+    pub name: String,
+    pub status: WaveStatus,
+    pub locations: u64,
+    /// Locations it named that an earlier wave held.
+    pub overlaps: u64,
+    /// ISO 8601.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalDecision>,
+}
+
+/// The summary's waves: one line per wave of a run with `waves`; none for a run without
+/// (its one wave, `all`, is the run itself).
+pub fn wave_lines(run: &RunRecord, waves: &[WaveRecord]) -> Vec<WaveLine> {
+    if run.input.waves.is_empty() {
+        return Vec::new();
+    }
+    waves
+        .iter()
+        .map(|w| WaveLine {
+            name: w.name.clone(),
+            status: w.status,
+            locations: w.location_count,
+            overlaps: w.overlaps,
+            started_at: w.started_at.map(crate::clock::iso),
+            ended_at: w.ended_at.map(crate::clock::iso),
+            gate: w.gate,
+            reason: w.reason.as_deref().map(crate::report::listed_reason),
+            approval: w.approval_decision.clone(),
+        })
+        .collect()
+}
+
+/// A wave in words, for the human report: `canary: Passed, 3 location(s), gate passed
+/// (0 failed, 0 tolerated), 2026-12-08T02:00:00Z to 2026-12-08T02:40:00Z`.
+pub fn wave_text(w: &WaveLine) -> String {
+    let mut out = format!(
+        "{}: {}, {} location(s)",
+        w.name,
+        w.status.as_str(),
+        w.locations
+    );
+    if w.overlaps > 0 {
+        out.push_str(&format!(" ({} held by an earlier wave)", w.overlaps));
+    }
+    if let Some(g) = &w.gate {
+        let verdict = if g.passed { "passed" } else { "failed" };
+        let tolerated = g
+            .locations_tolerated
+            .map_or("no limit".into(), |t| t.to_string());
+        out.push_str(&format!(
+            ", gate {verdict} ({} failed, {tolerated} tolerated)",
+            g.locations_failed
+        ));
+    }
+    if let Some(a) = &w.approval {
+        let verdict = if a.approved { "approved" } else { "rejected" };
+        out.push_str(&format!(
+            ", {verdict} by {} via {} at {}",
+            a.by,
+            a.via,
+            crate::clock::iso(a.at)
+        ));
+    }
+    if let (Some(s), Some(e)) = (&w.started_at, &w.ended_at) {
+        out.push_str(&format!(", {s} to {e}"));
+    }
+    if let Some(r) = &w.reason {
+        out.push_str(&format!(": {r}"));
+    }
+    out
 }
 
 #[cfg(test)]

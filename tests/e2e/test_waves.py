@@ -57,7 +57,13 @@ def test_a_canary_that_fails_its_gate_stops_every_later_wave(stack):
     assert [c for c in run.commands if c["account"] == AFTER_GATE] == []
     # AND the run says it stopped at a gate
     assert run.record["status"] == "StoppedByGate", describe(run)
-    assert run.completed_event()["detail"]["status"] == "StoppedByGate"
+    detail = run.completed_event()["detail"]
+    assert detail["status"] == "StoppedByGate"
+    # AND the completion event carries the waves, the gate and the skip reason
+    assert [(w["name"], w["status"]) for w in detail["waves"]] == [
+        ("canary", "GateFailed"), ("rest", "Skipped")], detail["waves"]
+    assert detail["waves"][0]["gate"]["locationsFailed"] == 1
+    assert detail["waves"][1]["reason"] == "wave canary failed its gate"
 
 
 def test_the_next_wave_starts_only_after_the_soak_on_the_simulated_clock(stack):
@@ -182,6 +188,11 @@ def test_an_approved_wave_starts_and_the_event_never_carries_the_token(stack):
     assert waiting[0]["detail"]["previousWaves"][0]["name"] == "canary"
     assert waiting[0]["detail"]["previousWaves"][0]["status"] == "Passed"
     assert token not in json.dumps(waiting[0])
+    # AND the report shows the waves, the approval with them
+    report = cli(stack, "report", run_id)
+    assert report.returncode == 0, report.stderr
+    assert "Wave canary: Passed, 1 location(s)" in report.stdout, report.stdout
+    assert f"approved by {decision['by']} via cli" in report.stdout, report.stdout
 
 
 def test_a_rejected_wave_sends_nothing_to_its_accounts(stack):

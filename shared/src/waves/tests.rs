@@ -257,3 +257,79 @@ fn an_approval_and_a_rejection_say_who_when_and_how() {
         "wave prod was not approved in time"
     );
 }
+
+fn run_of(input: RunInput) -> crate::model::RunRecord {
+    crate::model::RunRecord {
+        run_id: "r".into(),
+        status: RunStatus::Running,
+        input,
+        accounts: Vec::new(),
+        skipped_accounts: Vec::new(),
+        skipped_accounts_omitted: 0,
+        location_count: 3,
+        location_window: 1,
+        locations_tolerated: None,
+        locations_done: 0,
+        locations_failed: 0,
+        instances_sent: 0,
+        instances_done: 0,
+        created_at: 0,
+        halt: None,
+        alarms_read_at_ms: None,
+    }
+}
+
+#[test]
+fn the_summary_lists_a_waved_runs_waves_in_words() {
+    use crate::report::{wave_lines, wave_text};
+    // GIVEN a run of three waves: the canary passed, the second failed its gate, the third
+    // was skipped
+    let input = three_waves();
+    let t = [
+        targets(&["111111111111"], &["us-east-1"]),
+        targets(&["222222222222", "111111111111"], &["us-east-1"]),
+        targets(&["333333333333"], &["us-east-1"]),
+    ];
+    let mut waves: Vec<WaveRecord> = plan(&input, &t).into_iter().map(|(w, _)| w).collect();
+    waves[0].status = WaveStatus::Passed;
+    waves[0].gate = Some(GateResult {
+        passed: true,
+        locations_failed: 0,
+        locations_tolerated: Some(0),
+    });
+    waves[1].status = WaveStatus::GateFailed;
+    waves[1].gate = Some(GateResult {
+        passed: false,
+        locations_failed: 1,
+        locations_tolerated: Some(0),
+    });
+    waves[2].status = WaveStatus::Skipped;
+    waves[2].reason = Some(gate_failed_reason("nonprod"));
+    let run = run_of(input);
+    // WHEN the summary's waves are built
+    let lines = wave_lines(&run, &waves);
+    // THEN each wave is listed with its gate, its overlap and why it was skipped
+    let text: Vec<String> = lines.iter().map(wave_text).collect();
+    assert_eq!(
+        text[0],
+        "canary: Passed, 1 location(s), gate passed (0 failed, 0 tolerated)"
+    );
+    assert_eq!(
+        text[1],
+        "nonprod: GateFailed, 1 location(s) (1 held by an earlier wave), gate failed (1 failed, 0 tolerated)"
+    );
+    assert_eq!(
+        text[2],
+        "prod: Skipped, 1 location(s): wave nonprod failed its gate"
+    );
+    // AND a run without waves lists none (its one wave is the run itself)
+    let single = crate::model::RunRecord {
+        input: crate::input::validate(&json!({
+            "operation": "Install", "resourceGroup": "g",
+            "accounts": ["111111111111"], "regions": ["us-east-1"]
+        }))
+        .unwrap(),
+        ..run
+    };
+    assert!(wave_lines(&single, &waves).is_empty());
+}
