@@ -56,10 +56,7 @@ fn command_spec(run: &RunRecord) -> CommandSpec {
         reboot_option: run.input.reboot_option,
         timeout_seconds: i32::try_from(run.input.delivery_timeout_seconds).unwrap_or(i32::MAX),
         log_group: run.input.cloud_watch_log_group.clone(),
-        hooks: fleet::Hooks::of(
-            run.input.pre_install_hook.as_deref(),
-            run.input.post_install_hook.as_deref(),
-        ),
+        hooks: run.input.hooks(),
     }
 }
 

@@ -15,7 +15,6 @@
 use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory, TargetClients};
 use crate::clock::now_epoch_ms;
-use crate::command::Hooks;
 use crate::config::Config;
 use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
@@ -228,11 +227,7 @@ async fn check_hooks(
     loc: &Location,
     clients: &TargetClients,
 ) -> Result<Option<Recorded>> {
-    let input = &run.input;
-    let Some(hooks) = Hooks::of(
-        input.pre_install_hook.as_deref(),
-        input.post_install_hook.as_deref(),
-    ) else {
+    let Some(hooks) = run.input.hooks() else {
         return Ok(None);
     };
     let Some(why) = hookdocs::unusable_hook(&clients.ssm, &hooks).await? else {

@@ -32,15 +32,15 @@ use std::sync::Arc;
 
 /// What the DynamoDB mock saw.
 #[derive(Clone, Default)]
-struct Seen {
+pub(crate) struct Seen {
     transacts: Captured<Vec<String>>,
-    inputs: Captured<TransactWriteItemsInput>,
+    pub(crate) inputs: Captured<TransactWriteItemsInput>,
     updates: Captured<UpdateItemInput>,
 }
 
 impl Seen {
     /// Instance IDs moved to `state` by conditional writes (single or in a transaction).
-    fn moved_to(&self, state: &str) -> Vec<String> {
+    pub(crate) fn moved_to(&self, state: &str) -> Vec<String> {
         let mut ids = moved_to(&self.updates, state);
         ids.extend(transact_moved_to(&self.inputs, state));
         ids
@@ -57,7 +57,7 @@ impl Seen {
 
 /// A DynamoDB mock holding one run, one location and the given location items.
 /// `claims_fail`: every transaction is cancelled by a failed condition.
-fn dynamo(
+pub(crate) fn dynamo(
     run: Item,
     loc: Item,
     items: Vec<Item>,
@@ -143,7 +143,7 @@ fn dynamo_with(
     (client, seen, rules)
 }
 
-fn dispatcher(
+pub(crate) fn dispatcher(
     dynamo: aws_sdk_dynamodb::Client,
     ssm: aws_sdk_ssm::Client,
 ) -> Dispatcher<fleetpatch::clients::FixedClients> {
@@ -160,7 +160,7 @@ fn dispatcher(
     }
 }
 
-fn task() -> LocationTask {
+pub(crate) fn task() -> LocationTask {
     LocationTask {
         run_id: RUN.into(),
         location: LOC.into(),
