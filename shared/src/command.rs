@@ -1,8 +1,8 @@
 //! What a batch's SendCommand asks for, as plain data: the document and its parameters
 //! (pure; [`crate::fleet::send_command`] turns it into the request).
 //!
-//! Without hooks the document is AWS-RunPatchBaseline. With a pre- or post-install hook it is
-//! AWS-RunPatchBaselineWithHooks, a wrapper AWS documents in the Systems Manager User Guide
+//! Without hooks the document is AWS-RunPatchBaseline. With any hook (pre-install,
+//! post-install, on-exit) it is AWS-RunPatchBaselineWithHooks, a wrapper AWS documents in the Systems Manager User Guide
 //! ("SSM Command document for patching: AWS-RunPatchBaselineWithHooks",
 //! docs.aws.amazon.com/systems-manager/latest/userguide/patch-manager-aws-runpatchbaselinewithhooks.html):
 //! - parameters: `Operation` (required, Scan | Install), `SnapshotId`, `RebootOption`
@@ -33,14 +33,21 @@ pub struct Hooks {
     pub pre_install: Option<String>,
     /// `PostInstallHookDocName`: after it, before any reboot.
     pub post_install: Option<String>,
+    /// `OnExitHookDocName`: last, also when nothing was to install or a step failed.
+    pub on_exit: Option<String>,
 }
 
 impl Hooks {
     /// The hooks a run names, or None when it names none (plain AWS-RunPatchBaseline).
-    pub fn of(pre_install: Option<&str>, post_install: Option<&str>) -> Option<Self> {
+    pub fn of(
+        pre_install: Option<&str>,
+        post_install: Option<&str>,
+        on_exit: Option<&str>,
+    ) -> Option<Self> {
         let hooks = Self {
             pre_install: pre_install.map(str::to_string),
             post_install: post_install.map(str::to_string),
+            on_exit: on_exit.map(str::to_string),
         };
         (hooks != Self::default()).then_some(hooks)
     }
@@ -50,6 +57,7 @@ impl Hooks {
         [
             ("PreInstallHookDocName", self.pre_install.as_deref()),
             ("PostInstallHookDocName", self.post_install.as_deref()),
+            ("OnExitHookDocName", self.on_exit.as_deref()),
         ]
         .into_iter()
         .filter_map(|(param, doc)| Some((param, doc?)))
@@ -123,7 +131,7 @@ mod tests {
     #[test]
     fn without_hooks_the_command_is_run_patch_baseline() {
         // GIVEN a run that names no hook
-        let hooks = Hooks::of(None, None);
+        let hooks = Hooks::of(None, None, None);
         // WHEN its command is built
         let s = spec(hooks);
         // THEN it runs AWS-RunPatchBaseline with no hook parameter
@@ -135,7 +143,7 @@ mod tests {
     #[test]
     fn a_pre_install_hook_runs_the_hooks_document_with_only_that_hook() {
         // GIVEN a run with a pre-install hook only
-        let s = spec(Hooks::of(Some("MyOrg-Drain"), None));
+        let s = spec(Hooks::of(Some("MyOrg-Drain"), None, None));
         // WHEN its command is built
         let params = s.parameters();
         // THEN the document is the hooks one, the hook goes into PreInstallHookDocName and
@@ -158,6 +166,7 @@ mod tests {
         let mut s = spec(Hooks::of(
             Some("MyOrg-Drain"),
             Some("arn:aws:ssm:us-east-1:111122223333:document/MyOrg-Check"),
+            None,
         ));
         s.install_override_list = Some("s3://b/list.yaml".into());
         // WHEN the command is built
@@ -170,6 +179,23 @@ mod tests {
             "arn:aws:ssm:us-east-1:111122223333:document/MyOrg-Check".to_string()
         )));
         assert!(params.iter().all(|(n, _)| *n != "InstallOverrideList"));
+    }
+
+    #[test]
+    fn an_on_exit_hook_alone_runs_the_hooks_document() {
+        // GIVEN a run with only an on-exit hook
+        let s = spec(Hooks::of(None, None, Some("MyOrg-Check")));
+        // THEN the hooks document runs, with OnExitHookDocName as the only hook parameter
+        assert_eq!(s.document(), "AWS-RunPatchBaselineWithHooks");
+        let hooks: Vec<_> = s
+            .parameters()
+            .into_iter()
+            .filter(|(n, _)| n.ends_with("HookDocName"))
+            .collect();
+        assert_eq!(
+            hooks,
+            vec![("OnExitHookDocName", "MyOrg-Check".to_string())]
+        );
     }
 
     #[test]

@@ -40,9 +40,9 @@ def points(ran) -> list[str]:
 
 def test_a_failing_pre_hook_installs_nothing_there_and_the_report_says_why(stack):
     # GIVEN four instances whose pre-install hook fails on two, and two whose post-install
-    # hook fails on one; both hook documents exist in both accounts
+    # hook fails on one; the three hook documents exist in both accounts
     run_input = hooks_input([PRE, POST], preInstallHook="Patch-Drain",
-                            postInstallHook="Patch-Check")
+                            postInstallHook="Patch-Check", onExitHook="Patch-Exit")
     # WHEN the run goes
     run = execute(stack, "hooks-pre", run_input)
     # THEN every command ran the hooks document with the two hooks as its parameters
@@ -51,13 +51,16 @@ def test_a_failing_pre_hook_installs_nothing_there_and_the_report_says_why(stack
         assert c["document_name"] == HOOKS_DOCUMENT, c
         assert c["parameters"]["PreInstallHookDocName"] == ["Patch-Drain"]
         assert c["parameters"]["PostInstallHookDocName"] == ["Patch-Check"]
+        assert c["parameters"]["OnExitHookDocName"] == ["Patch-Exit"]
         assert "InstallOverrideList" not in c["parameters"]
     # AND where the pre-install hook failed, nothing was installed and no post-install hook
-    # ran; the others were patched, both hooks around the install
+    # ran; the others were patched, both hooks around the install; the on-exit hook ran last
+    # everywhere
     pre = hooks_of(run, PRE)
     failed_pre = {i for i, h in pre.items() if h["failed_step"] == "PreInstallHook"}
     assert len(pre) == 4 and failed_pre == FAILING_PRE, pre
     for i, h in pre.items():
+        assert h["ran"][-1] == ["on_exit", "Patch-Exit"], h
         patch = run.oracle_instances[i]["patch_state"]
         if i in failed_pre:
             assert not h["installed"] and points(h) == ["pre_install", "on_exit"], h

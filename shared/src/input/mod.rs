@@ -77,6 +77,9 @@ pub struct RunInput {
     pub pre_install_hook: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_install_hook: Option<String>,
+    /// The SSM document run last on each instance, whatever happened before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit_hook: Option<String>,
 }
 
 // The handlers' names for the four rates; each is the typed field itself.
@@ -110,6 +113,7 @@ impl RunInput {
         Hooks::of(
             self.pre_install_hook.as_deref(),
             self.post_install_hook.as_deref(),
+            self.on_exit_hook.as_deref(),
         )
     }
 }
