@@ -121,3 +121,17 @@ def test_the_target_role_refuses_a_hook_outside_its_allowed_prefix(stack):
     denied = [d for d in stack.oracle("iam")["denied"] if d["action"] == "ssm:DescribeDocument"]
     assert any(d["resource"] == f"arn:aws:ssm:{US}:{READY}:document/Other-Drain"
                and d["role"] == "ExecutionRole" for d in denied), denied
+
+
+def test_a_throttled_hook_check_is_retried_and_the_location_goes_on(stack):
+    # GIVEN the next five DescribeDocument calls in the account are throttled (more than the
+    # SDK's own three attempts: expand fails once and the state machine retries it)
+    stack.faults([{"kind": "throttle", "service": "ssm", "operation": "DescribeDocument",
+                   "account": READY, "count": 5}])
+    # WHEN a run with a pre-install hook goes there
+    run = execute(stack, "hooks-throttled", hooks_input([READY], preInstallHook="Patch-Drain"))
+    # THEN the throttles were absorbed: the hook was checked, the location patched through
+    # the hooks document
+    assert run.stats["calls"]["ssm:DescribeDocument"]["throttled"] >= 5, run.stats["calls"]
+    assert run.locations[loc(READY)]["outcome"] == "Succeeded", describe(run)
+    assert {c["document_name"] for c in run.commands} == {HOOKS_DOCUMENT}, run.commands
