@@ -231,6 +231,7 @@ fn commands(state: &AppState) -> Value {
                 "ended_at": ended_at(c, now),
                 "status": v.status,
                 "status_details": v.details,
+                "hooks": hooks_ran(c),
             })
         })
         .collect();
@@ -244,6 +245,18 @@ fn ended_at(c: &crate::sim::Command, now: i64) -> Value {
         Some(ms) => json!(iso8601(ms)),
         None => Value::Null,
     }
+}
+
+/// What AWS-RunPatchBaselineWithHooks did on each instance whose invocation ended: the
+/// hooks that ran (with their documents), the first failed step, whether it installed.
+fn hooks_ran(c: &crate::sim::Command) -> Value {
+    let per_instance: serde_json::Map<String, Value> = c
+        .invocations
+        .iter()
+        .filter(|i| i.applied)
+        .filter_map(|i| Some((i.instance_id.clone(), json!(i.hooks.as_ref()?))))
+        .collect();
+    Value::Object(per_instance)
 }
 
 fn key(k: &(String, String)) -> String {
