@@ -230,6 +230,14 @@ mod tests {
         assert_eq!(e.error.unwrap().error, "AwsError");
         let _: AggregateRequest =
             serde_json::from_str(include_str!("../../events/aggregate.json")).unwrap();
+        let start: WaveTask =
+            serde_json::from_str(include_str!("../../events/gate-start.json")).unwrap();
+        let end: WaveTask =
+            serde_json::from_str(include_str!("../../events/gate-end.json")).unwrap();
+        assert_eq!(
+            (start.action, end.action),
+            (WaveAction::Start, WaveAction::End)
+        );
     }
 
     #[test]

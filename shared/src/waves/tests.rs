@@ -259,24 +259,7 @@ fn an_approval_and_a_rejection_say_who_when_and_how() {
 }
 
 fn run_of(input: RunInput) -> crate::model::RunRecord {
-    crate::model::RunRecord {
-        run_id: "r".into(),
-        status: RunStatus::Running,
-        input,
-        accounts: Vec::new(),
-        skipped_accounts: Vec::new(),
-        skipped_accounts_omitted: 0,
-        location_count: 3,
-        location_window: 1,
-        locations_tolerated: None,
-        locations_done: 0,
-        locations_failed: 0,
-        instances_sent: 0,
-        instances_done: 0,
-        created_at: 0,
-        halt: None,
-        alarms_read_at_ms: None,
-    }
+    crate::model::RunRecord::started("r", input, 0)
 }
 
 #[test]
