@@ -10,6 +10,7 @@
 
 pub mod clients;
 pub mod clock;
+pub mod commands;
 pub mod comment;
 pub mod config;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod input;
 pub mod limits;
 pub mod model;
 pub mod ratecontrol;
+pub mod reading;
 pub mod store;
 
 pub use error::{Error, Result};

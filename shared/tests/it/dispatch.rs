@@ -989,31 +989,76 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
     assert_eq!(sent.all(), vec![ids(4)]);
 }
 
-#[tokio::test]
-async fn only_commands_whose_completed_count_moved_are_read() {
-    // GIVEN two commands in flight, of two instances each, from batches claimed a minute ago;
-    // SSM counts both invocations of cmd-a final and none of cmd-b
-    let all = ids(4);
+/// Location items for commands in flight, each `(seq, command, instance indexes)` of
+/// `ids(n)` from a batch claimed a minute ago, and `pending` more instances waiting.
+fn commands_in_flight(cmds: &[(u64, &str, std::ops::Range<usize>)], pending: usize) -> Vec<Item> {
+    let n = cmds.iter().map(|(_, _, r)| r.end).max().unwrap_or(0);
+    let all = ids(n + pending);
     let loc: fleetpatch::model::Location = LOC.parse().unwrap();
     let claimed_at = fleetpatch::clock::now_epoch() - 60;
     let mut items: Vec<Item> = Vec::new();
-    for (seq, cmd, ids) in [(1, "cmd-a", &all[..2]), (2, "cmd-b", &all[2..])] {
-        for id in ids {
+    for (seq, cmd, range) in cmds {
+        let members = &all[range.clone()];
+        for id in members {
             let mut r = InstanceRecord::new(id, InstanceState::InFlight);
-            r.command_id = Some(cmd.into());
-            r.batch = Some(seq);
+            r.command_id = Some(cmd.to_string());
+            r.batch = Some(*seq);
+            r.ssm_status = Some("InProgress".into());
+            r.status_details = Some("In Progress".into());
             items.push(items::instance_item(RUN, &loc, &r));
         }
         let b = BatchRecord {
-            seq,
-            instance_ids: ids.to_vec(),
+            seq: *seq,
+            instance_ids: members.to_vec(),
             comment: format!("c{seq}"),
             claimed_at,
             state: BatchState::Sent,
-            command_id: Some(cmd.into()),
+            command_id: Some(cmd.to_string()),
         };
         items.push(items::batch_item(RUN, &loc, &b));
     }
+    items.extend(all[n..].iter().map(|id| instance_item(id, "Pending", None)));
+    items
+}
+
+/// ListCommands listing `(command, target, completed, errors, status)`, each requested
+/// `at` + its index; the filters of every request asked are kept in `listed`.
+fn listing(
+    cmds: &'static [(&'static str, i32, i32, i32, &'static str)],
+    listed: Captured<String>,
+) -> Rule {
+    mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
+        listed.push(format!("{:?}", req.filters()));
+        let mut out = ListCommandsOutput::builder();
+        for (i, (id, target, done, errors, status)) in cmds.iter().enumerate() {
+            out = out.commands(
+                Command::builder()
+                    .command_id(*id)
+                    .target_count(*target)
+                    .completed_count(*done)
+                    .error_count(*errors)
+                    .status((*status).into())
+                    .status_details(*status)
+                    .requested_date_time(aws_smithy_types::DateTime::from_secs(1_000 + i as i64))
+                    .build(),
+            );
+        }
+        out.commands(
+            Command::builder()
+                .command_id("someone-elses")
+                .target_count(5)
+                .completed_count(5)
+                .build(),
+        )
+        .build()
+    })
+}
+
+#[tokio::test]
+async fn successes_of_a_multi_instance_command_free_their_slots_unread() {
+    // GIVEN a window of 4: cmd-a and cmd-b in flight with two instances each, two more
+    // waiting; SSM counts both of cmd-a's final, without error, and none of cmd-b's
+    let items = commands_in_flight(&[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4)], 2);
     let (db, seen, _r) = dynamo(
         run_item("Running", json!({}), None),
         location_item(4, None),
@@ -1021,32 +1066,99 @@ async fn only_commands_whose_completed_count_moved_are_read() {
         false,
     );
     let listed: Captured<String> = Captured::default();
-    let l = listed.clone();
-    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
-        l.push(format!("{:?}", req.filters()));
-        let cmd = |id: &str, done: i32| {
-            Command::builder()
-                .command_id(id)
-                .target_count(2)
-                .completed_count(done)
-                .build()
-        };
-        ListCommandsOutput::builder()
-            .commands(cmd("cmd-a", 2))
-            .commands(cmd("cmd-b", 0))
-            .commands(cmd("someone-elses", 5))
-            .build()
-    });
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 2, 0, "Success"),
+            ("cmd-b", 2, 0, 0, "InProgress"),
+        ],
+        listed.clone(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        [&list_cmds, &list_inv, &send]
+    );
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN one ListCommands (AWS-RunPatchBaseline, invoked after the oldest claim) was the
+    // round's only read: cmd-a's invocations were left unread, its instances still InFlight
+    assert_eq!(listed.all().len(), 1);
+    assert!(
+        listed.all()[0].contains("InvokedAfter"),
+        "{:?}",
+        listed.all()
+    );
+    assert_eq!(list_inv.num_calls(), 0);
+    assert!(seen.moved_to("Succeeded").is_empty());
+    // AND the two slots they freed were refilled at once
+    assert_eq!(sent.all(), vec![ids(6)[4..].to_vec()]);
+    // AND the next round knows two were left unread
+    assert_eq!(out.observed.unread, 2);
+}
+
+#[tokio::test]
+async fn a_single_instance_command_that_succeeded_is_recorded_from_the_listing() {
+    // GIVEN two single-instance commands in flight; SSM lists cmd-a as Success
+    let items = commands_in_flight(&[(1, "cmd-a", 0..1), (2, "cmd-b", 1..2)], 0);
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 1, 1, 0, "Success"),
+            ("cmd-b", 1, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN cmd-a's instance is recorded Succeeded without reading its invocations
+    assert_eq!(seen.moved_to("Succeeded"), vec![ids(1)[0].clone()]);
+    assert_eq!(seen.counted_done(), 1);
+    assert_eq!(list_inv.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn once_nothing_runs_every_unread_instance_is_read_in_one_listing() {
+    // GIVEN three commands of two instances each, all six final in SSM without error
+    let items = commands_in_flight(
+        &[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4), (3, "cmd-c", 4..6)],
+        0,
+    );
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(6, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 2, 0, "Success"),
+            ("cmd-b", 2, 2, 0, "Success"),
+            ("cmd-c", 2, 2, 0, "Success"),
+        ],
+        Captured::default(),
+    );
     let asked: Captured<String> = Captured::default();
     let a = asked.clone();
-    let done = all[..2].to_vec();
     let list_inv =
         mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |req| {
-            a.push(req.command_id().unwrap_or_default().to_string());
+            a.push(format!("{:?} {:?}", req.command_id(), req.filters()));
             let mut b = ListCommandInvocationsOutput::builder();
-            for id in &done {
+            for (i, id) in ids(6).iter().enumerate() {
                 b = b.command_invocations(
                     CommandInvocation::builder()
+                        .command_id(["cmd-a", "cmd-b", "cmd-c"][i / 2])
                         .instance_id(id.clone())
                         .status(CommandInvocationStatus::Success)
                         .status_details("Success")
@@ -1057,19 +1169,15 @@ async fn only_commands_whose_completed_count_moved_are_read() {
         });
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
     // WHEN dispatch runs a round
-    dispatcher(db, ssm).handle(task()).await.unwrap();
-    // THEN one ListCommands (AWS-RunPatchBaseline, invoked after the oldest claim) told which
-    // command had news, and only that command's invocations were read and recorded
-    assert_eq!(listed.all().len(), 1);
-    assert!(
-        listed.all()[0].contains("InvokedAfter"),
-        "{:?}",
-        listed.all()
-    );
-    assert_eq!(asked.all(), vec!["cmd-a".to_string()]);
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN one ListCommandInvocations, for no command in particular, from the oldest of them
+    assert_eq!(asked.all().len(), 1, "{:?}", asked.all());
+    assert!(asked.all()[0].starts_with("None") && asked.all()[0].contains("InvokedAfter"));
+    // AND all six are recorded, and the location is done
     let mut recorded = seen.moved_to("Succeeded");
     recorded.sort();
-    assert_eq!(recorded, all[..2].to_vec());
+    assert_eq!(recorded, ids(6));
+    assert!(out.done);
 }
 
 // -- the adaptive poll interval ---------------------------------------------------------
