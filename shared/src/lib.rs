@@ -10,7 +10,7 @@
 
 pub mod clients;
 pub mod clock;
-pub mod commands;
+pub mod command;
 pub mod comment;
 pub mod config;
 pub mod error;
@@ -29,6 +29,7 @@ pub mod events;
 pub mod expand;
 pub mod fleet;
 pub mod halt;
+pub mod hookdocs;
 pub mod orgs;
 pub mod plan;
 pub mod poll;
@@ -38,5 +39,6 @@ pub mod report;
 pub mod run;
 pub mod settle;
 pub mod task;
+pub mod tracking;
 pub mod window;
 pub mod wiring;

@@ -6,7 +6,6 @@
 //! may run beside another, or again, without undoing the other.
 
 use crate::clock::now_epoch;
-use crate::commands;
 use crate::error::Result;
 use crate::fleet::{self, FoundCommand, InvocationStatus};
 use crate::model::{
@@ -14,6 +13,7 @@ use crate::model::{
 };
 use crate::reading::{command_records, in_flight_since, plan_reads, Reads};
 use crate::store::Store;
+use crate::tracking;
 use std::collections::{BTreeSet, HashMap};
 use tracing::{info, warn};
 
@@ -220,7 +220,7 @@ async fn reads(
     };
     // The claim is written before SendCommand; the margin covers clocks that disagree.
     let wanted: BTreeSet<String> = records.keys().cloned().collect();
-    let listing = commands::command_progress(ssm, &wanted, since - 300).await?;
+    let listing = tracking::command_progress(ssm, &wanted, since - 300).await?;
     Ok(plan_reads(
         &records,
         &listing,
@@ -249,7 +249,7 @@ pub async fn follow_commands(
 
     // What the listing told, and the one listing across commands, first.
     let mut seen: Seen = match reads.sweep_since {
-        Some(since) => commands::invocations_since(ssm, since).await?,
+        Some(since) => tracking::invocations_since(ssm, since).await?,
         None => HashMap::new(),
     };
     for (id, cmd) in &reads.succeeded {
@@ -263,7 +263,7 @@ pub async fn follow_commands(
             .insert(id.clone(), success);
     }
     let mut finished = 0;
-    for (cmd, invocations) in &seen {
+    for (cmd, invocations) in seen.iter().filter(|(c, _)| !reads.by_command.contains(*c)) {
         finished += record_seen(store, run_id, loc, instances, cmd, invocations).await?;
     }
 

@@ -59,7 +59,8 @@ pub struct Reads {
     pub succeeded: Vec<(String, String)>,
     /// Commands whose invocations are read one command at a time.
     pub by_command: BTreeSet<String>,
-    /// Every invocation since this moment (Run Command's clock) is read in one listing.
+    /// Every invocation since this moment (Run Command's clock) is read in one listing (the
+    /// commands of `by_command` excepted: they are recorded from their own read).
     pub sweep_since: Option<i64>,
     /// Instances Run Command counts final and the records do not, left unread: free slots.
     pub freed: u64,
@@ -116,16 +117,7 @@ pub fn plan_reads(
         .map(|(_, _, at)| *at)
         .collect::<Option<Vec<_>>>();
     match since.and_then(|at| at.into_iter().min()) {
-        Some(oldest) if unread.len() >= 3 => {
-            let since = oldest - 1;
-            reads.sweep_since = Some(since);
-            reads.by_command.retain(|c| {
-                listing
-                    .get(c)
-                    .and_then(|p| p.requested)
-                    .is_none_or(|at| at < since)
-            });
-        }
+        Some(oldest) if unread.len() >= 3 => reads.sweep_since = Some(oldest - 1),
         _ => reads
             .by_command
             .extend(unread.into_iter().map(|(c, _, _)| c.clone())),
@@ -352,6 +344,41 @@ mod tests {
         assert_eq!(reads.freed, 0);
         // AND below the threshold they stay unread
         assert_eq!(plan(&cmds, Some(5)).freed, 4);
+    }
+
+    #[test]
+    fn a_command_with_a_new_error_is_read_by_its_id_even_in_a_sweep() {
+        // GIVEN three commands with unread successes, enough for a sweep, and a fourth whose
+        // ErrorCount moved
+        let reads = plan(
+            &[
+                (
+                    "a",
+                    rec(&["i-1", "i-2"], 0, 0),
+                    Some(progress(2, 1, 0, "InProgress", 500)),
+                ),
+                (
+                    "b",
+                    rec(&["i-3", "i-4"], 0, 0),
+                    Some(progress(2, 1, 0, "InProgress", 600)),
+                ),
+                (
+                    "c",
+                    rec(&["i-5", "i-6"], 0, 0),
+                    Some(progress(2, 1, 0, "InProgress", 700)),
+                ),
+                (
+                    "e",
+                    rec(&["i-7", "i-8"], 0, 0),
+                    Some(progress(2, 1, 1, "InProgress", 800)),
+                ),
+            ],
+            Some(3),
+        );
+        // THEN the sweep reads the successes, and the error's command is read by its ID
+        // (its read names a failed hooks step, the sweep's does not)
+        assert_eq!(reads.sweep_since, Some(499));
+        assert_eq!(reads.by_command, BTreeSet::from(["e".to_string()]));
     }
 
     #[test]

@@ -17,7 +17,7 @@ const PURE: [&str; 10] = [
     "model",
 ];
 const ADAPTERS: [&str; 8] = [
-    "store", "fleet", "commands", "orgs", "regions", "events", "clients", "wiring",
+    "store", "fleet", "tracking", "orgs", "regions", "events", "clients", "wiring",
 ];
 
 /// A module's code, outside its tests: its file, or every file of its folder, each cut at

@@ -9,33 +9,28 @@
 //! Run Command lists in.
 
 use crate::error::{from_sdk, Error, Result};
-use crate::fleet::{InvocationStatus, DOCUMENT};
+use crate::fleet::InvocationStatus;
 use crate::model::map_invocation_status;
 use crate::reading::CommandProgress;
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
 use std::collections::{BTreeSet, HashMap};
 
+/// Invoked after `invoked_after_epoch`; not by document: a run's commands run
+/// AWS-RunPatchBaseline or AWS-RunPatchBaselineWithHooks, and a filter names one document
+/// (the callers pick their own commands by ID).
 fn filters(invoked_after_epoch: i64) -> Result<Vec<CommandFilter>> {
     let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map_err(|e| Error::Record(e.to_string()))?;
-    [
-        (CommandFilterKey::DocumentName, DOCUMENT.to_string()),
-        (CommandFilterKey::InvokedAfter, after),
-    ]
-    .into_iter()
-    .map(|(k, v)| {
-        CommandFilter::builder()
-            .key(k)
-            .value(v)
-            .build()
-            .map_err(|e| Error::Record(e.to_string()))
-    })
-    .collect()
+    let filter = CommandFilter::builder()
+        .key(CommandFilterKey::InvokedAfter)
+        .value(after)
+        .build()
+        .map_err(|e| Error::Record(e.to_string()))?;
+    Ok(vec![filter])
 }
 
-/// The progress of each of `wanted` among the AWS-RunPatchBaseline commands invoked after
-/// `invoked_after_epoch`: pages of 50 until every wanted command is seen or the listing ends
+/// The progress of each of `wanted` among the commands invoked after `invoked_after_epoch`: pages of 50 until every wanted command is seen or the listing ends
 /// (Run Command lists newest first, so the commands in flight are usually all on the first
 /// page, however many the location sent before them).
 pub async fn command_progress(
@@ -76,9 +71,10 @@ pub async fn command_progress(
     }
 }
 
-/// The invocations of every AWS-RunPatchBaseline command invoked after
-/// `invoked_after_epoch` (Run Command's clock), by command and instance, all pages: one
-/// listing in place of a ListCommandInvocations per command.
+/// The invocations of every command invoked after `invoked_after_epoch` (Run Command's
+/// clock), by command and instance, all pages: one listing in place of a
+/// ListCommandInvocations per command. Without details: a failed hooks invocation's step is
+/// read with its command ([`crate::fleet::list_invocations`]).
 pub async fn invocations_since(
     client: &aws_sdk_ssm::Client,
     invoked_after_epoch: i64,
