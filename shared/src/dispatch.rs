@@ -72,7 +72,6 @@ struct Loaded {
     read_from_ms: i64,
     /// Instances Run Command counts final that this round left unread: free slots.
     freed: u64,
-    /// The runs observed so far, this round's included.
     observed: Observed,
 }
 
