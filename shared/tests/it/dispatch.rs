@@ -1268,6 +1268,74 @@ async fn a_full_window_is_not_polled_again_before_its_shortest_run() {
 }
 
 #[tokio::test]
+async fn the_wait_follows_the_mean_run_the_rounds_observed() {
+    // GIVEN a full window claimed 1,000 s ago (any instance could have ended), instances
+    // waiting, no shortest run on the location, and rounds that saw 10 ends over
+    // 20,000 instance-seconds in flight; the last one waited 100 s with 2 in flight
+    let (loc, items) = window_in_flight(1000, None, Some(100));
+    let (db, _seen, _r) = dynamo(run_item("Running", json!({}), None), loc, items, false);
+    let list = invocations(CommandInvocationStatus::InProgress, "In Progress");
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    let mut t = task();
+    t.wait_seconds = 100;
+    t.observed = fleetpatch::poll::Observed {
+        in_flight: 2,
+        in_flight_seconds: 20_000,
+        ended: 10,
+        started: true,
+        ..Default::default()
+    };
+    // WHEN dispatch runs a round that sees nothing end
+    let out = dispatcher(db, ssm).handle(t).await.unwrap();
+    // THEN the mean run is (20,000 + 2 x 100) / 10 = 2,020 s, and the next round comes
+    // after twice 4.5% of it, not after the configured 5 s
+    assert_eq!(out.observed.in_flight_seconds, 20_200);
+    assert_eq!(out.observed.in_flight, 2);
+    assert_eq!(out.wait_seconds, 2020 * 2 * 45 / 1000);
+}
+
+#[tokio::test]
+async fn a_new_error_in_a_multi_instance_command_is_read_at_once() {
+    // GIVEN cmd-a and cmd-b in flight with two instances each; SSM counts one of cmd-a's
+    // final, as an error
+    let items = commands_in_flight(&[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4)], 0);
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 1, 1, "InProgress"),
+            ("cmd-b", 2, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let failed = ids(1)[0].clone();
+    let list_inv =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            ListCommandInvocationsOutput::builder()
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .command_id("cmd-a")
+                        .instance_id(failed.clone())
+                        .status(CommandInvocationStatus::Failed)
+                        .status_details("Failed")
+                        .build(),
+                )
+                .build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN cmd-a is read and its failure recorded this round (the threshold counts it)
+    assert_eq!(list_inv.num_calls(), 1);
+    assert_eq!(seen.moved_to("Failed"), vec![ids(1)[0].clone()]);
+    assert_eq!(out.observed.unread, 0);
+}
+
+#[tokio::test]
 async fn with_no_run_observed_the_configured_poll_is_kept() {
     // GIVEN the same window, and no instance seen ending yet in the location
     let (loc, items) = window_in_flight(100, None, Some(30));
