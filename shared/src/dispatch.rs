@@ -32,7 +32,7 @@ use crate::model::{
 use crate::poll::{mean_run, next_wait, observe, shortest_observed, Observed, PollView};
 use crate::progress::{
     claim_times, follow_commands, in_flight_batches, pending_ids, recover_claims, retire_pending,
-    set_state, Release, SWEEP_AT,
+    set_state, Release,
 };
 use crate::run::{self, Entry, THRESHOLD_PASSED};
 use crate::store::Store;
@@ -174,8 +174,8 @@ impl<F: ClientFactory> Dispatcher<F> {
         let (store, instances) = (&self.store, &mut state.instances);
         recover_claims(store, run_id, loc, ssm, instances, &state.batches, release).await?;
         let was_in_flight = in_flight_batches(instances);
-        let (batches, sweep) = (&state.batches, Some(SWEEP_AT));
-        state.freed = follow_commands(store, run_id, loc, ssm, instances, batches, sweep)
+        let sweep = Some(crate::reading::sweep_at(state.location.window));
+        state.freed = follow_commands(store, run_id, loc, ssm, instances, &state.batches, sweep)
             .await?
             .freed;
         if state.observed.unread > 0 {

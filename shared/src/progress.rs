@@ -186,10 +186,6 @@ pub fn in_flight_batches(instances: &[InstanceRecord]) -> HashMap<String, Option
         .collect()
 }
 
-/// Dispatch leaves the successes of multi-instance commands unread until this many wait
-/// (a page of one listing across commands); see [`crate::reading`].
-pub const SWEEP_AT: u64 = 50;
-
 /// What following the commands in flight found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Followed {

@@ -52,6 +52,14 @@ pub struct CommandRecords {
     pub claimed_at: Option<i64>,
 }
 
+/// How many unread instances dispatch lets wait before one listing reads them: a page's
+/// worth, or a window's when the window is larger (that listing also pages through the
+/// instances in flight, so each sweep then costs about two calls per window of ends,
+/// whatever the window).
+pub fn sweep_at(window: u64) -> u64 {
+    window.max(50)
+}
+
 /// The reads a round makes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Reads {
@@ -379,6 +387,12 @@ mod tests {
         // (its read names a failed hooks step, the sweep's does not)
         assert_eq!(reads.sweep_since, Some(499));
         assert_eq!(reads.by_command, BTreeSet::from(["e".to_string()]));
+    }
+
+    #[test]
+    fn a_sweep_waits_for_a_page_or_a_window_of_unread_instances() {
+        assert_eq!(sweep_at(25), 50);
+        assert_eq!(sweep_at(1000), 1000);
     }
 
     #[test]

@@ -17,9 +17,9 @@ use fleetpatch::model::{InstanceRecord, InstanceState};
 use fleetpatch::poll::{
     mean_run, next_wait, observe, shortest_observed, Observed, PollView, LAG_PER_MILLE,
 };
-use fleetpatch::progress::{RECOVERY_GRACE_SECONDS, SWEEP_AT};
+use fleetpatch::progress::RECOVERY_GRACE_SECONDS;
 use fleetpatch::ratecontrol::Rate;
-use fleetpatch::reading::{command_records, plan_reads, CommandProgress};
+use fleetpatch::reading::{command_records, plan_reads, sweep_at, CommandProgress};
 use fleetpatch::window::plan_round;
 use std::collections::{BTreeMap, HashMap};
 
@@ -137,7 +137,7 @@ impl Fleet {
 /// Follows the commands in flight at `now` as `follow_commands` does: counts the calls,
 /// records what is read, and returns the claims of the instances recorded ending and the
 /// instances left unread (free slots).
-fn follow(f: &mut Fleet, now: i64, calls: &mut Calls) -> (Vec<i64>, u64) {
+fn follow(f: &mut Fleet, now: i64, window: u64, calls: &mut Calls) -> (Vec<i64>, u64) {
     let index: HashMap<String, usize> = f
         .commands
         .iter()
@@ -186,7 +186,7 @@ fn follow(f: &mut Fleet, now: i64, calls: &mut Calls) -> (Vec<i64>, u64) {
         &listing,
         now,
         RECOVERY_GRACE_SECONDS,
-        Some(SWEEP_AT),
+        Some(sweep_at(window)),
     );
 
     let mut ended = Vec::new();
@@ -225,7 +225,7 @@ fn simulate(seed: u64, lag_per_mille: Option<u64>, fixed: u64) -> (Calls, i64, i
     let (mut observed, mut waited) = (Observed::default(), 0u64);
     loop {
         calls.rounds += 1;
-        let (ended, freed) = follow(&mut f, now, &mut calls);
+        let (ended, freed) = follow(&mut f, now, window, &mut calls);
         if observed.unread == 0 {
             shortest = shortest_observed(shortest, previous_round, &ended);
         }

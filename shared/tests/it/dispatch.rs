@@ -1130,6 +1130,46 @@ async fn a_single_instance_command_that_succeeded_is_recorded_from_the_listing()
 }
 
 #[tokio::test]
+async fn a_large_window_lets_a_window_of_unread_instances_wait_before_a_listing() {
+    // GIVEN a window of 100: three commands of 20 instances all succeeded (60 unread, more
+    // than a page), and a fourth still running
+    let items = commands_in_flight(
+        &[
+            (1, "cmd-a", 0..20),
+            (2, "cmd-b", 20..40),
+            (3, "cmd-c", 40..60),
+            (4, "cmd-d", 60..61),
+        ],
+        0,
+    );
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(100, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 20, 20, 0, "Success"),
+            ("cmd-b", 20, 20, 0, "Success"),
+            ("cmd-c", 20, 20, 0, "Success"),
+            ("cmd-d", 1, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN they stay unread until a window's worth waits: a listing across commands would
+    // page through the window in flight as well
+    assert_eq!(list_inv.num_calls(), 0);
+    assert!(seen.moved_to("Succeeded").is_empty());
+    assert_eq!(out.observed.unread, 60);
+}
+
+#[tokio::test]
 async fn once_nothing_runs_every_unread_instance_is_read_in_one_listing() {
     // GIVEN three commands of two instances each, all six final in SSM without error
     let items = commands_in_flight(
