@@ -18,6 +18,7 @@ pub mod input;
 pub mod limits;
 pub mod model;
 pub mod ratecontrol;
+pub mod reading;
 pub mod store;
 
 pub use error::{Error, Result};
@@ -39,6 +40,7 @@ pub mod report;
 pub mod run;
 pub mod settle;
 pub mod task;
+pub mod tracking;
 pub mod waves;
 pub mod window;
 pub mod wiring;
