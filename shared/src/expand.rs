@@ -59,8 +59,25 @@ pub fn classify(ids: &[String], managed: &HashMap<String, ManagedInfo>) -> Vec<I
 }
 
 /// What expansion found, with the location's window and tolerated errors as numbers
-/// (pure: SSM's rate-control meaning, applied to the instances online and managed).
+/// (pure: SSM's rate-control meaning, applied to the instances online and managed), with
+/// the run's target rates.
 pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
+    let rates = (
+        run.input.target_concurrency,
+        run.input.target_error_threshold,
+    );
+    expansion_with(rates, instances)
+}
+
+/// The same, with the target rates of the location's wave (the run's, without waves).
+pub fn expansion_in_wave(run: &RunRecord, wave: u32, instances: &[InstanceRecord]) -> Expansion {
+    expansion_with(run.input.target_rates(wave), instances)
+}
+
+fn expansion_with(
+    (concurrency, errors): (crate::ratecontrol::Rate, crate::ratecontrol::Rate),
+    instances: &[InstanceRecord],
+) -> Expansion {
     let dispatchable = instances
         .iter()
         .filter(|i| i.state == InstanceState::Pending)
@@ -68,8 +85,8 @@ pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
     Expansion {
         targeted: instances.len() as u64,
         dispatchable,
-        window: run.input.target_concurrency_rate().window(dispatchable),
-        tolerated: run.input.target_error_rate().tolerated_errors(dispatchable),
+        window: concurrency.window(dispatchable),
+        tolerated: errors.tolerated_errors(dispatchable),
         counts: count_states(instances.iter().map(|i| i.state)),
     }
 }
@@ -106,7 +123,7 @@ impl<F: ClientFactory> Expander<F> {
         }
 
         let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
-        let found = expansion(&run, &instances);
+        let found = expansion_in_wave(&run, record.wave, &instances);
         self.store.set_expanded(run_id, &loc, &found).await?;
         info!(
             run_id,

@@ -67,9 +67,11 @@ def test_a_canary_that_fails_its_gate_stops_every_later_wave(stack):
 
 
 def test_the_next_wave_starts_only_after_the_soak_on_the_simulated_clock(stack):
-    # GIVEN a canary, soaking 10 minutes, then the OU that holds it and one more account
+    # GIVEN a canary, soaking 10 minutes, with its own targetConcurrency (both instances at
+    # once), then the OU that holds it and one more account (the run's 50%: one at a time)
     run_input = waves_input([
-        {"name": "first", "accounts": [SOAK_FIRST], "soakMinutes": 10},
+        {"name": "first", "accounts": [SOAK_FIRST], "soakMinutes": 10,
+         "targetConcurrency": "100%"},
         {"name": "second", "accounts": [WAVES_OU]},
     ])
     # WHEN the run goes
@@ -81,6 +83,9 @@ def test_the_next_wave_starts_only_after_the_soak_on_the_simulated_clock(stack):
     second = [c for c in run.commands if c["account"] == SOAK_SECOND]
     assert first and second, describe(run)
     assert {c["account"] for c in run.commands} == {SOAK_FIRST, SOAK_SECOND}
+    # AND each wave's location ran with its wave's target concurrency
+    assert max(len(c["instance_ids"]) for c in first) == 2, first
+    assert max(len(c["instance_ids"]) for c in second) == 1, second
     waves = stack.waves(run.run_id)
     assert [(w["name"], w["status"], w["locationCount"], w["overlaps"]) for w in waves] == [
         ("first", "Passed", 1, 0), ("second", "Passed", 1, 1)], waves

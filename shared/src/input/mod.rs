@@ -107,6 +107,15 @@ impl RunInput {
         self.target_error_threshold
     }
 
+    /// `targetConcurrency` and `targetErrorThreshold` of a location of wave `wave`: the
+    /// wave's (which default to the run's), or the run's without waves.
+    pub fn target_rates(&self, wave: u32) -> (Rate, Rate) {
+        match self.waves.get(wave as usize) {
+            Some(w) => (w.target_concurrency, w.target_error_threshold),
+            None => (self.target_concurrency, self.target_error_threshold),
+        }
+    }
+
     /// `notAfter` in epoch milliseconds (None without one; validation refused a bad one).
     pub fn not_after_ms(&self) -> Option<i64> {
         self.not_after

@@ -413,3 +413,22 @@ fn an_account_a_later_wave_names_for_other_regions_is_no_duplicate() {
     // THEN it is accepted: the later wave gets the Regions the canary did not have
     assert!(r.is_ok(), "{r:?}");
 }
+
+#[test]
+fn a_locations_target_rates_are_its_waves() {
+    // GIVEN a canary sending one instance at a time, tolerating none, and a wave with none
+    let r = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "targetConcurrency": "1", "targetErrorThreshold": "0"},
+        {"name": "rest", "accounts": ["ou-ab12-cdef3456"]}
+    ])))
+    .unwrap();
+    // THEN the canary's locations use its rates, the other wave's the run's
+    assert_eq!(r.target_rates(0), (Rate::Count(1), Rate::Count(0)));
+    assert_eq!(r.target_rates(1), (Rate::Percent(10), Rate::Percent(10)));
+    // AND a run without waves uses its own
+    let single = validate(&good()).unwrap();
+    assert_eq!(
+        single.target_rates(0),
+        (Rate::Percent(10), Rate::Percent(10))
+    );
+}
