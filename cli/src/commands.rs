@@ -4,7 +4,7 @@
 use crate::aws::{self, Aws};
 use crate::render::{self, LedgerRow, RunLine};
 use crate::watch;
-use crate::{html, Cli, CliError, Command, Format, Outcome, ReportArgs};
+use crate::{html, Cli, CliError, Command, Format, Include, Outcome, ReportArgs};
 use fleetpatch::clock::iso;
 use fleetpatch::input;
 use fleetpatch::model::{LocationRecord, RunStatus};
@@ -26,6 +26,23 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
             let raw = validate(&file)?;
             let aws = aws::connect(&cli.aws).await?;
             let run_id = start(&aws, &raw, name).await?;
+            if watch {
+                watch_run(&aws, &run_id, Duration::from_secs(2)).await
+            } else {
+                Ok(Outcome::Done)
+            }
+        }
+        Command::Resume {
+            run,
+            include,
+            name,
+            watch,
+        } => {
+            let aws = aws::connect(&cli.aws).await?;
+            let new_id = name.unwrap_or_else(new_run_id);
+            let delivery = include.contains(&Include::DeliveryTimeouts);
+            let doc = crate::resume::input_of(&aws, &run, &new_id, delivery).await?;
+            let run_id = start(&aws, &doc, Some(new_id)).await?;
             if watch {
                 watch_run(&aws, &run_id, Duration::from_secs(2)).await
             } else {
@@ -176,13 +193,18 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
     }
 }
 
+/// What a report shows: the run's summary, its locations' figures, the ledger when asked
+/// for, and the runs a resume links it to.
+struct Report {
+    summary: RunSummary,
+    figures: Vec<LocationFigures>,
+    ledger: Vec<LedgerRow>,
+    linked: Vec<crate::resume::Linked>,
+}
+
 /// The run's records: the run's summary, its locations' figures (sorted), and the ledger
 /// when asked for.
-async fn load_report(
-    aws: &Aws,
-    run_id: &str,
-    with_instances: bool,
-) -> Result<(RunSummary, Vec<LocationFigures>, Vec<LedgerRow>), CliError> {
+async fn load_report(aws: &Aws, run_id: &str, with_instances: bool) -> Result<Report, CliError> {
     let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot read run {run_id}: {e}"));
     let run = aws.store.get_run(run_id).await.map_err(|e| match e {
         fleetpatch::Error::Record(m) if m.contains("not found") => CliError::Usage(m),
@@ -205,7 +227,13 @@ async fn load_report(
         }
     }
     let figures = locations.iter().map(location_figures).collect();
-    Ok((summary, figures, ledger))
+    let linked = crate::resume::linked(aws, run_id, run.input.resume_of.as_deref()).await?;
+    Ok(Report {
+        summary,
+        figures,
+        ledger,
+        linked,
+    })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
@@ -216,12 +244,19 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
 
 async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
     let with_instances = args.instances || args.format == Format::Html;
-    let (summary, figures, ledger) = load_report(aws, &args.run, with_instances).await?;
+    let Report {
+        summary,
+        figures,
+        ledger,
+        linked,
+    } = load_report(aws, &args.run, with_instances).await?;
     let csv_failed = |e: String| CliError::Failed(format!("cannot write CSV: {e}"));
 
     let text = match (args.format, args.instances) {
         (Format::Html, _) => html::report(&summary, &figures, &ledger),
-        (Format::Table, false) => render::report_table(&summary, &figures),
+        (Format::Table, false) => {
+            render::report_table(&summary, &figures) + &crate::resume::linked_text(&linked)
+        }
         (Format::Table, true) => render::ledger_table(&ledger),
         (Format::Csv, false) => {
             render::csv_of(&figures, &render::LOCATION_CSV).map_err(csv_failed)?
@@ -230,6 +265,7 @@ async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
         (Format::Json, false) => json(&render::ReportDoc {
             summary: &summary,
             locations: &figures,
+            linked: &linked,
         })?,
         (Format::Json, true) => json(&ledger)?,
     };

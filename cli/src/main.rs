@@ -15,6 +15,7 @@ mod commands;
 mod html;
 mod preview;
 mod render;
+mod resume;
 mod watch;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -89,6 +90,27 @@ pub enum Command {
         /// The run ID (the execution's name).
         run: String,
     },
+    /// Start a run over what did not succeed in an ended run, linked both ways.
+    ///
+    /// Failed, execution-timed-out, cancelled and never-started instances, and every
+    /// instance of a location that was skipped or never expanded (AccessDenied,
+    /// GroupNotFound, an error), with the same input and snapshot. Nothing is sent to an
+    /// instance that succeeded. A run is resumed once (resume the resume to go on).
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The run ID of the ended run.
+        run: String,
+        /// Also send again what was never delivered: delivery-timeouts (DeliveryTimedOut,
+        /// Undeliverable).
+        #[arg(long, value_enum)]
+        include: Vec<Include>,
+        /// The new run's ID (the execution's name); generated when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the new run until it ends (as `watch`).
+        #[arg(long)]
+        watch: bool,
+    },
     /// The report of a run.
     #[command(after_help = EXIT_CODES)]
     Report(ReportArgs),
@@ -116,6 +138,13 @@ pub struct ReportArgs {
     /// Write the report to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// What `resume --include` adds to the failed and never-started instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Include {
+    /// Commands never delivered: DeliveryTimedOut and Undeliverable instances.
+    DeliveryTimeouts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -33,6 +33,7 @@ pub mod poll;
 pub mod progress;
 pub mod regions;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod settle;
 pub mod task;

@@ -11,6 +11,7 @@ use crate::limits;
 use crate::model::{cut_text, first, Location, RunRecord, RunStatus, MAX_LISTED_SKIPPED_ACCOUNTS};
 use crate::orgs;
 use crate::regions;
+use crate::resume::{self, Original};
 use crate::store::{Store, MAX_LISTED_REASONS};
 use crate::task::{PlanRequest, PlanResponse};
 use serde_json::json;
@@ -77,8 +78,9 @@ pub fn decide(
     resolved: orgs::Resolved,
     snapshot_id: String,
     now: i64,
+    resumed: Option<&Original>,
 ) -> std::result::Result<Planned, FieldError> {
-    let locs = locations(&resolved.accounts, &run_input.regions);
+    let locs = resume::locations(locations(&resolved.accounts, &run_input.regions), resumed);
     if locs.len() > MAX_LOCATIONS {
         return Err(FieldError {
             field: "accounts".into(),
@@ -159,8 +161,25 @@ impl Planner {
             Ok(r) => r,
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
-        let snapshot = uuid::Uuid::new_v4().to_string();
-        match decide(&run_id, run_input, resolved, snapshot, now_epoch()) {
+        let planned = locations(&resolved.accounts, &run_input.regions);
+        let resumed = match self
+            .store
+            .resume_source(&run_id, &run_input, &planned)
+            .await?
+        {
+            Ok(r) => r,
+            Err(e) => return self.reject(&run_id, &req.input, &[e]).await,
+        };
+        let snapshot = resumed.as_ref().and_then(|o| o.snapshot_id.clone());
+        let snapshot = snapshot.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        match decide(
+            &run_id,
+            run_input,
+            resolved,
+            snapshot,
+            now_epoch(),
+            resumed.as_ref(),
+        ) {
             Ok(planned) => self.apply(planned).await,
             Err(e) => self.reject(&run_id, &req.input, &[e]).await,
         }
@@ -244,7 +263,13 @@ impl Planner {
     /// reset, even if the Map has started).
     async fn answer_from(&self, existing: &RunRecord) -> Result<PlanResponse> {
         let run_id = existing.run_id.as_str();
-        let locs = locations(&existing.accounts, &existing.input.regions);
+        let planned = locations(&existing.accounts, &existing.input.regions);
+        let resumed = self
+            .store
+            .resume_source(run_id, &existing.input, &planned)
+            .await?;
+        let resumed = resumed.map_err(|e| Error::Record(e.to_string()))?;
+        let locs = resume::locations(planned, resumed.as_ref());
         self.store.put_locations(run_id, &locs).await?;
         Ok(response(run_id, &existing.input, &locs))
     }
@@ -438,7 +463,7 @@ mod tests {
             skipped: Vec::new(),
         };
         // WHEN plan decides the run
-        let Err(err) = decide("r", input, resolved, "snap".into(), 0) else {
+        let Err(err) = decide("r", input, resolved, "snap".into(), 0, None) else {
             panic!("a plan over the payload budget was accepted");
         };
         // THEN it is refused as bad input, saying why

@@ -323,3 +323,94 @@ def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
     again = fleetpatch(stack, "stop", run_id)
     assert again.returncode == 2 and "already ended (Cancelled)" in again.stderr, again.stderr
     assert fleetpatch(stack, "stop", "no-such-run").returncode == 2
+
+
+RESUMABLE = {"Failed", "ExecutionTimedOut", "Cancelled", "Terminated", "NotStarted"}
+
+
+def test_resume_sends_exactly_what_had_not_succeeded_and_links_both_runs(stack, runs):
+    # GIVEN the run with problems: failed and never-started instances in one location, an
+    # account without the role in the other; and the run that succeeded everywhere
+    original = "cli-bad-run"
+    before = {loc: stack.instances(original, loc) for loc in stack.locations(original)}
+    succeeded = {i for items in before.values() for i, it in items.items()
+                 if it["state"] == "Succeeded"}
+    unsuccessful = {i for items in before.values() for i, it in items.items()
+                    if it["state"] in RESUMABLE}
+    assert succeeded and unsuccessful, before
+    # WHEN the operator resumes it, following the new run to its end
+    r = fleetpatch(stack, "resume", original, "--name", "cli-resumed", "--watch")
+    # THEN a new run started over the locations left to do, and ended (with problems again:
+    # the failing instances fail again, the account still has no role)
+    assert run_id_of(r) == "cli-resumed", r.stdout + r.stderr
+    assert f"resuming {original} (CompletedWithErrors): 2 of its 2 location(s)" in r.stdout
+    assert r.returncode == 1 and "run cli-resumed ended" in r.stdout, r.stdout + r.stderr
+    # AND the resumed run targeted exactly the instances that had not succeeded
+    items = stack.instances("cli-resumed", f"{FAILING_ACCOUNT}/us-east-1")
+    assert set(items) == unsuccessful, (set(items), unsuccessful)
+    # AND the fleet's own log of commands (the oracle) shows that it sent a command to those
+    # alone, never to one that had succeeded; the others never started (the same input, so
+    # the same targetErrorThreshold of 1 stopped the location again)
+    sent = {i for c in stack.oracle("commands") if "cli-resumed" in (c.get("comment") or "")
+            for i in c["instance_ids"]}
+    assert sent and sent <= unsuccessful and not sent & succeeded, (sent, unsuccessful)
+    assert all(items[i]["state"] == "NotStarted" for i in unsuccessful - sent), items
+    # AND the account without the role was expanded again (its instances were never known)
+    resumed_locations = stack.locations("cli-resumed")
+    assert resumed_locations[f"{NO_ROLE_ACCOUNT}/us-east-1"]["outcome"] == "AccessDenied"
+    assert set(resumed_locations) == set(before)
+    # AND the two runs are linked both ways, on the same baseline snapshot
+    new, old = stack.run_record("cli-resumed"), stack.run_record(original)
+    new_input, old_input = json.loads(new["input"]), json.loads(old["input"])
+    assert new_input["resumeOf"] == original and old["resumedBy"] == "cli-resumed"
+    assert new_input["snapshotId"] == old_input["snapshotId"]
+    # AND the report of the resumed run shows both runs' totals
+    table = fleetpatch(stack, "report", "cli-resumed")
+    assert table.returncode == 0, table.stderr
+    assert f"This run resumes {original}:" in table.stdout, table.stdout
+    assert table.stdout.count("Instances targeted:") == 2
+    doc = json.loads(fleetpatch(stack, "report", "cli-resumed", "--format", "json").stdout)
+    assert [(x["relation"], x["summary"]["runId"]) for x in doc["linked"]] == \
+        [("resumeOf", original)]
+    back = json.loads(fleetpatch(stack, "report", original, "--format", "json").stdout)
+    assert [(x["relation"], x["summary"]["runId"]) for x in back["linked"]] == \
+        [("resumedBy", "cli-resumed")]
+
+
+def test_resume_refuses_a_run_resumed_already_or_with_nothing_left(stack, runs):
+    # GIVEN the run that succeeded everywhere
+    ok_id = run_id_of(runs["ok"])
+    executions = len(stack.sfn.list_executions(
+        stateMachineArn=stack.state["state_machine_arn"])["executions"])
+    # WHEN it is resumed, and an unknown run too
+    nothing = fleetpatch(stack, "resume", ok_id)
+    unknown = fleetpatch(stack, "resume", "no-such-run")
+    # THEN each is bad usage, saying why, and nothing was started
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr, nothing.stderr
+    assert unknown.returncode == 2 and "not found" in unknown.stderr, unknown.stderr
+    assert len(stack.sfn.list_executions(
+        stateMachineArn=stack.state["state_machine_arn"])["executions"]) == executions
+
+
+def test_a_run_is_resumed_once_even_by_a_hand_written_input(stack, runs, tmp_path):
+    """A person may write resumeOf too: plan enforces what the CLI checks first."""
+    # GIVEN the run with problems, resumed already (by the test above, or here)
+    original = "cli-bad-run"
+    if not (stack.run_record(original) or {}).get("resumedBy"):
+        assert fleetpatch(stack, "resume", original, "--name", "cli-resumed",
+                          "--watch").returncode == 1
+    # WHEN the CLI is asked again, and a hand-written input names it
+    again = fleetpatch(stack, "resume", original)
+    by_hand = fleetpatch(stack, "start", str(write_input(tmp_path, "resume.json", base_input(
+        resourceGroup=GROUP, accounts=[FAILING_ACCOUNT, NO_ROLE_ACCOUNT],
+        resumeOf=original))), "--name", "cli-resumed-twice", "--watch")
+    # THEN the CLI refuses it, and plan rejects the run, naming the run that resumed it
+    assert again.returncode == 2 and "already resumed by cli-resumed" in again.stderr, \
+        again.stderr
+    assert by_hand.returncode == 1, by_hand.stdout + by_hand.stderr
+    record = stack.run_record("cli-resumed-twice")
+    assert record["status"] == "Rejected", record
+    assert any("already resumed by cli-resumed" in r for r in record["rejectReasons"]), record
+    assert not [c for c in stack.oracle("commands")
+                if "cli-resumed-twice" in (c.get("comment") or "")]
+    assert stack.run_record(original)["resumedBy"] == "cli-resumed"

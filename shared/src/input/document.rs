@@ -42,6 +42,8 @@ struct Document {
     stop_on_alarms: Vec<String>,
     pre_install_hook: Option<String>,
     post_install_hook: Option<String>,
+    resume_of: Option<String>,
+    resume_delivery_timeouts: bool,
 }
 
 /// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
@@ -73,6 +75,18 @@ fn with_defaults(input: &Value) -> Value {
     Value::Object(fields)
 }
 
+/// The input as a person writes it (the run item stores the typed [`RunInput`]): accounts
+/// as their IDs, rates as their text, `null`s left out. [`read`] gives the same input back.
+pub(super) fn write(input: &RunInput) -> Value {
+    let mut doc = serde_json::to_value(input).unwrap_or(Value::Null);
+    if let Some(fields) = doc.as_object_mut() {
+        let ids = input.accounts.iter().map(|a| Value::String(a.id().into()));
+        fields.insert("accounts".into(), Value::Array(ids.collect()));
+        fields.retain(|_, v| !v.is_null());
+    }
+    doc
+}
+
 impl From<Document> for RunInput {
     fn from(d: Document) -> RunInput {
         let mut regions: Vec<String> = Vec::with_capacity(d.regions.len());
@@ -102,11 +116,22 @@ impl From<Document> for RunInput {
             stop_on_alarms: d.stop_on_alarms,
             pre_install_hook: d.pre_install_hook,
             post_install_hook: d.post_install_hook,
+            resume_of: d.resume_of,
+            resume_delivery_timeouts: d.resume_delivery_timeouts,
         }
     }
 }
 
 impl AccountTarget {
+    /// The ID as written in the input.
+    pub fn id(&self) -> &str {
+        match self {
+            AccountTarget::Account(id)
+            | AccountTarget::OrganizationalUnit(id)
+            | AccountTarget::Root(id) => id,
+        }
+    }
+
     /// The kind of an entry the schema accepted: its pattern allows only these three shapes.
     fn from_id(id: String) -> AccountTarget {
         if id.starts_with("ou-") {

@@ -26,6 +26,7 @@ mod instances;
 pub mod items;
 pub mod keys;
 mod locations;
+mod resume;
 mod runs;
 
 use aws_sdk_dynamodb::types::AttributeValue;

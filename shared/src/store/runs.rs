@@ -212,7 +212,7 @@ impl Store {
 
     /// Updates the run item when `condition` holds (`#st` names `status`, `:now` is now):
     /// Ok(false) when it did not.
-    async fn update_run_if(
+    pub(super) async fn update_run_if(
         &self,
         run_id: &str,
         set: &str,

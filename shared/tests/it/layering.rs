@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 const HANDLERS: [&str; 5] = ["plan", "expand", "dispatch", "settle", "aggregate"];
-const PURE: [&str; 9] = [
+const PURE: [&str; 10] = [
+    "resume",
     "run",
     "limits",
     "window",
