@@ -82,13 +82,11 @@ pub fn decide(
 ) -> std::result::Result<Planned, FieldError> {
     let locs = resume::locations(locations(&resolved.accounts, &run_input.regions), resumed);
     if locs.len() > MAX_LOCATIONS {
+        let (a, r, n) = (resolved.accounts.len(), run_input.regions.len(), locs.len());
         return Err(FieldError {
             field: "accounts".into(),
             rule: format!(
-                "{} accounts x {} Regions = {} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
-                resolved.accounts.len(),
-                run_input.regions.len(),
-                locs.len()
+                "{a} accounts x {r} Regions = {n} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)"
             ),
         });
     }
@@ -162,24 +160,14 @@ impl Planner {
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
         let planned = locations(&resolved.accounts, &run_input.regions);
-        let resumed = match self
-            .store
-            .resume_source(&run_id, &run_input, &planned)
-            .await?
-        {
+        let source = self.store.resume_source(&run_id, &run_input, &planned);
+        let resumed = match source.await? {
             Ok(r) => r,
             Err(e) => return self.reject(&run_id, &req.input, &[e]).await,
         };
-        let snapshot = resumed.as_ref().and_then(|o| o.snapshot_id.clone());
-        let snapshot = snapshot.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        match decide(
-            &run_id,
-            run_input,
-            resolved,
-            snapshot,
-            now_epoch(),
-            resumed.as_ref(),
-        ) {
+        let (r, new) = (resumed.as_ref(), || uuid::Uuid::new_v4().to_string());
+        let snapshot = r.and_then(|o| o.snapshot_id.clone()).unwrap_or_else(new);
+        match decide(&run_id, run_input, resolved, snapshot, now_epoch(), r) {
             Ok(planned) => self.apply(planned).await,
             Err(e) => self.reject(&run_id, &req.input, &[e]).await,
         }
@@ -264,11 +252,8 @@ impl Planner {
     async fn answer_from(&self, existing: &RunRecord) -> Result<PlanResponse> {
         let run_id = existing.run_id.as_str();
         let planned = locations(&existing.accounts, &existing.input.regions);
-        let resumed = self
-            .store
-            .resume_source(run_id, &existing.input, &planned)
-            .await?;
-        let resumed = resumed.map_err(|e| Error::Record(e.to_string()))?;
+        let source = self.store.resume_source(run_id, &existing.input, &planned);
+        let resumed = source.await?.map_err(|e| Error::Record(e.to_string()))?;
         let locs = resume::locations(planned, resumed.as_ref());
         self.store.put_locations(run_id, &locs).await?;
         Ok(response(run_id, &existing.input, &locs))
