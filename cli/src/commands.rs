@@ -53,9 +53,16 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
             let aws = aws::connect(&cli.aws).await?;
             watch_run(&aws, &run, Duration::from_secs(interval.max(1))).await
         }
-        Command::Stop { run } => {
+        Command::Stop {
+            run,
+            cancel_commands,
+        } => {
             let aws = aws::connect(&cli.aws).await?;
-            stop(&aws, &run).await
+            stop(&aws, &run, cancel_commands).await?;
+            if cancel_commands {
+                cancel_commands_of(&aws, &run).await?;
+            }
+            Ok(Outcome::Done)
         }
         Command::Report(args) => {
             let aws = aws::connect(&cli.aws).await?;
@@ -160,7 +167,7 @@ async fn watch_run(aws: &Aws, run_id: &str, interval: Duration) -> Result<Outcom
 
 /// Moves the run to Cancelling, from whichever status that may happen from
 /// ([`run::CANCELLABLE`]); each write is conditional on the status it leaves.
-async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
+async fn stop(aws: &Aws, run_id: &str, cancel: bool) -> Result<(), CliError> {
     let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot stop run {run_id}: {e}"));
     for from in run::CANCELLABLE {
         if aws
@@ -169,11 +176,13 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
             .await
             .map_err(failed)?
         {
-            println!(
-                "run {run_id}: {} -> Cancelling; nothing new starts, commands in flight run to their end",
-                from.as_str()
-            );
-            return Ok(Outcome::Done);
+            let flight = match cancel {
+                true => "commands in flight are cancelled",
+                false => "commands in flight run to their end",
+            };
+            let from = from.as_str();
+            println!("run {run_id}: {from} -> Cancelling; nothing new starts, {flight}");
+            return Ok(());
         }
     }
 
@@ -184,7 +193,7 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
     match status.status {
         RunStatus::Cancelling => {
             println!("run {run_id} is already Cancelling");
-            Ok(Outcome::Done)
+            Ok(())
         }
         s => Err(CliError::Usage(format!(
             "run {run_id} has already ended ({}); nothing to stop",
@@ -200,6 +209,18 @@ struct Report {
     figures: Vec<LocationFigures>,
     ledger: Vec<LedgerRow>,
     linked: Vec<crate::resume::Linked>,
+}
+
+/// Asks a cancelling run's locations to cancel their commands in flight.
+async fn cancel_commands_of(aws: &Aws, run_id: &str) -> Result<(), CliError> {
+    let asked = aws.store.request_command_cancel(run_id).await;
+    match asked.map_err(|e| CliError::Failed(format!("cannot stop run {run_id}: {e}")))? {
+        true => println!(
+            "run {run_id}: commands in flight are cancelled (CancelCommand) from each location's next round"
+        ),
+        false => println!("run {run_id} has ended meanwhile: no command left to cancel"),
+    }
+    Ok(())
 }
 
 /// The run's records: the run's summary, its locations' figures (sorted), and the ledger

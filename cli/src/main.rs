@@ -83,12 +83,17 @@ pub enum Command {
     /// Stop a run cleanly: Cancelling, then Cancelled.
     ///
     /// Every location starts nothing new from its next round (pending instances end
-    /// NotStarted, "run cancelled"), commands in flight run to their end, then the run
-    /// settles as Cancelled with its completion event.
+    /// NotStarted, "run cancelled"), commands in flight run to their end (or, with
+    /// --cancel-commands, are cancelled and end Cancelled), then the run settles as
+    /// Cancelled with its completion event.
     #[command(after_help = EXIT_CODES)]
     Stop {
         /// The run ID (the execution's name).
         run: String,
+        /// Cancel the commands in flight (SSM CancelCommand, from each location's next
+        /// dispatch round) instead of letting them run to their end.
+        #[arg(long)]
+        cancel_commands: bool,
     },
     /// Start a run over what did not succeed in an ended run, linked both ways.
     ///

@@ -18,6 +18,7 @@
 //!    in the location, lowered here as instances are seen ending).
 
 use crate::alarms::Alarms;
+use crate::cancel;
 use crate::clients::{AssumeError, ClientFactory};
 use crate::clock::{now_epoch, now_epoch_ms};
 use crate::comment::comment;
@@ -124,6 +125,9 @@ impl<F: ClientFactory> Dispatcher<F> {
         let started = self
             .start_batches(&state.run, &loc, &ssm, instances, &round.start)
             .await?;
+        if state.run.status == RunStatus::Cancelling && store.cancels_commands(run_id).await? {
+            cancel::cancel_in_flight(&ssm, instances).await;
+        }
         state.batches.extend(started);
 
         // 5. Record progress and answer.

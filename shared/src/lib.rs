@@ -22,6 +22,7 @@ pub mod store;
 pub use error::{Error, Result};
 pub mod aggregate;
 pub mod alarms;
+pub mod cancel;
 pub mod dispatch;
 pub mod events;
 pub mod expand;

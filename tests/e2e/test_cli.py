@@ -97,7 +97,7 @@ def test_bad_usage_exits_2(stack):
 
 
 def test_help_on_every_subcommand(stack):
-    for sub in ["validate", "preview", "start", "watch", "report", "list", "stop"]:
+    for sub in ["validate", "preview", "start", "watch", "report", "list", "stop", "resume"]:
         r = fleetpatch(stack, sub, "--help")
         assert r.returncode == 0 and "Exit codes" in r.stdout, (sub, r.stdout)
 
@@ -414,3 +414,47 @@ def test_a_run_is_resumed_once_even_by_a_hand_written_input(stack, runs, tmp_pat
     assert not [c for c in stack.oracle("commands")
                 if "cli-resumed-twice" in (c.get("comment") or "")]
     assert stack.run_record(original)["resumedBy"] == "cli-resumed"
+
+
+def test_stop_cancel_commands_cancels_what_is_in_flight(stack, tmp_path):
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight, and
+    # SSM answering the first CancelCommand with a 500 before it takes effect
+    run_id = "cli-cancel-run"
+    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
+        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
+        "--name", run_id)
+    assert started.returncode == 0, started.stderr
+    localstack.wait_until("a command in flight",
+                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
+                          120)
+    stack.faults([{"kind": "error", "service": "ssm", "operation": "CancelCommand",
+                   "account": SLOW_ACCOUNT, "count": 1, "status": 500,
+                   "code": "InternalServerError"}])
+    calls_before = stack.oracle("stats")["calls"].get("ssm:CancelCommand", {}).get("calls", 0)
+    # WHEN the operator stops it, cancelling the commands in flight
+    stop = fleetpatch(stack, "stop", run_id, "--cancel-commands")
+    watched = fleetpatch(stack, "watch", run_id)
+    # THEN the run settled as Cancelled, with its completion event
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "Running -> Cancelling; nothing new starts, commands in flight are cancelled" \
+        in stop.stdout, stop.stdout
+    assert watched.returncode == 1 and f"run {run_id} ended Cancelled" in watched.stdout
+    assert stack.run_record(run_id)["cancelCommands"] is True
+    done = [e for e in stack.run_events(run_id, wait=15)
+            if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1 and done[0]["detail"]["status"] == "Cancelled", done
+    # AND the command in flight was cancelled (the fleet's oracle says so too), through a
+    # second CancelCommand after the first failed; nothing was sent after the stop
+    items = stack.instances(run_id, f"{SLOW_ACCOUNT}/us-east-1")
+    sent = {i for i, it in items.items() if it.get("commandId")}
+    cancelled = {i for i in sent if items[i]["state"] == "Cancelled"}
+    assert cancelled and all(items[i]["state"] in ("Succeeded", "Cancelled") for i in sent), items
+    oracle = {i: c for c in stack.oracle("commands") if run_id in (c.get("comment") or "")
+              for i in c["instance_ids"]}
+    assert set(oracle) == sent
+    assert all(oracle[i]["status"] == "Cancelled" for i in cancelled), oracle
+    calls = stack.oracle("stats")["calls"]["ssm:CancelCommand"]["calls"] - calls_before
+    assert calls >= 2, calls
+    # AND the others never started, with the reason
+    assert all(it["state"] == "NotStarted" and it.get("statusDetails") == "run cancelled"
+               for i, it in items.items() if i not in sent), items

@@ -16,8 +16,8 @@ const PURE: [&str; 10] = [
     "input",
     "model",
 ];
-const ADAPTERS: [&str; 7] = [
-    "store", "fleet", "orgs", "regions", "events", "clients", "wiring",
+const ADAPTERS: [&str; 8] = [
+    "store", "fleet", "orgs", "regions", "events", "clients", "wiring", "cancel",
 ];
 
 /// A module's code, outside its tests: its file, or every file of its folder, each cut at
