@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -458,3 +459,49 @@ def test_stop_cancel_commands_cancels_what_is_in_flight(stack, tmp_path):
     # AND the others never started, with the reason
     assert all(it["state"] == "NotStarted" and it.get("statusDetails") == "run cancelled"
                for i, it in items.items() if i not in sent), items
+
+
+def test_a_run_stopped_in_the_console_still_ends_cancelled_with_its_event(stack, tmp_path):
+    """moto emits no "Step Functions Execution Status Change" events, so the test stops the
+    execution with moto's StopExecution, then delivers to aggregate, through the local
+    stack's Lambda endpoint, what infra/template.yaml's ExecutionEndedRule would deliver
+    (its InputTransformer applied to the event, by tests/infra/test_execution_ended.py)."""
+    sys.path.insert(0, str(localstack.ROOT / "tests" / "infra"))
+    from test_execution_ended import deliver, status_change
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
+    run_id = "cli-aborted-run"
+    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
+        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
+        "--name", run_id)
+    assert started.returncode == 0, started.stderr
+    localstack.wait_until("a command in flight",
+                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
+                          120)
+    # WHEN the execution is stopped in Step Functions (the console's "Stop execution")
+    machine = stack.state["state_machine_arn"]
+    execution = machine.replace(":stateMachine:", ":execution:") + f":{run_id}"
+    stack.sfn.stop_execution(executionArn=execution, error="Operator", cause="console")
+    localstack.wait_until("the execution aborted", lambda: stack.sfn.describe_execution(
+        executionArn=execution)["status"] == "ABORTED", 60)
+    # AND the rule delivers its status change to aggregate, twice (at least once delivery)
+    request = deliver(status_change(run_id, "ABORTED", machine))
+    url = f"{stack.state['lambda']}/2015-03-31/functions/aggregate/invocations"
+    answers = [localstack.http("POST", url, request, timeout=120) for _ in range(2)]
+    # THEN the run is recorded Cancelled, its summary saying the execution was stopped
+    assert [a["status"] for a in answers] == ["Cancelled", "Cancelled"], answers
+    record = stack.run_record(run_id)
+    assert record["status"] == "Cancelled", record
+    assert "ABORTED" in json.loads(record["summary"])["notRead"]
+    # AND every instance not sent a command ended NotStarted, saying why
+    items = stack.instances(run_id, f"{SLOW_ACCOUNT}/us-east-1")
+    not_sent = [it for it in items.values() if not it.get("commandId")]
+    assert not_sent and all(it["state"] == "NotStarted" and it["statusDetails"]
+                            == "execution stopped (Step Functions ABORTED)"
+                            for it in not_sent), items
+    # AND the completion event was sent once, and the command shows the run as Cancelled
+    done = [e for e in stack.run_events(run_id, wait=15)
+            if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1 and done[0]["detail"]["status"] == "Cancelled", done
+    watched = fleetpatch(stack, "watch", run_id)
+    assert watched.returncode == 1 and f"run {run_id} ended Cancelled" in watched.stdout, \
+        watched.stdout + watched.stderr
