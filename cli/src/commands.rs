@@ -274,7 +274,12 @@ async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
     let csv_failed = |e: String| CliError::Failed(format!("cannot write CSV: {e}"));
 
     let text = match (args.format, args.instances) {
-        (Format::Html, _) => html::report(&summary, &figures, &ledger),
+        (Format::Html, _) => html::report(
+            &summary,
+            &figures,
+            &ledger,
+            &crate::resume::linked_text(&linked),
+        ),
         (Format::Table, false) => {
             render::report_table(&summary, &figures) + &crate::resume::linked_text(&linked)
         }

@@ -376,6 +376,8 @@ def test_resume_sends_exactly_what_had_not_succeeded_and_links_both_runs(stack, 
     back = json.loads(fleetpatch(stack, "report", original, "--format", "json").stdout)
     assert [(x["relation"], x["summary"]["runId"]) for x in back["linked"]] == \
         [("resumedBy", "cli-resumed")]
+    page = fleetpatch(stack, "report", "cli-resumed", "--format", "html").stdout
+    assert f"This run resumes {original}:" in page
 
 
 def test_resume_refuses_a_run_resumed_already_or_with_nothing_left(stack, runs):
