@@ -42,6 +42,7 @@ struct Document {
     stop_on_alarms: Vec<String>,
     pre_install_hook: Option<String>,
     post_install_hook: Option<String>,
+    on_exit_hook: Option<String>,
     resume_of: Option<String>,
     resume_delivery_timeouts: bool,
 }
@@ -116,6 +117,7 @@ impl From<Document> for RunInput {
             stop_on_alarms: d.stop_on_alarms,
             pre_install_hook: d.pre_install_hook,
             post_install_hook: d.post_install_hook,
+            on_exit_hook: d.on_exit_hook,
             resume_of: d.resume_of,
             resume_delivery_timeouts: d.resume_delivery_timeouts,
         }
