@@ -356,7 +356,7 @@ impl<F: ClientFactory> Aggregator<F> {
             }
         }
 
-        follow_commands(&self.store, run_id, loc, ssm, instances, batches).await?;
+        follow_commands(&self.store, run_id, loc, ssm, instances, batches, None).await?;
         let pending = pending_ids(instances);
         retire_pending(
             &self.store,

@@ -10,8 +10,9 @@
 //! is still InFlight, so the next round calls again; a command cancelled twice, or one that
 //! ended meanwhile, is no error for SSM. At most one call per command per round.
 
-use crate::error::from_sdk;
-use crate::model::{InstanceRecord, InstanceState};
+use crate::error::{from_sdk, Result};
+use crate::model::{InstanceRecord, InstanceState, RunRecord, RunStatus};
+use crate::store::Store;
 use std::collections::BTreeSet;
 use tracing::{info, warn};
 
@@ -23,6 +24,20 @@ pub fn commands_in_flight(instances: &[InstanceRecord]) -> Vec<String> {
         .filter_map(|i| i.command_id.as_ref())
         .collect();
     ids.into_iter().cloned().collect()
+}
+
+/// A dispatch round's step: when `run` is cancelling and its commands are to be cancelled
+/// (`cancelCommands`, read only then), cancels those still in flight.
+pub async fn if_asked(
+    store: &Store,
+    run: &RunRecord,
+    ssm: &aws_sdk_ssm::Client,
+    instances: &[InstanceRecord],
+) -> Result<()> {
+    if run.status == RunStatus::Cancelling && store.cancels_commands(&run.run_id).await? {
+        cancel_in_flight(ssm, instances).await;
+    }
+    Ok(())
 }
 
 /// Cancels each command in flight (CancelCommand, every instance of it). Returns how many

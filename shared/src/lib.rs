@@ -18,6 +18,7 @@ pub mod input;
 pub mod limits;
 pub mod model;
 pub mod ratecontrol;
+pub mod reading;
 pub mod store;
 
 pub use error::{Error, Result};
@@ -40,5 +41,6 @@ pub mod resume;
 pub mod run;
 pub mod settle;
 pub mod task;
+pub mod tracking;
 pub mod window;
 pub mod wiring;

@@ -70,6 +70,10 @@ pub struct LocationTask {
     /// and the location child starts the next one ([`crate::limits`]).
     #[serde(default)]
     pub segment_end: bool,
+    /// What the location's rounds observed of its runs so far ([`crate::poll::Observed`]):
+    /// carried from round to round, so the poll interval can follow the runs' lengths.
+    #[serde(default)]
+    pub observed: crate::poll::Observed,
 }
 
 impl LocationTask {
@@ -90,6 +94,7 @@ impl LocationTask {
             error: None,
             rounds: self.rounds,
             segment_end: false,
+            observed: crate::poll::Observed::default(),
         }
     }
 
@@ -105,6 +110,7 @@ impl LocationTask {
             error: None,
             rounds: self.rounds,
             segment_end: false,
+            observed: self.observed,
         }
     }
 
