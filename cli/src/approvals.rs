@@ -15,7 +15,18 @@ use serde_json::json;
 /// The error a rejection is sent with (`fleetpatch::waves::rejection_from` reads its cause).
 pub const REJECTED: &str = "WaveRejected";
 
-/// Approves (`reason` None and `approve`) or rejects a wave of a run.
+/// `approve` or `reject`, as the command line gave it.
+pub async fn answer(args: &AwsArgs, command: crate::Command) -> Result<Outcome, CliError> {
+    match command {
+        crate::Command::Approve { run, wave } => decide(args, &run, &wave, true, None).await,
+        crate::Command::Reject { run, wave, reason } => {
+            decide(args, &run, &wave, false, reason).await
+        }
+        _ => Err(CliError::Usage("not an approval".into())),
+    }
+}
+
+/// Approves or rejects a wave of a run.
 pub async fn decide(
     args: &AwsArgs,
     run_id: &str,

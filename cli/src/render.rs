@@ -57,6 +57,9 @@ impl LedgerRow {
 pub struct ReportDoc<'a> {
     pub summary: &'a RunSummary,
     pub locations: &'a [LocationFigures],
+    /// The runs a resume links this one to (`resumeOf`, `resumedBy`), with their totals.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub linked: &'a [crate::resume::Linked],
 }
 
 /// One run of `list`.

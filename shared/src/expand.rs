@@ -24,6 +24,7 @@ use crate::model::{
     count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
     LocationOutcome, Phase, RunRecord,
 };
+use crate::resume::{self, OriginalLocation};
 use crate::run::{self, Entry};
 use crate::store::Store;
 use crate::task::LocationTask;
@@ -117,8 +118,9 @@ impl<F: ClientFactory> Expander<F> {
         }
 
         let cursor = record.expand_cursor;
-        if let Recorded::Ended(outcome, why) = self.record_group(run_id, &run, &loc, cursor).await?
-        {
+        let original = self.store.original_location(&run, &loc).await?;
+        let recorded = self.record_group(run_id, &run, &loc, cursor, original.as_ref());
+        if let Recorded::Ended(outcome, why) = recorded.await? {
             return Ok(task.finished(outcome, Some(why)));
         }
 
@@ -159,13 +161,14 @@ impl<F: ClientFactory> Expander<F> {
     /// `cursor`: each page of at most 50 IDs is described by SSM, its instances written
     /// (only those not recorded yet), then the cursor moved past it. A retry resumes at the
     /// first page not recorded; a refused page token starts the listing over (what is
-    /// recorded stays as it is).
+    /// recorded stays as it is). A resumed run records only what `original` left to do.
     async fn record_group(
         &self,
         run_id: &str,
         run: &RunRecord,
         loc: &Location,
         cursor: Option<ExpandCursor>,
+        original: Option<&OriginalLocation>,
     ) -> Result<Recorded> {
         let (mut pages, mut token) = match cursor {
             Some(ExpandCursor {
@@ -199,9 +202,11 @@ impl<F: ClientFactory> Expander<F> {
                 Err(GroupError::Other(e)) => return Err(e),
             };
             let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
-            self.store
-                .put_instances(run_id, loc, &classify(&ids, &managed))
-                .await?;
+            let mut found = classify(&ids, &managed);
+            if let Some(o) = original {
+                found = resume::narrow(found, o, run.input.resume_delivery_timeouts);
+            }
+            self.store.put_instances(run_id, loc, &found).await?;
             pages += 1;
             let cursor = ExpandCursor {
                 pages,

@@ -13,6 +13,7 @@ use crate::model::{
 };
 use crate::orgs;
 use crate::regions;
+use crate::resume::{self, Original};
 use crate::store::{Store, MAX_LISTED_REASONS};
 use crate::task::{PlanRequest, PlanResponse};
 use crate::waves::{self, WaveTargets};
@@ -81,9 +82,17 @@ pub fn decide(
     resolved: orgs::Resolved,
     snapshot_id: String,
     now: i64,
+    resumed: Option<&Original>,
 ) -> std::result::Result<Planned, FieldError> {
     let targets = waves::targets_from(&run_input, &resolved.accounts);
-    decide_waves(run_id, run_input, resolved, &targets, snapshot_id, now)
+    decide_waves(
+        run_id,
+        run_input,
+        resolved,
+        &targets,
+        (snapshot_id, now),
+        resumed,
+    )
 }
 
 /// The error for a run over [`MAX_LOCATIONS`].
@@ -102,6 +111,27 @@ fn too_many(input: &RunInput, accounts: usize, locations: usize) -> FieldError {
     }
 }
 
+/// The planned waves' locations that a resumed run keeps of its original (all of them for a
+/// new run), with their waves' location counts to match.
+fn resumed_only(
+    (mut waves, locs, indices): (Vec<WaveRecord>, Vec<Location>, Vec<u32>),
+    resumed: Option<&Original>,
+) -> (Vec<WaveRecord>, Vec<Location>, Vec<u32>) {
+    if resumed.is_none() {
+        return (waves, locs, indices);
+    }
+    let kept = resume::locations(locs.clone(), resumed);
+    let (locs, indices): (Vec<Location>, Vec<u32>) = locs
+        .into_iter()
+        .zip(indices)
+        .filter(|(l, _)| kept.contains(l))
+        .unzip();
+    for w in &mut waves {
+        w.location_count = indices.iter().filter(|i| **i == w.index).count() as u64;
+    }
+    (waves, locs, indices)
+}
+
 /// Decides the run from its validated input, its resolved targets and each wave's (pure).
 /// Refused when the waves make more than [`MAX_LOCATIONS`] locations, or an answer larger
 /// than the state payload carries.
@@ -110,10 +140,11 @@ pub fn decide_waves(
     mut run_input: RunInput,
     resolved: orgs::Resolved,
     targets: &[WaveTargets],
-    snapshot_id: String,
-    now: i64,
+    (snapshot_id, now): (String, i64),
+    resumed: Option<&Original>,
 ) -> std::result::Result<Planned, FieldError> {
-    let (wave_records, locs, location_waves) = waves::flatten(waves::plan(&run_input, targets));
+    let flat = waves::flatten(waves::plan(&run_input, targets));
+    let (wave_records, locs, location_waves) = resumed_only(flat, resumed);
     if locs.len() > MAX_LOCATIONS {
         return Err(too_many(&run_input, resolved.accounts.len(), locs.len()));
     }
@@ -179,15 +210,19 @@ impl Planner {
             Ok(r) => r,
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
-        let snapshot = uuid::Uuid::new_v4().to_string();
-        match decide_waves(
-            &run_id,
-            run_input,
-            resolved,
-            &targets,
-            snapshot,
-            now_epoch(),
-        ) {
+        let planned: Vec<Location> = waves::assign(&targets)
+            .into_iter()
+            .flat_map(|(l, _)| l)
+            .collect();
+        let source = self.store.resume_source(&run_id, &run_input, &planned);
+        let resumed = match source.await? {
+            Ok(r) => r,
+            Err(e) => return self.reject(&run_id, &req.input, &[e]).await,
+        };
+        let (r, new) = (resumed.as_ref(), || uuid::Uuid::new_v4().to_string());
+        let snapshot = r.and_then(|o| o.snapshot_id.clone()).unwrap_or_else(new);
+        let decided = (snapshot, now_epoch());
+        match decide_waves(&run_id, run_input, resolved, &targets, decided, r) {
             Ok(planned) => self.apply(planned).await,
             Err(e) => self.reject(&run_id, &req.input, &[e]).await,
         }
@@ -315,13 +350,21 @@ impl Planner {
     async fn answer_from(&self, existing: &RunRecord) -> Result<PlanResponse> {
         let run_id = existing.run_id.as_str();
         let recorded = self.store.list_waves(run_id).await?;
-        let with_waves = match recorded.is_empty() {
+        let with_waves: Vec<(Location, u32)> = match recorded.is_empty() {
             true => locations(&existing.accounts, &existing.input.regions)
                 .into_iter()
                 .map(|l| (l, 0))
                 .collect(),
             false => waves::locations_of(&recorded),
         };
+        let planned: Vec<Location> = with_waves.iter().map(|(l, _)| l.clone()).collect();
+        let source = self.store.resume_source(run_id, &existing.input, &planned);
+        let resumed = source.await?.map_err(|e| Error::Record(e.to_string()))?;
+        let kept = resume::locations(planned, resumed.as_ref());
+        let with_waves: Vec<(Location, u32)> = with_waves
+            .into_iter()
+            .filter(|(l, _)| kept.contains(l))
+            .collect();
         self.store.put_locations(run_id, &with_waves).await?;
         let locs: Vec<Location> = with_waves.into_iter().map(|(l, _)| l).collect();
         Ok(response(run_id, &existing.input, &locs))

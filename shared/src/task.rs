@@ -202,6 +202,11 @@ pub struct AggregateRequest {
     /// What made the full aggregation fail, named in the summary.
     #[serde(default)]
     pub error: Option<CaughtError>,
+    /// Set by the EventBridge rule on the state machine's executions: the Step Functions
+    /// status (ABORTED, TIMED_OUT) that ended the execution before aggregate ran. The run
+    /// is then finished from the table alone, as with `records_only`.
+    #[serde(default)]
+    pub execution_ended: Option<String>,
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ struct Document {
     pre_install_hook: Option<String>,
     post_install_hook: Option<String>,
     on_exit_hook: Option<String>,
+    resume_of: Option<String>,
+    resume_delivery_timeouts: bool,
 }
 
 /// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
@@ -77,6 +79,30 @@ fn with_defaults(input: &Value) -> Value {
     }
 
     Value::Object(fields)
+}
+
+/// The input as a person writes it (the run item stores the typed [`RunInput`]): accounts
+/// as their IDs, rates as their text, `null`s left out. [`read`] gives the same input back.
+/// With waves, each wave's accounts are written as IDs and the run's `accounts` (their union)
+/// is left out, as the person wrote it.
+pub(super) fn write(input: &RunInput) -> Value {
+    let mut doc = serde_json::to_value(input).unwrap_or(Value::Null);
+    if let Some(fields) = doc.as_object_mut() {
+        let ids = |list: &[AccountTarget]| {
+            Value::Array(list.iter().map(|a| Value::String(a.id().into())).collect())
+        };
+        if input.waves.is_empty() {
+            fields.insert("accounts".into(), ids(&input.accounts));
+        } else {
+            fields.remove("accounts");
+            let waves = fields.get_mut("waves").and_then(Value::as_array_mut);
+            for (w, written) in input.waves.iter().zip(waves.into_iter().flatten()) {
+                written["accounts"] = ids(&w.accounts);
+            }
+        }
+        fields.retain(|_, v| !v.is_null());
+    }
+    doc
 }
 
 impl Document {
@@ -132,11 +158,22 @@ impl Document {
             pre_install_hook: d.pre_install_hook,
             post_install_hook: d.post_install_hook,
             on_exit_hook: d.on_exit_hook,
+            resume_of: d.resume_of,
+            resume_delivery_timeouts: d.resume_delivery_timeouts,
         })
     }
 }
 
 impl AccountTarget {
+    /// The ID as written in the input.
+    pub fn id(&self) -> &str {
+        match self {
+            AccountTarget::Account(id)
+            | AccountTarget::OrganizationalUnit(id)
+            | AccountTarget::Root(id) => id,
+        }
+    }
+
     /// The kind of an entry the schema accepted: its pattern allows only these three shapes.
     pub(super) fn from_id(id: String) -> AccountTarget {
         if id.starts_with("ou-") {

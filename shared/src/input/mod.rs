@@ -87,6 +87,13 @@ pub struct RunInput {
     /// The SSM document run last on each instance, whatever happened before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_exit_hook: Option<String>,
+    /// The run this one resumes: only what did not succeed there is targeted (`resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_of: Option<String>,
+    /// With `resume_of`: undelivered commands (DeliveryTimedOut, Undeliverable) are sent
+    /// again too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume_delivery_timeouts: bool,
 }
 
 // The handlers' names for the four rates; each is the typed field itself.
@@ -187,6 +194,15 @@ pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
     }
 
     document::read(input).map_err(|e| vec![e])
+}
+
+/// The input of a run that resumes `original` (its stored input, same snapshot): every
+/// field as the original had it, `resumeOf` naming it, and `resumeDeliveryTimeouts`.
+pub fn resume_document(original: &RunInput, run_id: &str, delivery_timeouts: bool) -> Value {
+    let mut resumed = original.clone();
+    resumed.resume_of = Some(run_id.to_string());
+    resumed.resume_delivery_timeouts = delivery_timeouts;
+    document::write(&resumed)
 }
 
 /// Violations that depend on the clock: a `notAfter` that cannot be a date, or that has

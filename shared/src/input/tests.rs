@@ -432,3 +432,39 @@ fn a_locations_target_rates_are_its_waves() {
         (Rate::Percent(10), Rate::Percent(10))
     );
 }
+
+#[test]
+fn a_waved_runs_input_is_written_back_as_waves() {
+    // GIVEN a stored input in waves
+    let original = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "regions": ["us-east-1"], "soakMinutes": 5},
+        {"name": "rest", "accounts": ["ou-ab12-cdef3456"], "approval": true}
+    ])))
+    .unwrap();
+    // WHEN the resume's document is written and validated as plan would
+    let back = validate(&resume_document(&original, "run-orig", false)).unwrap();
+    // THEN it is the original's input, waves and all, naming the run it resumes
+    let mut want = original.clone();
+    want.resume_of = Some("run-orig".into());
+    assert_eq!(back, want);
+}
+
+#[test]
+fn a_resumed_runs_input_is_its_originals_naming_the_run() {
+    // GIVEN a stored input with every kind of account target, rates and its snapshot
+    let original = validate(&json!({
+        "operation": "Install", "resourceGroup": "patch-group-a",
+        "accounts": ["111122223333", "ou-ab12-cdef3456", "r-ab12"],
+        "excludeAccounts": ["444455556666"], "regions": ["us-east-1", "eu-west-1"],
+        "targetConcurrency": "5", "locationErrorThreshold": "0%",
+        "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "rebootOption": "NoReboot",
+    }))
+    .unwrap();
+    // WHEN the resume's document is written and validated as plan would
+    let back = validate(&resume_document(&original, "run-orig", true)).unwrap();
+    // THEN it is the original's input, naming the run it resumes
+    let mut want = original.clone();
+    want.resume_of = Some("run-orig".into());
+    want.resume_delivery_timeouts = true;
+    assert_eq!(back, want);
+}

@@ -147,7 +147,7 @@ fn a_plan_over_the_payload_budget_is_refused_even_under_the_location_cap() {
         skipped: Vec::new(),
     };
     // WHEN plan decides the run
-    let Err(err) = decide("r", input, resolved, "snap".into(), 0) else {
+    let Err(err) = decide("r", input, resolved, "snap".into(), 0, None) else {
         panic!("a plan over the payload budget was accepted");
     };
     // THEN it is refused as bad input, saying why

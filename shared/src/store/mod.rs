@@ -28,6 +28,7 @@ mod instances;
 pub mod items;
 pub mod keys;
 mod locations;
+mod resume;
 mod runs;
 pub mod waves;
 
