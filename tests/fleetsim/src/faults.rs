@@ -85,6 +85,11 @@ pub struct FaultRule {
     /// TransactWriteItems it also picks which items get the `TransactionConflict` reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_contains: Option<String>,
+    /// Forwarded DynamoDB calls: a substring of the caller's ARN as IAM evaluated it (a
+    /// role name such as `AggregateRole`), to fail one function's reads and not another's.
+    /// Never matches when the local stack evaluates no IAM (no caller is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_contains: Option<String>,
 }
 
 /// Whether `body` contains `pattern`, ignoring ASCII whitespace in both (SDKs differ:
@@ -101,6 +106,8 @@ pub struct CallDetail<'a> {
     pub function: Option<&'a str>,
     /// The raw request body.
     pub body: Option<&'a [u8]>,
+    /// The caller's ARN, when IAM was evaluated.
+    pub caller: Option<&'a str>,
 }
 
 /// What to do with a forwarded call before sending it upstream.
@@ -176,12 +183,18 @@ impl FaultRule {
             (Some(p), Some(b)) => body_contains(b, p),
             (Some(_), None) => false,
         };
+        let caller_ok = match (&self.caller_contains, d.caller) {
+            (None, _) => true,
+            (Some(p), Some(c)) => c.contains(p.as_str()),
+            (Some(_), None) => false,
+        };
         ok(&self.service, k.service)
             && ok(&self.operation, k.operation)
             && ok(&self.account, k.account)
             && ok(&self.region, k.region)
             && function_ok
             && body_ok
+            && caller_ok
     }
 }
 
@@ -392,6 +405,7 @@ mod tests {
             delay_ms: None,
             function: None,
             body_contains: None,
+            caller_contains: None,
         }
     }
 
@@ -462,6 +476,41 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_rules_match_the_callers_arn() {
+        // GIVEN an error on DynamoDB Query for aggregate's session only
+        let mut r = rule(FaultKind::Error);
+        r.service = Some("dynamodb".into());
+        r.operation = Some("Query".into());
+        r.caller_contains = Some("/fleetpatch-aggregate".into());
+        let mut f = Faults::new(vec![r], 1);
+        let query = CallKey {
+            service: "dynamodb",
+            operation: "Query",
+            ..key()
+        };
+        let by = |caller: Option<&'static str>| CallDetail {
+            function: None,
+            body: None,
+            caller,
+        };
+        let role = "arn:aws:sts::111111111111:assumed-role/fleetpatch-orchestrator-us-east-1";
+        let gate = format!("{role}/fleetpatch-gate");
+        let aggregate = format!("{role}/fleetpatch-aggregate");
+        // WHEN the gate, an unknown caller, then aggregate query
+        let decide = |f: &mut Faults, d| f.before_forwarded(&query, &d);
+        let gate_read = decide(&mut f, by(Some(gate.leak())));
+        let unknown_read = decide(&mut f, by(None));
+        let aggregate_read = decide(&mut f, by(Some(aggregate.leak())));
+        // THEN only aggregate's read fails
+        assert_eq!(gate_read, ForwardDecision::Proceed);
+        assert_eq!(unknown_read, ForwardDecision::Proceed);
+        assert!(
+            matches!(aggregate_read, ForwardDecision::Error(..)),
+            "{aggregate_read:?}"
+        );
+    }
+
+    #[test]
     fn forwarded_rules_match_function_and_body() {
         // GIVEN a throttle on the dispatch function and a conflict on the run item
         let mut lambda = rule(FaultKind::Throttle);
@@ -481,10 +530,12 @@ mod tests {
         let dispatch = CallDetail {
             function: Some("dispatch"),
             body: None,
+            caller: None,
         };
         let plan = CallDetail {
             function: Some("plan"),
             body: None,
+            caller: None,
         };
         // THEN only the named function is throttled
         assert_eq!(
@@ -505,6 +556,7 @@ mod tests {
         let d = |b: &'static [u8]| CallDetail {
             function: None,
             body: Some(b),
+            caller: None,
         };
         assert!(matches!(
             f.before_forwarded(&tx, &d(run_item)),

@@ -186,7 +186,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
             &req.body,
         )),
         Route::Lambda(function) => Ok(invoke_lambda(&state, scope.as_ref(), function, req).await),
-        Route::Forward => Ok(forward(&state, scope.as_ref(), req).await),
+        Route::Forward => Ok(forward(&state, scope.as_ref(), caller_arn.as_deref(), req).await),
         Route::CloudWatch(op) => cloudwatch_call(&state, scope.as_ref(), &op, req).await,
         Route::Served(service, op) => match scope {
             Some(scope) => serve(&state, service, &op, scope, caller_arn, req).await,
@@ -226,12 +226,17 @@ async fn invoke_lambda(
 
 /// A call moto serves: counted per signing service, refused by a DynamoDB fault rule if one
 /// matches, else forwarded.
-async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) -> HttpResponse {
+async fn forward(
+    state: &AppState,
+    scope: Option<&SigV4Scope>,
+    caller: Option<&str>,
+    req: Incoming,
+) -> HttpResponse {
     let svc = scope
         .map(|s| s.service.clone())
         .unwrap_or_else(|| "unsigned".to_string());
     *lock(&state.stats).forwarded.entry(svc).or_default() += 1;
-    if let Some(refused) = dynamodb_fault(state, scope, &req) {
+    if let Some(refused) = dynamodb_fault(state, scope, caller, &req) {
         return refused;
     }
 
@@ -283,6 +288,7 @@ async fn cloudwatch_call(
     let detail = CallDetail {
         function: None,
         body: Some(&req.body),
+        caller: None,
     };
     let delay = lock(&state.faults).delay_response(&key, &detail);
     if let Some(d) = delay {
@@ -433,6 +439,7 @@ async fn serve(
     let detail = CallDetail {
         function: None,
         body: Some(&req.body),
+        caller: None,
     };
     let delay = lock(&state.faults).delay_response(&key, &detail);
     if let Some(d) = delay {
@@ -550,6 +557,7 @@ fn lambda_fault(
     let detail = CallDetail {
         function: Some(function),
         body: Some(&req.body),
+        caller: None,
     };
     let decision = lock(&state.faults).before_forwarded(&key, &detail);
     let answer = crate::forward_faults::lambda_answer(&decision);
@@ -562,6 +570,7 @@ fn lambda_fault(
 fn dynamodb_fault(
     state: &AppState,
     scope: Option<&SigV4Scope>,
+    caller: Option<&str>,
     req: &Incoming,
 ) -> Option<HttpResponse> {
     if scope.map(|s| s.service.as_str()) != Some("dynamodb") {
@@ -578,6 +587,7 @@ fn dynamodb_fault(
     let detail = CallDetail {
         function: None,
         body: Some(&req.body),
+        caller,
     };
     let decision = lock(&state.faults).before_forwarded(&key, &detail);
     count_forwarded_fault(state, "dynamodb", &op, &decision);
