@@ -185,31 +185,21 @@ pub async fn follow(
 mod tests {
     use super::*;
     use fleetpatch::input;
-    use fleetpatch::model::{Location, RunStatus};
+    use fleetpatch::model::Location;
     use serde_json::json;
 
     fn run(count: u64) -> RunRecord {
+        let input = input::validate(&json!({
+            "operation": "Install", "resourceGroup": "g",
+            "accounts": ["111111111111"], "regions": ["us-east-1"]
+        }))
+        .unwrap();
         RunRecord {
-            run_id: "r1".into(),
-            status: RunStatus::Running,
-            input: input::validate(&json!({
-                "operation": "Install", "resourceGroup": "g",
-                "accounts": ["111111111111"], "regions": ["us-east-1"]
-            }))
-            .unwrap(),
-            accounts: vec![],
-            skipped_accounts: vec![],
-            skipped_accounts_omitted: 0,
             location_count: count,
-            location_window: 1,
-            locations_tolerated: None,
             locations_done: 1,
-            locations_failed: 0,
             instances_sent: 15,
             instances_done: 12,
-            created_at: 0,
-            halt: None,
-            alarms_read_at_ms: None,
+            ..RunRecord::started("r1", input, 0)
         }
     }
 

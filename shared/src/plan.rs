@@ -108,22 +108,13 @@ pub fn decide(
     let n = locs.len() as u64;
     let (skipped, skipped_omitted) = first(resolved.skipped, MAX_LISTED_SKIPPED_ACCOUNTS);
     let record = RunRecord {
-        run_id: run_id.to_string(),
-        status: RunStatus::Running,
         locations_tolerated: run_input.location_error_rate().tolerated_errors(n),
-        input: run_input,
         accounts: resolved.accounts,
         skipped_accounts: skipped,
         skipped_accounts_omitted: skipped_omitted,
         location_count: n,
         location_window: response.location_concurrency,
-        locations_done: 0,
-        locations_failed: 0,
-        instances_sent: 0,
-        instances_done: 0,
-        created_at: now,
-        halt: None,
-        alarms_read_at_ms: None,
+        ..RunRecord::started(run_id, run_input, now)
     };
     Ok(Planned {
         record,

@@ -196,30 +196,22 @@ mod tests {
     use serde_json::json;
 
     fn run() -> RunRecord {
+        let input = input::validate(&json!({
+            "operation": "Install", "resourceGroup": "g",
+            "accounts": ["111111111111"], "regions": ["us-east-1"]
+        }))
+        .unwrap();
         RunRecord {
-            run_id: "r1".into(),
-            status: RunStatus::Running,
-            input: input::validate(&json!({
-                "operation": "Install", "resourceGroup": "g",
-                "accounts": ["111111111111"], "regions": ["us-east-1"]
-            }))
-            .unwrap(),
             accounts: vec!["111111111111".into()],
             skipped_accounts: vec![SkippedAccount {
                 account: "999999999999".into(),
                 reason: "SUSPENDED".into(),
             }],
-            skipped_accounts_omitted: 0,
             location_count: 2,
-            location_window: 1,
             locations_tolerated: Some(0),
             locations_done: 2,
             locations_failed: 1,
-            instances_sent: 0,
-            instances_done: 0,
-            created_at: 0,
-            halt: None,
-            alarms_read_at_ms: None,
+            ..RunRecord::started("r1", input, 0)
         }
     }
 

@@ -357,22 +357,8 @@ mod tests {
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
         RunRecord {
-            run_id: "r".into(),
-            status: RunStatus::Running,
-            input: crate::input::validate(&raw).unwrap(),
-            accounts: vec![],
-            skipped_accounts: vec![],
-            skipped_accounts_omitted: 0,
             location_count: 1,
-            location_window: 1,
-            locations_tolerated: None,
-            locations_done: 0,
-            locations_failed: 0,
-            instances_sent: 0,
-            instances_done: 0,
-            created_at: 0,
-            halt: None,
-            alarms_read_at_ms: None,
+            ..RunRecord::started("r", crate::input::validate(&raw).unwrap(), 0)
         }
     }
 

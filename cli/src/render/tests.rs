@@ -33,21 +33,19 @@ pub(crate) fn check(name: &str, actual: &str) {
 /// A finished run of two locations: one succeeded with an offline instance, one failed
 /// with a reason that needs quoting in CSV.
 pub(crate) fn finished_run() -> (RunSummary, Vec<LocationFigures>, Vec<LedgerRow>) {
+    let input = input::validate(&json!({
+        "operation": "Install", "resourceGroup": "patch-group-a",
+        "accounts": ["111111111111", "222222222222"], "regions": ["us-east-1"],
+        "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+    }))
+    .unwrap();
     let run = RunRecord {
-        run_id: "run-1".into(),
         status: RunStatus::CompletedWithErrors,
-        input: input::validate(&json!({
-            "operation": "Install", "resourceGroup": "patch-group-a",
-            "accounts": ["111111111111", "222222222222"], "regions": ["us-east-1"],
-            "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
-        }))
-        .unwrap(),
         accounts: vec!["111111111111".into(), "222222222222".into()],
         skipped_accounts: vec![SkippedAccount {
             account: "999999999999".into(),
             reason: "SUSPENDED".into(),
         }],
-        skipped_accounts_omitted: 0,
         location_count: 2,
         location_window: 2,
         locations_tolerated: Some(1),
@@ -55,9 +53,7 @@ pub(crate) fn finished_run() -> (RunSummary, Vec<LocationFigures>, Vec<LedgerRow
         locations_failed: 1,
         instances_sent: 4,
         instances_done: 4,
-        created_at: 0,
-        halt: None,
-        alarms_read_at_ms: None,
+        ..RunRecord::started("run-1", input, 0)
     };
     let ok = LocationRecord {
         phase: Phase::Done,

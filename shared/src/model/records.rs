@@ -55,6 +55,31 @@ pub struct RunRecord {
     pub alarms_read_at_ms: Option<i64>,
 }
 
+impl RunRecord {
+    /// A run as plan first records it: `Running`, nothing targeted, counted or halted yet.
+    /// Plan and tests fill in what they know with struct-update syntax.
+    pub fn started(run_id: &str, input: RunInput, created_at: i64) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            status: RunStatus::Running,
+            input,
+            accounts: vec![],
+            skipped_accounts: vec![],
+            skipped_accounts_omitted: 0,
+            location_count: 0,
+            location_window: 1,
+            locations_tolerated: None,
+            locations_done: 0,
+            locations_failed: 0,
+            instances_sent: 0,
+            instances_done: 0,
+            created_at,
+            halt: None,
+            alarms_read_at_ms: None,
+        }
+    }
+}
+
 /// Why a run starts nothing new any more, besides its location error threshold. Recorded
 /// once on the run item (the first wins); stored as JSON, so the names are a contract.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -62,23 +62,13 @@ pub fn run_input(overrides: Value) -> Value {
 
 /// A run item as `Store::create_run` writes it (through the store's own item mapping).
 pub fn run_item(status: &str, input_overrides: Value, tolerated: Option<u64>) -> Item {
+    let input = input::validate(&run_input(input_overrides)).unwrap();
     let run = RunRecord {
-        run_id: RUN.into(),
         status: status.parse().unwrap(),
-        input: input::validate(&run_input(input_overrides)).unwrap(),
         accounts: vec![ACCOUNT.into()],
-        skipped_accounts: vec![],
-        skipped_accounts_omitted: 0,
         location_count: 1,
-        location_window: 1,
         locations_tolerated: tolerated,
-        locations_done: 0,
-        locations_failed: 0,
-        instances_sent: 0,
-        instances_done: 0,
-        created_at: 0,
-        halt: None,
-        alarms_read_at_ms: None,
+        ..RunRecord::started(RUN, input, 0)
     };
     items::run_item(&run).unwrap()
 }

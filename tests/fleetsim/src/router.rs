@@ -187,7 +187,7 @@ pub async fn handle(state: Arc<AppState>, req: Incoming) -> Result<HttpResponse,
         )),
         Route::Lambda(function) => Ok(invoke_lambda(&state, scope.as_ref(), function, req).await),
         Route::Forward => Ok(forward(&state, scope.as_ref(), req).await),
-        Route::CloudWatch(op) => Ok(cloudwatch_call(&state, scope.as_ref(), &op, req).await),
+        Route::CloudWatch(op) => cloudwatch_call(&state, scope.as_ref(), &op, req).await,
         Route::Served(service, op) => match scope {
             Some(scope) => serve(&state, service, &op, scope, caller_arn, req).await,
             None => Ok(state.forwarder.to_moto(req).await),
@@ -249,33 +249,20 @@ async fn forward(state: &AppState, scope: Option<&SigV4Scope>, req: Incoming) ->
     resp
 }
 
-/// A CloudWatch call: refused by a fault rule (service `monitoring`) if one matches, else
-/// DescribeAlarms translated to moto's Query protocol and back (see `services::cloudwatch`),
-/// counted as forwarded `monitoring`.
+/// A CloudWatch call, through the fault rules in the order AWS would fail it (service
+/// `monitoring`): refused before it runs (throttle, injected error); else DescribeAlarms
+/// translated to moto's Query protocol and back (see `services::cloudwatch`), then its answer
+/// dropped, delayed or replaced by an error after the read. Counted as forwarded `monitoring`.
 async fn cloudwatch_call(
     state: &AppState,
     scope: Option<&SigV4Scope>,
     op: &str,
     req: Incoming,
-) -> HttpResponse {
+) -> Result<HttpResponse, Dropped> {
     *lock(&state.stats)
         .forwarded
         .entry("monitoring".to_string())
         .or_default() += 1;
-    let cbor = |status: u16, body: Vec<u8>| {
-        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-        *r.status_mut() =
-            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
-        r.headers_mut().insert(
-            "content-type",
-            hyper::header::HeaderValue::from_static("application/cbor"),
-        );
-        r.headers_mut().insert(
-            "smithy-protocol",
-            hyper::header::HeaderValue::from_static("rpc-v2-cbor"),
-        );
-        r
-    };
     let (account, region) = forwarded_where(state, scope);
     let key = CallKey {
         service: "monitoring",
@@ -283,21 +270,81 @@ async fn cloudwatch_call(
         account: &account,
         region: &region,
     };
-    let decision = lock(&state.faults).before(&key);
+    if let Some(refused) = cloudwatch_refused(state, &key) {
+        return Ok(refused);
+    }
+
+    let answer = cloudwatch_translated(state, op, &req).await;
+
+    if lock(&state.faults).drop_response(&key) {
+        lock(&state.stats).op("monitoring", op).dropped += 1;
+        return Err(Dropped);
+    }
+    let detail = CallDetail {
+        function: None,
+        body: Some(&req.body),
+    };
+    let delay = lock(&state.faults).delay_response(&key, &detail);
+    if let Some(d) = delay {
+        lock(&state.stats).op("monitoring", op).delayed += 1;
+        tokio::time::sleep(d).await;
+    }
+    let after = lock(&state.faults).error_after(&key);
+    if let Some((status, code, message)) = after {
+        lock(&state.stats).op("monitoring", op).injected_errors += 1;
+        let code = code.unwrap_or_else(|| "InternalServiceError".into());
+        return Ok(cbor_response(
+            status,
+            cloudwatch::cbor_error(&code, &message),
+        ));
+    }
+    Ok(answer)
+}
+
+/// A CloudWatch answer in the RPC v2 CBOR protocol.
+fn cbor_response(status: u16, body: Vec<u8>) -> HttpResponse {
+    let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/cbor"),
+    );
+    r.headers_mut().insert(
+        "smithy-protocol",
+        hyper::header::HeaderValue::from_static("rpc-v2-cbor"),
+    );
+    r
+}
+
+/// The answer of a throttle or injected-error rule on a CloudWatch call, if one fires.
+fn cloudwatch_refused(state: &AppState, key: &CallKey<'_>) -> Option<HttpResponse> {
+    let op = key.operation;
+    let decision = lock(&state.faults).before(key);
     match decision {
         PreDecision::Throttle => {
             lock(&state.stats).op("monitoring", op).throttled += 1;
-            return cbor(400, cloudwatch::cbor_error("Throttling", "Rate exceeded"));
+            Some(cbor_response(
+                400,
+                cloudwatch::cbor_error("Throttling", "Rate exceeded"),
+            ))
         }
         PreDecision::Error(status, code, message) => {
             lock(&state.stats).op("monitoring", op).injected_errors += 1;
             let code = code.unwrap_or_else(|| "InternalServiceError".into());
-            return cbor(status, cloudwatch::cbor_error(&code, &message));
+            Some(cbor_response(
+                status,
+                cloudwatch::cbor_error(&code, &message),
+            ))
         }
-        PreDecision::Proceed => {}
+        PreDecision::Proceed => None,
     }
+}
+
+/// The CBOR call translated to moto's Query protocol, forwarded, and moto's XML answer
+/// translated back.
+async fn cloudwatch_translated(state: &AppState, op: &str, req: &Incoming) -> HttpResponse {
     if !cloudwatch::OPERATIONS.contains(&op) {
-        return cbor(
+        return cbor_response(
             400,
             cloudwatch::cbor_error(
                 "UnknownOperationException",
@@ -307,7 +354,7 @@ async fn cloudwatch_call(
     }
     let form = match cloudwatch::query_form(&req.body) {
         Ok(f) => f,
-        Err(e) => return cbor(400, cloudwatch::cbor_error("SerializationException", &e)),
+        Err(e) => return cbor_response(400, cloudwatch::cbor_error("SerializationException", &e)),
     };
 
     let mut headers = req.headers.clone();
@@ -333,10 +380,10 @@ async fn cloudwatch_call(
         .unwrap_or_default();
     let xml = String::from_utf8_lossy(&body);
     if status == 200 {
-        cbor(200, cloudwatch::cbor_answer(&xml))
+        cbor_response(200, cloudwatch::cbor_answer(&xml))
     } else {
         let (code, message) = cloudwatch::xml_error(&xml);
-        cbor(status, cloudwatch::cbor_error(&code, &message))
+        cbor_response(status, cloudwatch::cbor_error(&code, &message))
     }
 }
 

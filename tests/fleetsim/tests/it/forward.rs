@@ -344,3 +344,53 @@ async fn lambda_and_dynamodb_faults_answer_as_the_services_and_are_not_forwarded
     );
     sim.run.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudwatch_reads_are_dropped_delayed_and_failed_after_they_reached_moto() {
+    // GIVEN DescribeAlarms faults that act after the read, one at a time: a dropped answer,
+    // a held answer, and a 503 in place of the answer
+    let (moto, seen) = fake_upstream().await;
+    let sim = Sim::start_with(|o| o.moto_url = Some(format!("http://{moto}"))).await;
+    let headers = [
+        ("authorization", "AWS4-HMAC-SHA256 Credential=AKIDMGMT/20261129/us-east-1/monitoring/aws4_request, SignedHeaders=host, Signature=0".to_string()),
+        ("smithy-protocol", "rpc-v2-cbor".to_string()),
+        ("content-type", "application/cbor".to_string()),
+    ];
+    let path = "/service/GraniteServiceVersion20100801/operation/DescribeAlarms";
+    let call = || sim.raw("POST", path, &headers, vec![0xa0]);
+    let sim = &sim;
+    let fault = |rule: serde_json::Value| async move {
+        let r = sim.oracle_post("faults", json!({ "faults": [rule] })).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    let on = |kind: &str| json!({"kind": kind, "service": "monitoring", "operation": "DescribeAlarms", "count": 1, "status": 503, "delay_ms": 300});
+
+    // WHEN it is called under each fault, then once more
+    fault(on("drop")).await;
+    let dropped = call().await;
+    fault(on("delay")).await;
+    let started = std::time::Instant::now();
+    let delayed = call().await.expect("a delayed answer still comes");
+    let held = started.elapsed();
+    fault(on("error_after")).await;
+    let failed = call().await.expect("answered");
+    let normal = call().await.expect("answered");
+
+    // THEN every call reached moto (the read happened), the first got no answer, the second
+    // came late but whole, the third is a CBOR 503, and the fourth is moto's answer
+    assert_eq!(seen.lock().expect("log").len(), 4);
+    assert!(dropped.is_err(), "the dropped call was answered");
+    assert_eq!(delayed.status, 200);
+    assert!(held >= std::time::Duration::from_millis(300), "{held:?}");
+    assert_eq!(failed.status, 503);
+    let v: ciborium::Value = ciborium::from_reader(&failed.body[..]).expect("CBOR body");
+    assert!(format!("{v:?}").contains("InternalServiceError"), "{v:?}");
+    assert_eq!(normal.status, 200);
+    let stats = sim.oracle("stats").await;
+    let ops = &stats["calls"]["monitoring:DescribeAlarms"];
+    assert_eq!(
+        (ops["dropped"].as_u64(), ops["delayed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(ops["injected_errors"], 1);
+}
