@@ -26,6 +26,9 @@ Two more keep the scale benchmark's DynamoDB from growing with the table (profil
 
 The answers stay byte-for-byte what moto gives (test_moto_server.py compares them).
 
+5. werkzeug's access log (a `"POST / HTTP/1.1" 200 -` line per request, 10% of moto's time
+   under the 1k benchmark) is off; warnings and errors are still logged.
+
 With `FLEETPATCH_VIRTUAL_CLOCK=<fleetsim URL>` set (the scale benchmark only), Wait states
 also wait on fleetsim's simulated clock, which a coordinator advances while the stack is
 quiescent (see virtual_clock.py). Without it, waits stay real-time.
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import logging
 import sys
 import threading
 
@@ -187,6 +191,7 @@ def install() -> None:
     DynamoHandler.call_action = _call_action
     Table.query = _query
     BaseJSONSerializer._serialize = _serialize
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

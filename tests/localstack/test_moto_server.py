@@ -6,9 +6,11 @@ as moto's generic serializer writes them."""
 from __future__ import annotations
 
 import copy
+import logging
 
 import boto3
 import pytest
+import werkzeug._internal
 from botocore.exceptions import ClientError
 from moto import mock_aws
 from moto.dynamodb.models.table import Table
@@ -181,3 +183,14 @@ def test_attribute_values_are_written_as_moto_writes_them(ddb, monkeypatch):
     assert walked_fast == [] and walked != []
     assert fast == fast_again == generic
     assert fast[0]["Item"]["b"] == {"B": b"\x00\x01bytes"}
+
+
+def test_the_access_log_is_off_and_warnings_stay(ddb, monkeypatch):
+    # GIVEN moto's fixes installed (the fixture), and werkzeug's logger not yet set up
+    monkeypatch.setattr(werkzeug._internal, "_logger", None)
+    log = logging.getLogger("werkzeug")
+    # WHEN werkzeug logs its first request (it sets an unset level to INFO)
+    werkzeug._internal._log("info", '"POST / HTTP/1.1" 200 -')
+    # THEN access lines (INFO) are not logged, warnings are
+    assert not log.isEnabledFor(logging.INFO)
+    assert log.isEnabledFor(logging.WARNING)
