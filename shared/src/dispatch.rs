@@ -56,6 +56,7 @@ fn command_spec(run: &RunRecord) -> CommandSpec {
         reboot_option: run.input.reboot_option,
         timeout_seconds: i32::try_from(run.input.delivery_timeout_seconds).unwrap_or(i32::MAX),
         log_group: run.input.cloud_watch_log_group.clone(),
+        hooks: run.input.hooks(),
     }
 }
 

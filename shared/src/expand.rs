@@ -2,7 +2,8 @@
 //! group's instances and ask SSM which are managed and online. Each instance is recorded
 //! as Pending (will be dispatched), Offline (ConnectionLost / Inactive) or Unmanaged (in the
 //! group but unknown to SSM: stopped, or no agent). A missing group or an unassumable role
-//! ends the location with its own outcome, never the run.
+//! ends the location with its own outcome, never the run; so does a hook document of the run
+//! that cannot run there ([`crate::hookdocs`]: checked first, nothing is sent there).
 //!
 //! Invariants: expansion is incremental. The group is listed a page (50 IDs) at a time;
 //! each page is recorded, then a cursor on the location item moves past it, so a retry
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::fleet::{self, GroupError, ManagedInfo};
 use crate::halt::{self, Check};
+use crate::hookdocs;
 use crate::model::{
     count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
     LocationOutcome, Phase, RunRecord,
@@ -159,6 +161,9 @@ impl<F: ClientFactory> Expander<F> {
             Ok(c) => c,
             Err(ended) => return Ok(ended),
         };
+        if let Some(ended) = check_hooks(run_id, run, loc, &clients).await? {
+            return Ok(ended);
+        }
         let group = &run.input.resource_group;
         loop {
             let (ids, next) = match fleet::list_group_page(&clients.groups, group, token.as_deref())
@@ -211,6 +216,25 @@ impl<F: ClientFactory> Expander<F> {
             Err(AssumeError::Other(e)) => Err(e),
         }
     }
+}
+
+/// The location's end when a hook document of the run cannot run there (missing, not a
+/// Command document, or outside what the execution role may read): checked before the group
+/// is listed, so nothing is recorded or sent in the location.
+async fn check_hooks(
+    run_id: &str,
+    run: &RunRecord,
+    loc: &Location,
+    clients: &TargetClients,
+) -> Result<Option<Recorded>> {
+    let Some(hooks) = run.input.hooks() else {
+        return Ok(None);
+    };
+    let Some(why) = hookdocs::unusable_hook(&clients.ssm, &hooks).await? else {
+        return Ok(None);
+    };
+    warn!(run_id, location = %loc, %why, "hook document unusable: nothing sent here");
+    Ok(Some(Recorded::Ended(LocationOutcome::Error, why)))
 }
 
 #[cfg(test)]

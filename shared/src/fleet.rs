@@ -8,7 +8,7 @@
 //! ([`SendOutcome::Refused`]) or may ([`SendOutcome::Unknown`]).
 
 use crate::error::{from_sdk, refused_before_effect, Error, Result};
-use crate::model::{map_invocation_status, Compliance, InstanceState, Operation, RebootOption};
+use crate::model::{map_invocation_status, Compliance, InstanceState};
 use aws_sdk_resourcegroups::types::{ResourceFilter, ResourceFilterName};
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder;
@@ -22,9 +22,8 @@ use std::collections::{BTreeSet, HashMap};
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
+pub use crate::command::{CommandSpec, Hooks, DOCUMENT, HOOKS_DOCUMENT};
 pub use crate::window::SEND_CHUNK;
-/// The SSM document every command runs.
-pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
 
 /// Why a group could not be listed.
 #[derive(Debug, thiserror::Error)]
@@ -149,21 +148,6 @@ pub async fn describe_managed(
     Ok(out)
 }
 
-/// Everything a SendCommand needs besides the instance IDs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandSpec {
-    pub operation: Operation,
-    /// The run's baseline snapshot: every instance of a run patches against the same one.
-    pub snapshot_id: String,
-    /// URL of an install override list (the document's `InstallOverrideList`).
-    pub install_override_list: Option<String>,
-    pub reboot_option: RebootOption,
-    /// Delivery timeout, in seconds.
-    pub timeout_seconds: i32,
-    /// CloudWatch Logs group for output, if any.
-    pub log_group: Option<String>,
-}
-
 /// The outcome of one SendCommand attempt.
 #[derive(Debug)]
 pub enum SendOutcome {
@@ -184,7 +168,8 @@ pub enum SendOutcome {
     Unknown(String),
 }
 
-/// Sends AWS-RunPatchBaseline to at most 50 instances, with the SDK's retries turned off:
+/// Sends the spec's document (AWS-RunPatchBaseline, or AWS-RunPatchBaselineWithHooks with
+/// hooks) to at most 50 instances, with the SDK's retries turned off:
 /// a retried SendCommand after a lost answer would run the document twice. The caller
 /// owns retries, through its claim records.
 pub async fn send_command(
@@ -216,21 +201,14 @@ fn send_command_request(
 ) -> SendCommandFluentBuilder {
     let mut req = client
         .send_command()
-        .document_name(DOCUMENT)
+        .document_name(spec.document())
         .set_instance_ids(Some(ids.to_vec()))
         .comment(comment)
         .timeout_seconds(spec.timeout_seconds)
         .max_concurrency(ids.len().max(1).to_string())
-        .max_errors(ids.len().max(1).to_string())
-        .parameters("Operation", vec![spec.operation.as_str().to_string()])
-        .parameters("SnapshotId", vec![spec.snapshot_id.clone()])
-        .parameters(
-            "RebootOption",
-            vec![spec.reboot_option.as_str().to_string()],
-        );
-
-    if let Some(url) = &spec.install_override_list {
-        req = req.parameters("InstallOverrideList", vec![url.clone()]);
+        .max_errors(ids.len().max(1).to_string());
+    for (name, value) in spec.parameters() {
+        req = req.parameters(name, vec![value]);
     }
     if let Some(group) = &spec.log_group {
         req = req.cloud_watch_output_config(
@@ -280,8 +258,10 @@ pub struct FoundCommand {
     pub instance_ids: Vec<String>,
 }
 
-/// Every recent AWS-RunPatchBaseline command of the account and Region, invoked after
-/// `invoked_after_epoch` (ListCommands filters by document and time, all pages).
+/// Every recent command of the account and Region, invoked after `invoked_after_epoch`
+/// (ListCommands filters by time, all pages). Not by document: a run's commands run
+/// AWS-RunPatchBaseline or AWS-RunPatchBaselineWithHooks, a filter names one document, and
+/// callers pick their own commands by Comment or command ID anyway.
 async fn recent_commands(
     client: &aws_sdk_ssm::Client,
     invoked_after_epoch: i64,
@@ -290,20 +270,12 @@ async fn recent_commands(
         .fmt(aws_smithy_types::date_time::Format::DateTime)
         .map_err(|e| Error::Record(e.to_string()))?;
 
-    let filters = [
-        (CommandFilterKey::DocumentName, DOCUMENT.to_string()),
-        (CommandFilterKey::InvokedAfter, after),
-    ];
-    let mut req = client.list_commands().max_results(50);
-    for (k, v) in filters {
-        req = req.filters(
-            CommandFilter::builder()
-                .key(k)
-                .value(v)
-                .build()
-                .map_err(|e| Error::Record(e.to_string()))?,
-        );
-    }
+    let filter = CommandFilter::builder()
+        .key(CommandFilterKey::InvokedAfter)
+        .value(after)
+        .build()
+        .map_err(|e| Error::Record(e.to_string()))?;
+    let req = client.list_commands().max_results(50).filters(filter);
 
     let mut pages = req.into_paginator().send();
     let mut commands = Vec::new();
@@ -314,8 +286,8 @@ async fn recent_commands(
     Ok(commands)
 }
 
-/// Finds the commands whose Comment is exactly `comment` among recent AWS-RunPatchBaseline
-/// commands (ListCommands filters by document and time, not by comment), with the instance
+/// Finds the commands whose Comment is exactly `comment` among recent fleetpatch
+/// commands (ListCommands filters by time, not by comment), with the instance
 /// IDs each was sent to: the caller decides which, if any, is its own.
 pub async fn find_commands_by_comment(
     client: &aws_sdk_ssm::Client,
@@ -368,7 +340,8 @@ pub struct InvocationStatus {
     pub state: InstanceState,
 }
 
-/// Lists a command's invocations, following every page. Right after SendCommand Run
+/// Lists a command's invocations, following every page; a failed invocation of the hooks
+/// document says which step failed (one more listing, with details, only then). Right after SendCommand Run
 /// Command may not know the command yet (eventual consistency): an empty list, or
 /// InvalidCommandId / InvocationDoesNotExist, is answered as "nothing yet".
 pub async fn list_invocations(
@@ -376,6 +349,7 @@ pub async fn list_invocations(
     command_id: &str,
 ) -> Result<HashMap<String, InvocationStatus>> {
     let mut out = HashMap::new();
+    let mut hooks_failed = false;
     let mut pages = client
         .list_command_invocations()
         .command_id(command_id)
@@ -399,6 +373,8 @@ pub async fn list_invocations(
             Err(e) => return Err(from_sdk("ssm:ListCommandInvocations", e)),
         };
         for inv in page.command_invocations.unwrap_or_default() {
+            hooks_failed |= inv.document_name.as_deref() == Some(HOOKS_DOCUMENT)
+                && inv.status.as_ref().is_some_and(|s| s.as_str() == "Failed");
             let Some(id) = inv.instance_id else { continue };
             let status = inv
                 .status
@@ -414,6 +390,14 @@ pub async fn list_invocations(
                     state,
                 },
             );
+        }
+    }
+
+    if hooks_failed {
+        for (id, step) in crate::hookdocs::failed_steps(client, command_id).await? {
+            if let Some(inv) = out.get_mut(&id).filter(|i| i.status == "Failed") {
+                inv.details = crate::hookdocs::with_failed_step(&inv.details, &step);
+            }
         }
     }
     Ok(out)

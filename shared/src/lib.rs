@@ -10,6 +10,7 @@
 
 pub mod clients;
 pub mod clock;
+pub mod command;
 pub mod comment;
 pub mod config;
 pub mod error;
@@ -27,6 +28,7 @@ pub mod events;
 pub mod expand;
 pub mod fleet;
 pub mod halt;
+pub mod hookdocs;
 pub mod orgs;
 pub mod plan;
 pub mod poll;

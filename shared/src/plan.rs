@@ -169,12 +169,6 @@ impl Planner {
         let mut errs = input::unknown_regions(raw, &known);
         errs.extend(input::timing_violations(run_input, now_epoch_ms()));
         errs.extend(self.alarms.missing(&run_input.stop_on_alarms).await?);
-        if run_input.has_hooks() {
-            errs.push(FieldError {
-                field: "preInstallHook/postInstallHook".into(),
-                rule: "install hooks (AWS-RunPatchBaselineWithHooks) are not dispatched by this version; remove them".into(),
-            });
-        }
         let resolved =
             orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?;
         Ok(match resolved {

@@ -103,11 +103,3 @@ def test_a_window_end_in_the_past_and_an_unknown_alarm_are_refused_at_plan(stack
     assert_rejected_at_plan(stack, run, ["notAfter", "has already passed", "stopOnAlarms[0]",
                                          "does not exist"])
 
-
-def test_install_hooks_are_refused_until_they_are_dispatched(stack):
-    # GIVEN a run that names a pre-install hook (the validation accepts the field)
-    bad = halt_input(WINDOW, preInstallHook="MyOrg-DrainFromLoadBalancer")
-    # WHEN it is started
-    run = execute(stack, "halt-hooks", bad, timeout=60)
-    # THEN plan refuses it, saying hooks are not dispatched, and nothing is touched
-    assert_rejected_at_plan(stack, run, ["preInstallHook", "not dispatched"])

@@ -113,6 +113,30 @@ def test_target_role_without_send_command_denies_dispatch(tmp_path):
         in r["message"]
 
 
+def test_the_target_role_allows_hooks_only_under_its_stackset_prefix():
+    target = {"kind": "assumed-role", "account": MEMBER, "role": ROLE, "session": "s"}
+    doc = f"arn:aws:ssm:us-east-1:{MEMBER}:document"
+    hooks_doc = "arn:aws:ssm:us-east-1::document/AWS-RunPatchBaselineWithHooks"
+
+    def allowed(prefix: str, action: str, resource: str) -> bool:
+        p = iam.Policies(fleet(), hook_document_prefix=prefix)
+        return p.decide(target, [{"action": action, "resource": resource}])["results"][0][
+            "allowed"]
+    # GIVEN the StackSet's default, no HookDocumentPrefix
+    # THEN the role may neither send the hooks document nor read any document
+    assert not allowed("", "ssm:SendCommand", hooks_doc)
+    assert not allowed("", "ssm:DescribeDocument", f"{doc}/Patch-Drain")
+    # GIVEN HookDocumentPrefix "Patch-"
+    # THEN it may send the hooks document and read the account's Patch-* documents only
+    assert allowed("Patch-", "ssm:SendCommand", hooks_doc)
+    assert allowed("Patch-", "ssm:DescribeDocument", f"{doc}/Patch-Drain")
+    assert not allowed("Patch-", "ssm:DescribeDocument", f"{doc}/Other-Drain")
+    assert not allowed("Patch-", "ssm:DescribeDocument",
+                       "arn:aws:ssm:us-east-1:999999999999:document/Patch-Drain")
+    # AND it may not run a hook document directly
+    assert not allowed("Patch-", "ssm:SendCommand", f"{doc}/Patch-Drain")
+
+
 def test_assume_role_needs_the_organization_and_the_trust_policy():
     p = iam.Policies(fleet())
     role = f"arn:aws:iam::{OUTSIDER}:role/{ROLE}"

@@ -61,6 +61,9 @@ APP_PREFIX = "fleetpatch-"
 # Condition operators moto's evaluator implements (moto.iam.policy_conditions).
 SUPPORTED_CONDITION_OPERATORS = {"StringEquals"}
 KMS_KEY_ID = "00000000-0000-4000-8000-00000000f1ee"
+# The target StackSet's HookDocumentPrefix in the local stack: hook documents of the fleet
+# files are named Patch-...; tests/e2e/test_hooks.py names one outside it.
+HOOK_DOCUMENT_PREFIX = "Patch-"
 
 
 class TemplateError(ValueError):
@@ -317,8 +320,10 @@ class Policies:
     """Both templates, resolved for the local stack."""
 
     def __init__(self, fleet: dict, template: Path = TEMPLATE,
-                 target_template: Path = TARGET_TEMPLATE, region: str = REGION):
+                 target_template: Path = TARGET_TEMPLATE, region: str = REGION,
+                 hook_document_prefix: str = HOOK_DOCUMENT_PREFIX):
         self.region = region
+        self.hook_document_prefix = hook_document_prefix
         self.management = fleet.get("management_account", "111111111111")
         self.org_id = (fleet.get("organization") or {}).get("id", "o-fleetsim01")
         self.execution_role = fleet.get("execution_role",
@@ -357,7 +362,9 @@ class Policies:
                 r = Resolver(self.target_template,
                              {"OrchestratorRoleArn": self.orchestrator_arn,
                               "OrganizationId": self.org_id,
-                              "ExecutionRoleName": self.execution_role}, account, self.region)
+                              "ExecutionRoleName": self.execution_role,
+                              "HookDocumentPrefix": self.hook_document_prefix},
+                             account, self.region)
                 self._targets[account] = _role(r, "ExecutionRole")
             return self._targets[account]
 

@@ -42,6 +42,7 @@ struct Document {
     stop_on_alarms: Vec<String>,
     pre_install_hook: Option<String>,
     post_install_hook: Option<String>,
+    on_exit_hook: Option<String>,
 }
 
 /// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
@@ -102,6 +103,7 @@ impl From<Document> for RunInput {
             stop_on_alarms: d.stop_on_alarms,
             pre_install_hook: d.pre_install_hook,
             post_install_hook: d.post_install_hook,
+            on_exit_hook: d.on_exit_hook,
         }
     }
 }

@@ -10,6 +10,7 @@
 mod document;
 mod schema;
 
+use crate::command::Hooks;
 use crate::model::{Operation, RebootOption};
 use crate::ratecontrol::{self, Rate};
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,9 @@ pub struct RunInput {
     pub pre_install_hook: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_install_hook: Option<String>,
+    /// The SSM document run last on each instance, whatever happened before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exit_hook: Option<String>,
 }
 
 // The handlers' names for the four rates; each is the typed field itself.
@@ -103,9 +107,14 @@ impl RunInput {
             .and_then(crate::clock::parse_rfc3339_ms)
     }
 
-    /// Whether the run installs through AWS-RunPatchBaselineWithHooks.
-    pub fn has_hooks(&self) -> bool {
-        self.pre_install_hook.is_some() || self.post_install_hook.is_some()
+    /// The run's install hooks, or None when it names none: then it installs through
+    /// AWS-RunPatchBaseline, else through AWS-RunPatchBaselineWithHooks.
+    pub fn hooks(&self) -> Option<Hooks> {
+        Hooks::of(
+            self.pre_install_hook.as_deref(),
+            self.post_install_hook.as_deref(),
+            self.on_exit_hook.as_deref(),
+        )
     }
 }
 

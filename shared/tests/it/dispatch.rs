@@ -32,15 +32,15 @@ use std::sync::Arc;
 
 /// What the DynamoDB mock saw.
 #[derive(Clone, Default)]
-struct Seen {
+pub(crate) struct Seen {
     transacts: Captured<Vec<String>>,
-    inputs: Captured<TransactWriteItemsInput>,
+    pub(crate) inputs: Captured<TransactWriteItemsInput>,
     updates: Captured<UpdateItemInput>,
 }
 
 impl Seen {
     /// Instance IDs moved to `state` by conditional writes (single or in a transaction).
-    fn moved_to(&self, state: &str) -> Vec<String> {
+    pub(crate) fn moved_to(&self, state: &str) -> Vec<String> {
         let mut ids = moved_to(&self.updates, state);
         ids.extend(transact_moved_to(&self.inputs, state));
         ids
@@ -57,7 +57,7 @@ impl Seen {
 
 /// A DynamoDB mock holding one run, one location and the given location items.
 /// `claims_fail`: every transaction is cancelled by a failed condition.
-fn dynamo(
+pub(crate) fn dynamo(
     run: Item,
     loc: Item,
     items: Vec<Item>,
@@ -143,7 +143,7 @@ fn dynamo_with(
     (client, seen, rules)
 }
 
-fn dispatcher(
+pub(crate) fn dispatcher(
     dynamo: aws_sdk_dynamodb::Client,
     ssm: aws_sdk_ssm::Client,
 ) -> Dispatcher<fleetpatch::clients::FixedClients> {
@@ -160,7 +160,7 @@ fn dispatcher(
     }
 }
 
-fn task() -> LocationTask {
+pub(crate) fn task() -> LocationTask {
     LocationTask {
         run_id: RUN.into(),
         location: LOC.into(),
@@ -396,10 +396,11 @@ async fn an_unrecorded_send_is_recovered_by_its_comment() {
     );
     let c2 = comment.clone();
     let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
+        // not filtered by document: a run's commands run either patching document
         assert!(req
             .filters()
             .iter()
-            .any(|f| f.value() == "AWS-RunPatchBaseline"));
+            .all(|f| f.key().as_str() == "InvokedAfter"));
         ListCommandsOutput::builder()
             .commands(
                 Command::builder()
@@ -1058,7 +1059,7 @@ async fn only_commands_whose_completed_count_moved_are_read() {
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
     // WHEN dispatch runs a round
     dispatcher(db, ssm).handle(task()).await.unwrap();
-    // THEN one ListCommands (AWS-RunPatchBaseline, invoked after the oldest claim) told which
+    // THEN one ListCommands (invoked after the oldest claim) told which
     // command had news, and only that command's invocations were read and recorded
     assert_eq!(listed.all().len(), 1);
     assert!(

@@ -5,6 +5,7 @@ mod aggregate;
 mod clients;
 mod dispatch;
 mod expand;
+mod hooks;
 mod layering;
 mod plan;
 mod util;

@@ -178,6 +178,39 @@ def test_ssm_run_command_lifecycle(sim):
     assert OK1 in stats["instances_with_multiple_commands"]
 
 
+def test_ssm_hooks_document(sim):
+    # GIVEN the hooks document and a managed node whose pre-install hook fails
+    ssm = client(sim, "ssm", assume(sim))
+    hooked = "mi-0a00000000000a009"
+    doc = ssm.describe_document(Name="Patch-Drain")["Document"]
+    assert (doc["Name"], doc["DocumentType"], doc["Status"]) == ("Patch-Drain", "Command", "Active")
+    assert ssm.describe_document(Name="AWS-Noop")["Document"]["Owner"] == "Amazon"
+    with pytest.raises(ClientError) as e:
+        ssm.describe_document(Name="Patch-Missing")
+    assert code(e) == "InvalidDocument"
+    # the hooks document has no InstallOverrideList
+    with pytest.raises(ClientError) as e:
+        ssm.send_command(InstanceIds=[hooked], DocumentName="AWS-RunPatchBaselineWithHooks",
+                         Parameters={"Operation": ["Install"], "InstallOverrideList": [""]})
+    assert code(e) == "InvalidParameters"
+    # WHEN an Install runs with that pre-install hook
+    cmd = ssm.send_command(
+        InstanceIds=[hooked], DocumentName="AWS-RunPatchBaselineWithHooks",
+        Parameters={"Operation": ["Install"], "SnapshotId": ["h"], "RebootOption": ["NoReboot"],
+                    "PreInstallHookDocName": ["Patch-Drain"]})["Command"]["CommandId"]
+    time.sleep(1.1)
+    oracle(sim, "clock", {"advance_seconds": 300})
+    # THEN the invocation failed, its steps say the pre-install hook did, nothing was installed
+    inv = ssm.list_command_invocations(CommandId=cmd, Details=True)["CommandInvocations"][0]
+    assert (inv["Status"], inv["DocumentName"]) == ("Failed", "AWS-RunPatchBaselineWithHooks")
+    failed = [p["Name"] for p in inv["CommandPlugins"] if p["Status"] == "Failed"]
+    assert failed == ["PreInstallHook"], inv["CommandPlugins"]
+    state = ssm.describe_instance_patch_states(InstanceIds=[hooked])["InstancePatchStates"][0]
+    assert (state["MissingCount"], state["Operation"]) == (1, "Scan")
+    hooks = [c for c in oracle(sim, "commands") if c["command_id"] == cmd][0]["hooks"][hooked]
+    assert hooks["ran"] == [["pre_install", "Patch-Drain"], ["on_exit", "AWS-Noop"]]
+
+
 def test_ssm_throttling_error_code(sim):
     creds = assume(sim)
     oracle(sim, "faults", {"faults": [{"kind": "throttle", "service": "ssm", "operation": "ListCommands", "count": 1}]})

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::faults::FaultRule;
+use crate::hooks::{DocumentFile, Documents, HookPoint};
 
 /// Errors loading or validating a fleet file.
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +275,9 @@ pub struct InstanceFile {
     /// SSM patch group tag.
     #[serde(default)]
     pub patch_group: String,
+    /// Hooks of AWS-RunPatchBaselineWithHooks that fail on this instance.
+    #[serde(default)]
+    pub failing_hooks: Vec<HookPoint>,
 }
 
 /// One `[[generate]]`: deterministic bulk instances (and optionally accounts).
@@ -370,6 +374,9 @@ pub struct FleetFile {
     /// Faults active from the start.
     #[serde(default)]
     pub faults: Vec<FaultRule>,
+    /// SSM documents of the accounts (the hook documents; AWS-owned ones exist everywhere).
+    #[serde(default)]
+    pub documents: Vec<DocumentFile>,
 }
 
 fn default_role() -> String {
@@ -408,6 +415,8 @@ pub struct Fleet {
     pub aws_regions: Vec<String>,
     /// Initial faults.
     pub faults: Vec<FaultRule>,
+    /// SSM documents by (account, Region, name): their type.
+    pub documents: Documents,
 }
 
 /// SplitMix64: a tiny deterministic PRNG for fleet generation and fault fractions.
@@ -534,6 +543,7 @@ impl Fleet {
             settings: file.settings.clone(),
             aws_regions: sorted_regions(file.aws_regions.as_deref()),
             faults: file.faults.clone(),
+            documents: Documents::new(),
         };
         let parent_ids = parent_ids(file.organization.as_ref())?;
 
@@ -551,6 +561,11 @@ impl Fleet {
         }
         for (n, gen) in file.generate.iter().enumerate() {
             fleet.generate(n, gen, &file.execution_role, &parent_ids)?;
+        }
+        for d in &file.documents {
+            fleet.ensure_account(&d.account)?;
+            let key = (d.account.clone(), d.region.clone(), d.name.clone());
+            fleet.documents.insert(key, d.document_type.clone());
         }
         Ok(fleet)
     }
@@ -748,6 +763,7 @@ impl Fleet {
             installed,
             groups: vec![gen.group.clone()],
             patch_group: String::new(),
+            failing_hooks: Vec::new(),
         }
     }
 

@@ -491,6 +491,11 @@ fn ssm_checks(op: &str, body: &Value, scope: &Scope<'_>) -> Vec<Check> {
                 .map(|r| Check::new(&action, r))
                 .collect()
         }
+        // The document named, whatever it runs: AWS authorizes DescribeDocument on it.
+        "DescribeDocument" => vec![Check::new(
+            &action,
+            scope.document_arn(str_of(body, "Name").unwrap_or_default()),
+        )],
         "DescribeInstancePatchStates" => ids("InstanceIds")
             .into_iter()
             .map(|r| Check::new(&action, r))
@@ -839,6 +844,44 @@ outside_organization = true
                 "arn:aws:ec2:eu-west-1:222222222222:instance/i-1",
                 "arn:aws:ssm:eu-west-1:222222222222:managed-instance/mi-2",
             ]
+        );
+    }
+
+    #[test]
+    fn hook_documents_are_not_authorized_by_send_command_only_by_describe_document() {
+        // GIVEN the hooks document sent with two hook documents as parameters
+        let f = fleet();
+        let scope = Scope {
+            account: "222222222222",
+            region: "eu-west-1",
+            fleet: &f,
+        };
+        let send = incoming(
+            "AmazonSSM.SendCommand",
+            json!({"DocumentName": "AWS-RunPatchBaselineWithHooks", "InstanceIds": ["i-1"],
+                   "Parameters": {"PreInstallHookDocName": ["Drain"],
+                                  "PostInstallHookDocName": ["Check"]}}),
+        );
+        // WHEN the IAM checks of SendCommand and of DescribeDocument on a hook are derived
+        let (_, checks) = checks_for("ssm", &send, &scope, None);
+        let describe = incoming("AmazonSSM.DescribeDocument", json!({"Name": "Drain"}));
+        let (_, described) = checks_for("ssm", &describe, &scope, None);
+        // THEN SendCommand needs the hooks document and the instance only (as in AWS: the
+        // hooks run on the instance), and DescribeDocument needs the hook document itself
+        let resources: Vec<_> = checks.iter().map(|c| c.resource.as_str()).collect();
+        assert_eq!(
+            resources,
+            vec![
+                "arn:aws:ssm:eu-west-1::document/AWS-RunPatchBaselineWithHooks",
+                "arn:aws:ec2:eu-west-1:222222222222:instance/i-1",
+            ]
+        );
+        assert_eq!(
+            (described[0].action.as_str(), described[0].resource.as_str()),
+            (
+                "ssm:DescribeDocument",
+                "arn:aws:ssm:eu-west-1:222222222222:document/Drain"
+            )
         );
     }
 

@@ -21,6 +21,7 @@ pub mod faults;
 pub mod fleet;
 pub mod forward;
 pub mod forward_faults;
+pub mod hooks;
 pub mod iam;
 pub mod oracle;
 pub mod protocol;

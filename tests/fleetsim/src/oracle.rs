@@ -230,10 +230,23 @@ fn commands(state: &AppState) -> Value {
                 "received_wall_ms": c.received_wall_ms,
                 "status": v.status,
                 "status_details": v.details,
+                "hooks": hooks_ran(c),
             })
         })
         .collect();
     json!(list)
+}
+
+/// What AWS-RunPatchBaselineWithHooks did on each instance whose invocation ended: the
+/// hooks that ran (with their documents), the first failed step, whether it installed.
+fn hooks_ran(c: &crate::sim::Command) -> Value {
+    let per_instance: serde_json::Map<String, Value> = c
+        .invocations
+        .iter()
+        .filter(|i| i.applied)
+        .filter_map(|i| Some((i.instance_id.clone(), json!(i.hooks.as_ref()?))))
+        .collect();
+    Value::Object(per_instance)
 }
 
 fn key(k: &(String, String)) -> String {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::fleet::{AgentState, Behaviour, Fleet, InstanceFile, Platform};
+use crate::hooks::{self, HooksRun, HOOKS_DOCUMENT};
 
 /// How an invocation ends (fixed when the command is sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,6 +39,8 @@ pub struct Invocation {
     pub outcome: Outcome,
     /// Whether the end has been applied (patch state, in-flight count).
     pub applied: bool,
+    /// What AWS-RunPatchBaselineWithHooks did (None for any other document or a Scan).
+    pub hooks: Option<HooksRun>,
 }
 
 /// A command as SendCommand received it.
@@ -359,7 +362,10 @@ impl Sim {
             .get(&inv.instance_id)
             .map(|x| x.install);
         if let (Some(ps), Some(behaviour)) = (self.patch.get_mut(&inv.instance_id), behaviour) {
-            apply_patch_effect(ps, behaviour, cmd, inv);
+            match &inv.hooks {
+                Some(run) => apply_hooks_effect(ps, behaviour, cmd, inv, run),
+                None => apply_patch_effect(ps, behaviour, cmd, inv),
+            }
         }
         self.commands[c].invocations[i].applied = true;
     }
@@ -367,16 +373,10 @@ impl Sim {
     /// Sends a command now; returns its index.
     pub fn send(&mut self, req: SendRequest, now: i64) -> usize {
         self.settle(now);
-        let operation_is_install = req
-            .parameters
-            .get("Operation")
-            .and_then(|v| v.first())
-            .is_some_and(|o| o == "Install");
-        let timeout_ms = req.timeout_seconds * 1000;
         let invocations = req
             .instance_ids
             .iter()
-            .map(|id| self.invocation(id, operation_is_install, timeout_ms, now))
+            .map(|id| self.invocation(id, &req, now))
             .collect::<Vec<_>>();
 
         let key = (req.account.clone(), req.region.clone());
@@ -414,13 +414,13 @@ impl Sim {
     /// the pending time and runs for its duration (only Install fails or times out, as the
     /// fleet file says); any other is never delivered and ends DeliveryTimedOut at the
     /// command's timeout.
-    fn invocation(
-        &self,
-        id: &str,
-        operation_is_install: bool,
-        timeout_ms: i64,
-        now: i64,
-    ) -> Invocation {
+    fn invocation(&self, id: &str, req: &SendRequest, now: i64) -> Invocation {
+        let operation_is_install = req
+            .parameters
+            .get("Operation")
+            .and_then(|v| v.first())
+            .is_some_and(|o| o == "Install");
+        let timeout_ms = req.timeout_seconds * 1000;
         let inst = self.fleet.instances.get(id);
         let agent = inst.map(|i| i.agent).unwrap_or(AgentState::Unmanaged);
         let duration_ms = inst.map(|i| i.duration as i64 * 1000).unwrap_or(0);
@@ -433,13 +433,18 @@ impl Sim {
                 end_ms: now + timeout_ms,
                 outcome: Outcome::DeliveryTimedOut,
                 applied: false,
+                hooks: None,
             };
         }
 
         let start = now + self.config.pending_ms;
+        let hooks = inst
+            .filter(|_| operation_is_install && req.document_name == HOOKS_DOCUMENT)
+            .map(|i| self.run_hooks(i, req));
         let outcome = match (operation_is_install, behaviour) {
-            (true, Behaviour::Fail) => Outcome::Failed,
             (true, Behaviour::ExecutionTimeout) => Outcome::ExecutionTimedOut,
+            _ if hooks.as_ref().is_some_and(|h| h.failed_step.is_some()) => Outcome::Failed,
+            (true, Behaviour::Fail) if hooks.is_none() => Outcome::Failed,
             _ => Outcome::Success,
         };
         Invocation {
@@ -448,7 +453,28 @@ impl Sim {
             end_ms: start + duration_ms,
             outcome,
             applied: false,
+            hooks,
         }
+    }
+
+    /// AWS-RunPatchBaselineWithHooks' Install on `inst`, decided when the command is sent:
+    /// the scan finds work when a patch is missing, or a reboot is pending under
+    /// RebootIfNeeded; a hook document is looked up in the command's account and Region.
+    fn run_hooks(&self, inst: &InstanceFile, req: &SendRequest) -> HooksRun {
+        let reboot_if_needed = req
+            .parameters
+            .get("RebootOption")
+            .and_then(|v| v.first())
+            .is_none_or(|r| r == "RebootIfNeeded");
+        let has_work = self
+            .patch
+            .get(&inst.id)
+            .is_some_and(|p| p.missing > 0 || (reboot_if_needed && p.installed_pending_reboot > 0));
+        let docs = &self.fleet.documents;
+        let exists = |doc: &str| {
+            hooks::document_type(docs, &req.account, &req.region, doc) == Some("Command")
+        };
+        hooks::run_install(&req.parameters, inst, has_work, &exists)
     }
 
     /// The command `id` if it belongs to `account`/`region`.
@@ -509,6 +535,38 @@ impl Sim {
     }
 }
 
+/// The patch state after the hooks document: as a Scan when nothing was installed (the
+/// document scans first), else as an Install (a failed install step leaves failed patches),
+/// with NoReboot when a failure after the install skipped the reboot.
+fn apply_hooks_effect(
+    ps: &mut PatchState,
+    behaviour: Behaviour,
+    cmd: &Command,
+    inv: &Invocation,
+    run: &HooksRun,
+) {
+    if inv.outcome == Outcome::ExecutionTimedOut || inv.outcome == Outcome::Cancelled {
+        return;
+    }
+    let mut effective = cmd.clone();
+    let op = if run.installed { "Install" } else { "Scan" };
+    effective
+        .parameters
+        .insert("Operation".into(), vec![op.to_string()]);
+    if run.reboot_skipped {
+        effective
+            .parameters
+            .insert("RebootOption".into(), vec!["NoReboot".to_string()]);
+    }
+    let mut as_run = inv.clone();
+    as_run.outcome = if run.failed_step == Some(hooks::INSTALL_STEP) {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    };
+    apply_patch_effect(ps, behaviour, &effective, &as_run);
+}
+
 fn apply_patch_effect(ps: &mut PatchState, behaviour: Behaviour, cmd: &Command, inv: &Invocation) {
     let operation = cmd.param("Operation").unwrap_or("Scan").to_string();
     match inv.outcome {
@@ -559,6 +617,7 @@ mod tests {
             end_ms: end,
             outcome,
             applied: false,
+            hooks: None,
         }
     }
 

@@ -16,6 +16,7 @@ use crate::state::AppState;
 /// Operations this module serves; anything else under `AmazonSSM.` is forwarded.
 pub const OPERATIONS: &[&str] = &[
     "SendCommand",
+    "DescribeDocument",
     "ListCommands",
     "ListCommandInvocations",
     "GetCommandInvocation",
@@ -25,8 +26,9 @@ pub const OPERATIONS: &[&str] = &[
     "GetParametersByPath",
 ];
 
-/// The only document the simulator runs.
-pub const DOCUMENT: &str = "AWS-RunPatchBaseline";
+/// The documents the simulator runs: AWS-RunPatchBaseline, and the hooks document
+/// ([`crate::hooks`]) that wraps it.
+pub use crate::hooks::{DOCUMENT, HOOKS_DOCUMENT};
 
 const TOKEN_ERR: &str = "InvalidNextToken";
 
@@ -39,6 +41,7 @@ pub fn handle(
 ) -> Result<Value, ApiError> {
     match op {
         "SendCommand" => send_command(state, ctx, body),
+        "DescribeDocument" => describe_document(state, ctx, body),
         "ListCommands" => list_commands(state, ctx, body),
         "ListCommandInvocations" => list_command_invocations(state, ctx, body),
         "GetCommandInvocation" => get_command_invocation(state, ctx, body),
@@ -96,20 +99,60 @@ fn parse_parameters(body: &Value) -> Result<BTreeMap<String, Vec<String>>, ApiEr
     Ok(out)
 }
 
-fn validate_patch_parameters(params: &BTreeMap<String, Vec<String>>) -> Result<(), ApiError> {
-    const KNOWN: &[&str] = &[
-        "Operation",
-        "SnapshotId",
-        "InstallOverrideList",
-        "RebootOption",
-        "BaselineOverride",
-        "AssociationId",
-    ];
-    for k in params.keys() {
-        if !KNOWN.contains(&k.as_str()) {
+/// The parameters each document defines (AWS-RunPatchBaselineWithHooks has no
+/// InstallOverrideList nor BaselineOverride).
+fn known_parameters(document: &str) -> &'static [&'static str] {
+    if document == HOOKS_DOCUMENT {
+        &[
+            "Operation",
+            "SnapshotId",
+            "RebootOption",
+            "PreInstallHookDocName",
+            "PostInstallHookDocName",
+            "OnExitHookDocName",
+        ]
+    } else {
+        &[
+            "Operation",
+            "SnapshotId",
+            "InstallOverrideList",
+            "RebootOption",
+            "BaselineOverride",
+            "AssociationId",
+        ]
+    }
+}
+
+/// A hook parameter: a document name (3 to 128 of `a-zA-Z0-9_-.`) or a document ARN.
+fn hook_value_ok(v: &str) -> bool {
+    let name_ok = |n: &str| {
+        (3..=128).contains(&n.len())
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    };
+    match v.strip_prefix("arn:") {
+        Some(rest) => rest
+            .rsplit_once(":document/")
+            .is_some_and(|(_, name)| name_ok(name)),
+        None => name_ok(v),
+    }
+}
+
+fn validate_patch_parameters(
+    document: &str,
+    params: &BTreeMap<String, Vec<String>>,
+) -> Result<(), ApiError> {
+    for (k, v) in params {
+        if !known_parameters(document).contains(&k.as_str()) {
             return Err(ApiError::bad(
                 "InvalidParameters",
-                format!("Parameter \"{k}\" is not defined in the document {DOCUMENT}."),
+                format!("Parameter \"{k}\" is not defined in the document {document}."),
+            ));
+        }
+        if k.ends_with("HookDocName") && !v.iter().all(|x| hook_value_ok(x)) {
+            return Err(ApiError::bad(
+                "InvalidParameters",
+                format!("Parameter {k} value does not match the allowed pattern."),
             ));
         }
     }
@@ -155,12 +198,12 @@ fn validate_patch_parameters(params: &BTreeMap<String, Vec<String>>) -> Result<(
 /// can take a command here.
 fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Value, ApiError> {
     let ids = instance_ids(body)?;
-    check_document(body)?;
+    let document = check_document(body)?;
     let timeout = timeout_seconds(body)?;
     let comment = comment(body)?;
     let (max_concurrency, max_errors) = rate_controls(body)?;
     let parameters = parse_parameters(body)?;
-    validate_patch_parameters(&parameters)?;
+    validate_patch_parameters(document, &parameters)?;
 
     let now = state.clock.now_ms();
     let mut sim = crate::state::lock(&state.sim);
@@ -170,7 +213,7 @@ fn send_command(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Val
         SendRequest {
             account: ctx.account.clone(),
             region: ctx.region.clone(),
-            document_name: DOCUMENT.to_string(),
+            document_name: document.to_string(),
             comment,
             parameters,
             instance_ids: ids,
@@ -217,16 +260,52 @@ fn instance_ids(body: &Value) -> Result<Vec<String>, ApiError> {
     Ok(ids)
 }
 
-/// The document, by name or ARN, must be AWS-RunPatchBaseline.
-fn check_document(body: &Value) -> Result<(), ApiError> {
+/// The document, by name or ARN, must be AWS-RunPatchBaseline or the hooks document: its
+/// name.
+fn check_document(body: &Value) -> Result<&'static str, ApiError> {
     let doc = get_str(body, "DocumentName").unwrap_or_default();
-    if doc != DOCUMENT && !doc.ends_with(&format!(":document/{DOCUMENT}")) {
+    [DOCUMENT, HOOKS_DOCUMENT]
+        .into_iter()
+        .find(|d| doc == *d || doc.ends_with(&format!(":document/{d}")))
+        .ok_or_else(|| {
+            ApiError::bad(
+                "InvalidDocument",
+                format!("Document with name {doc} does not exist."),
+            )
+        })
+}
+
+/// DescribeDocument: the AWS-owned documents, and the fleet file's `[[documents]]` of the
+/// caller's account and Region (or of the account and Region an ARN names).
+fn describe_document(state: &AppState, ctx: &CallContext, body: &Value) -> Result<Value, ApiError> {
+    let name = get_str(body, "Name").unwrap_or_default();
+    let docs = &state.fleet.documents;
+    let Some(kind) = crate::hooks::document_type(docs, &ctx.account, &ctx.region, name) else {
         return Err(ApiError::bad(
             "InvalidDocument",
-            format!("Document with name {doc} does not exist."),
+            format!("Document with name {name} does not exist."),
         ));
-    }
-    Ok(())
+    };
+    let short = name.rsplit_once(":document/").map_or(name, |(_, n)| n);
+    let owner = if short.starts_with("AWS-") {
+        "Amazon".to_string()
+    } else {
+        ctx.account.clone()
+    };
+    Ok(json!({"Document": {
+        "Name": short,
+        "Owner": owner,
+        "DocumentType": kind,
+        "DocumentFormat": "JSON",
+        "SchemaVersion": "2.2",
+        "Status": "Active",
+        "DocumentVersion": "1",
+        "LatestVersion": "1",
+        "DefaultVersion": "1",
+        "PlatformTypes": ["Windows", "Linux", "MacOS"],
+        "Parameters": [],
+        "CreatedDate": epoch_seconds(0),
+    }}))
 }
 
 /// TimeoutSeconds: 3600 when absent, else 30 to 2,592,000.
@@ -501,11 +580,44 @@ fn invocation_json(sim: &Sim, cmd: &Command, i: usize, now: i64, details: bool) 
         plugin.insert("OutputS3Region".into(), json!(cmd.region));
         plugin.insert("OutputS3BucketName".into(), json!(""));
         plugin.insert("OutputS3KeyPrefix".into(), json!(""));
+        let plugins = match (&inv.hooks, v.terminal) {
+            (Some(run), true) => hooks_plugins(run, &plugin),
+            _ => vec![Value::Object(plugin)],
+        };
         if let Some(map) = out.as_object_mut() {
-            map.insert("CommandPlugins".into(), json!([Value::Object(plugin)]));
+            map.insert("CommandPlugins".into(), json!(plugins));
         }
     }
     out
+}
+
+/// The steps of a finished hooks invocation, as the user guide says they are reported: the
+/// failed step Failed, every other step (the skipped ones too) Success.
+fn hooks_plugins(run: &crate::hooks::HooksRun, template: &Map<String, Value>) -> Vec<Value> {
+    crate::hooks::STEPS
+        .iter()
+        .map(|step| {
+            let failed = run.failed_step == Some(*step);
+            let mut p = template.clone();
+            p.insert("Name".into(), json!(step));
+            p.insert(
+                "Status".into(),
+                json!(if failed { "Failed" } else { "Success" }),
+            );
+            p.insert(
+                "StatusDetails".into(),
+                json!(if failed { "Failed" } else { "Success" }),
+            );
+            p.insert("ResponseCode".into(), json!(i64::from(failed)));
+            let text = if failed {
+                format!("fleetsim: step {step} failed (exit code 1).")
+            } else {
+                format!("fleetsim: step {step} completed.")
+            };
+            p.insert("Output".into(), json!(text));
+            Value::Object(p)
+        })
+        .collect()
 }
 
 fn list_command_invocations(
