@@ -3,19 +3,20 @@
 //! 1. loads the run, the location and its instance and batch records, once;
 //! 2. brings the records up to date with SSM ([`crate::progress`]): batches claimed but never
 //!    recorded as sent adopt their own command (found by its Comment, see [`comment`]) or are
-//!    released after a grace period; the commands in flight are followed, each instance's
-//!    status recorded and finished ones counted on the run in the same transaction;
+//!    released after a grace period; the commands in flight are followed (one ListCommands;
+//!    successes of multi-instance commands may stay unread a while, their slots free:
+//!    [`crate::reading`]), finished ones counted on the run in the same transaction;
 //! 3. decides, with the pure [`plan_round`], what to start and what will never start: at
 //!    most `window` instances in flight (a sliding window), nothing new once counted errors
 //!    pass the threshold, nor once the run is halted ([`crate::halt`]: the maintenance
 //!    window closed, or an alarm is in ALARM), nor this round while the alarms cannot be read;
 //! 4. applies it: retires what will never start, then claims each new batch of at most 50
 //!    instances with a conditional transaction *before* SendCommand, so that no retry or
-//!    repeat ever sends an instance a second command;
+//!    repeat ever sends an instance a second command; in a cancelling run whose operator
+//!    asked for it (`stop --cancel-commands`), cancels the commands in flight ([`crate::cancel`]);
 //! 5. records the location's progress and answers: finished with an outcome
-//!    ([`crate::run::location_finished`]), or again after the configured poll, longer when
-//!    no round before then can see anything new ([`crate::poll`]: the shortest run observed
-//!    in the location, lowered here as instances are seen ending).
+//!    ([`crate::run::location_finished`]), or again after the wait [`crate::poll`] decides
+//!    from the runs observed (carried in the task, and the shortest on the location).
 
 use crate::alarms::Alarms;
 use crate::clients::{AssumeError, ClientFactory};
@@ -29,9 +30,10 @@ use crate::model::{
     count_states, BatchRecord, BatchState, InstanceRecord, InstanceState, Location, LocationRecord,
     RunRecord, RunStatus,
 };
-use crate::poll::{next_wait, shortest_observed, PollView};
+use crate::poll::{mean_run, next_wait, observe, shortest_observed, Observed, PollView};
 use crate::progress::{
-    follow_commands, pending_ids, recover_claims, retire_pending, set_state, Release,
+    claim_times, follow_commands, in_flight_batches, pending_ids, recover_claims, retire_pending,
+    set_state, Release,
 };
 use crate::run::{self, Entry, THRESHOLD_PASSED};
 use crate::store::Store;
@@ -69,6 +71,9 @@ struct Loaded {
     batches: Vec<BatchRecord>,
     /// Epoch ms taken before the instances were read (see `Store::set_location_progress`).
     read_from_ms: i64,
+    /// Instances Run Command counts final that this round left unread: free slots.
+    freed: u64,
+    observed: Observed,
 }
 
 /// Whether to go on starting batches after one.
@@ -98,14 +103,17 @@ impl<F: ClientFactory> Dispatcher<F> {
             instances,
             batches,
             read_from_ms,
+            freed: 0,
+            observed: task.observed,
         };
 
         // 2. Bring the records up to date with SSM.
         self.follow(run_id, &loc, &ssm, &mut state).await?;
+        state.observed = observe(task.observed, task.wait_seconds, in_flight(&state));
 
         // 3. Decide.
         let check = halt::check(&self.store, &self.alarms, &state.run, now_epoch_ms()).await?;
-        let (round, retire_reason) = decide(&state, &check);
+        let (round, why) = decide(&state, &check);
 
         // 4. Apply.
         if let (Check::Halt(h), false) = (&check, round.not_started.is_empty()) {
@@ -113,18 +121,11 @@ impl<F: ClientFactory> Dispatcher<F> {
             state.run.halt = Some(h.clone());
         }
         let (store, instances) = (&self.store, &mut state.instances);
-        retire_pending(
-            store,
-            run_id,
-            &loc,
-            instances,
-            &round.not_started,
-            &retire_reason,
-        )
-        .await?;
+        retire_pending(store, run_id, &loc, instances, &round.not_started, &why).await?;
         let started = self
             .start_batches(&state.run, &loc, &ssm, instances, &round.start)
             .await?;
+        crate::cancel::if_asked(store, &state.run, &ssm, instances).await?;
         state.batches.extend(started);
 
         // 5. Record progress and answer.
@@ -167,7 +168,13 @@ impl<F: ClientFactory> Dispatcher<F> {
         let (store, instances) = (&self.store, &mut state.instances);
         recover_claims(store, run_id, loc, ssm, instances, &state.batches, release).await?;
         let was_in_flight = in_flight_batches(instances);
-        follow_commands(store, run_id, loc, ssm, instances, &state.batches).await?;
+        let sweep = Some(crate::reading::sweep_at(state.location.window));
+        state.freed = follow_commands(store, run_id, loc, ssm, instances, &state.batches, sweep)
+            .await?
+            .freed;
+        if state.observed.unread > 0 {
+            return Ok(()); // read now but unread last round, it may have ended before that
+        }
         self.observe_ended(run_id, loc, state, &was_in_flight).await
     }
 
@@ -365,6 +372,11 @@ impl<F: ClientFactory> Dispatcher<F> {
             None => {
                 let mut next = task.next_round(self.config.poll_seconds);
                 next.wait_seconds = next_wait(&poll_view(state, next.wait_seconds));
+                next.observed = Observed {
+                    in_flight: in_flight(state),
+                    unread: state.freed,
+                    ..state.observed
+                };
                 Ok(next)
             }
         }
@@ -379,11 +391,7 @@ fn poll_view(state: &Loaded, poll_seconds: u64) -> PollView {
         .iter()
         .filter(|i| i.state.in_flight())
         .collect();
-    let pending = state
-        .instances
-        .iter()
-        .filter(|i| i.state == InstanceState::Pending)
-        .count() as u64;
+    let pending = pending_ids(&state.instances).len() as u64;
     PollView {
         now: now_epoch(),
         poll_seconds,
@@ -395,24 +403,22 @@ fn poll_view(state: &Loaded, poll_seconds: u64) -> PollView {
             })
             .collect(),
         pending,
-        free_slots: state.location.window.saturating_sub(in_flight.len() as u64),
+        free_slots: state.location.window.saturating_sub(self::in_flight(state)),
         shortest_seconds: state.location.shortest_run_seconds,
         delivery_timeout_seconds: state.run.input.delivery_timeout_seconds,
+        mean_run_seconds: mean_run(&state.observed),
+        quiet_rounds: state.observed.quiet_rounds,
     }
 }
 
-/// When each batch was claimed (epoch seconds), by sequence number.
-fn claim_times(batches: &[BatchRecord]) -> HashMap<u64, i64> {
-    batches.iter().map(|b| (b.seq, b.claimed_at)).collect()
-}
-
-/// The batch of each instance in flight (InFlight), by instance ID.
-fn in_flight_batches(instances: &[InstanceRecord]) -> HashMap<String, Option<u64>> {
-    instances
+/// Instances in flight, less those Run Command counts final that were left unread.
+fn in_flight(state: &Loaded) -> u64 {
+    let recorded = state
+        .instances
         .iter()
-        .filter(|i| i.state == InstanceState::InFlight)
-        .map(|i| (i.instance_id.clone(), i.batch))
-        .collect()
+        .filter(|i| i.state.in_flight())
+        .count() as u64;
+    recorded.saturating_sub(state.freed)
 }
 
 /// Records in memory that batch `seq` claimed `ids`.
@@ -430,9 +436,10 @@ fn set_claimed(instances: &mut [InstanceRecord], ids: &[String], seq: u64) {
 /// instance ends NotStarted with the halt's reason) or on hold (nothing starts this round).
 /// The instance threshold, once passed, keeps its own reason.
 fn decide(state: &Loaded, check: &Check) -> (Round, String) {
+    // Slots Run Command freed that the records do not show yet are free all the same.
     let mut round = plan_round(
         &state.instances,
-        state.location.window,
+        state.location.window + state.freed,
         state.location.tolerated,
     );
     // An operator's stop comes first: nothing new starts, whatever else holds.

@@ -18,7 +18,7 @@ use aws_sdk_ssm::types::{
     InstancePatchState,
 };
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// Resource types fleetpatch patches: EC2 instances and hybrid managed nodes.
 pub const RESOURCE_TYPES: [&str; 2] = ["AWS::EC2::Instance", "AWS::SSM::ManagedInstance"];
@@ -306,27 +306,6 @@ pub async fn find_commands_by_comment(
         })
         .collect();
     Ok(found)
-}
-
-/// How many invocations of each of `wanted` reached a final state (ListCommands'
-/// `CompletedCount`), for the commands invoked after `invoked_after_epoch`. One listing for
-/// a whole location: a command whose count has not moved needs no ListCommandInvocations. A
-/// command Run Command does not list yet (eventual consistency) is absent.
-pub async fn completed_counts(
-    client: &aws_sdk_ssm::Client,
-    wanted: &BTreeSet<String>,
-    invoked_after_epoch: i64,
-) -> Result<HashMap<String, u64>> {
-    let counts = recent_commands(client, invoked_after_epoch)
-        .await?
-        .into_iter()
-        .filter_map(|c| {
-            let id = c.command_id?;
-            let done = u64::try_from(c.completed_count).unwrap_or(0);
-            wanted.contains(&id).then_some((id, done))
-        })
-        .collect();
-    Ok(counts)
 }
 
 /// One invocation's status as SSM reports it.

@@ -1,27 +1,42 @@
 //! How long dispatch waits before its next round: the configured poll, or longer when no
-//! round before then can see anything new. Pure: dispatch gathers what the round left
-//! behind ([`PollView`]) and asks [`next_wait`].
+//! round before then can see anything new, or when rounds that often would cost more calls
+//! than the refills they bring are worth. Pure: dispatch gathers what the round left behind
+//! ([`PollView`]) and asks [`next_wait`].
 //!
-//! The rule: an instance cannot end sooner after its batch was claimed than the shortest
-//! claim-to-end time observed so far in the location (a lower bound, see
-//! [`shortest_observed`]), nor later than its delivery timeout if it never starts. So after
-//! a round:
-//! - while instances wait for a slot, the next round is useful from the earliest moment any
-//!   instance in flight could end (a slot could free);
-//! - once none waits, only the last end finishes the location: the next round is useful from
-//!   the earliest moment every instance in flight could have ended.
+//! Two rules, the longer wins:
+//! - **nothing new sooner**: an instance cannot end sooner after its batch was claimed than
+//!   the shortest claim-to-end time observed so far in the location (a lower bound, see
+//!   [`shortest_observed`]), nor later than its delivery timeout if it never starts. While
+//!   instances wait for a slot, the next round is useful from the earliest moment any
+//!   instance in flight could end; once none waits, from the moment every one could have.
+//! - **a bounded refill lag**: a slot that frees waits on average half the interval before
+//!   the next round refills it, so a location's makespan grows by about that half over the
+//!   mean run, per run. With the mean run known ([`mean_run`], Little's law over the rounds
+//!   since the first end), the interval is twice [`LAG_PER_MILLE`] of it: each refill waits
+//!   about that share of a run, and a round at 5-30 minute runs finds about two ends (one
+//!   ListCommands, and one SendCommand for the lot, instead of one call per end). The
+//!   trade-off, calls against makespan, is `make bench`'s poll table.
 //!
 //! Invariants:
 //! - never shorter than the configured poll ([`crate::limits::poll_wait`], which keeps the
 //!   history guarantees), never longer than [`POLL_CEILING_SECONDS`] unless that poll is;
-//! - the configured poll, unchanged, whenever a round could see news sooner: nothing observed
-//!   yet, a free slot with instances waiting for it (a refused or throttled send), an
-//!   instance in flight whose claim time is unknown (or still Claimed, unsent), or an
-//!   instance that could already have ended.
+//! - the configured poll, unchanged, whenever a slot is free and instances wait for it (a
+//!   refused or throttled send), or an instance in flight has no known claim (or is still
+//!   Claimed, unsent: its recovery is due);
+//! - before any end is seen, the configured poll, doubled for each round in a row that saw
+//!   none (`Observed::quiet_rounds`): a window just sent is not asked about every poll
+//!   while its first runs cannot have ended, and the first ends wait at most the ceiling.
 
 /// The longest wait the adaptive rule asks for: a stop request, a command cancelled outside
 /// fleetpatch, or an instance faster than any observed is noticed within this.
 pub const POLL_CEILING_SECONDS: u64 = 300;
+
+/// The refill lag the interval allows, in thousandths of the mean run: the interval is twice
+/// this share of it (see the module header; chosen from `make bench`'s poll table).
+pub const LAG_PER_MILLE: u64 = 45;
+
+/// Ends the mean run needs before it is trusted.
+pub const MIN_ENDS: u64 = 3;
 
 /// Taken off every earliest-end time: covers clocks that disagree between Lambda and SSM,
 /// and SendCommand's own latency against a delivery timeout.
@@ -45,14 +60,59 @@ pub struct PollView {
     pub shortest_seconds: Option<u64>,
     /// SendCommand's delivery timeout: an instance that never starts ends by then.
     pub delivery_timeout_seconds: u64,
+    /// The mean claim-to-end time observed in the location ([`mean_run`]).
+    pub mean_run_seconds: Option<u64>,
+    /// Rounds in a row that saw no end, before the first (`Observed::quiet_rounds`).
+    pub quiet_rounds: u64,
 }
 
-/// Seconds to wait before the next round (the rule of the module header).
+/// What the rounds of a location have observed of its runs, from counts and waits alone (no
+/// clock: the waits are the state machine's, so it reads the same on any clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observed {
+    /// Instances in flight (less those counted free) when the last round answered.
+    pub in_flight: u64,
+    /// Since the first end seen: the sum over waits of the instances in flight x the wait.
+    pub in_flight_seconds: u64,
+    /// Since the first end seen (that round's excluded): instances seen ending.
+    pub ended: u64,
+    /// Whether an end was seen yet.
+    pub started: bool,
+    /// Instances the last round left unread, their slots counted free ([`crate::reading`]).
+    pub unread: u64,
+    /// Before the first end: the rounds that followed instances in flight and saw none end.
+    pub quiet_rounds: u64,
+}
+
+/// `previous` after a round that followed a wait of `waited` seconds and found `in_flight`
+/// instances still in flight (before it starts any). The span before the first end is left
+/// out: every instance in it was young, and it would lengthen the mean.
+pub fn observe(previous: Observed, waited: u64, in_flight: u64) -> Observed {
+    let ended = previous.in_flight.saturating_sub(in_flight);
+    if !previous.started {
+        let quiet = previous.in_flight > 0 && ended == 0;
+        return Observed {
+            started: ended > 0,
+            quiet_rounds: previous.quiet_rounds + u64::from(quiet),
+            ..previous
+        };
+    }
+    Observed {
+        in_flight_seconds: previous.in_flight_seconds + previous.in_flight * waited,
+        ended: previous.ended + ended,
+        ..previous
+    }
+}
+
+/// The mean run (Little's law: time in flight over ends), once [`MIN_ENDS`] are seen.
+pub fn mean_run(o: &Observed) -> Option<u64> {
+    (o.ended >= MIN_ENDS).then(|| o.in_flight_seconds / o.ended)
+}
+
+/// Seconds to wait before the next round (the rules of the module header).
 pub fn next_wait(v: &PollView) -> u64 {
     let poll = v.poll_seconds;
-    let Some(shortest) = v.shortest_seconds else {
-        return poll;
-    };
     if v.pending > 0 && v.free_slots > 0 {
         return poll;
     }
@@ -65,21 +125,22 @@ pub fn next_wait(v: &PollView) -> u64 {
         return poll;
     };
 
-    let soonest_end = shortest.min(v.delivery_timeout_seconds) as i64;
-    let ends = claims
-        .iter()
-        .map(|claimed| claimed + soonest_end - CLOCK_MARGIN_SECONDS as i64);
-    let useful_from = if v.pending > 0 {
-        ends.min()
-    } else {
-        ends.max()
-    };
-    let Some(useful_from) = useful_from else {
-        return poll;
-    };
-
-    let until = u64::try_from(useful_from - v.now).unwrap_or(0);
-    until.clamp(poll, poll.max(POLL_CEILING_SECONDS))
+    let lag = v.mean_run_seconds.map(|m| m * 2 * LAG_PER_MILLE / 1000);
+    let until = v.shortest_seconds.and_then(|shortest| {
+        let soonest_end = shortest.min(v.delivery_timeout_seconds) as i64;
+        let ends = claims
+            .iter()
+            .map(|claimed| claimed + soonest_end - CLOCK_MARGIN_SECONDS as i64);
+        let useful_from = if v.pending > 0 {
+            ends.min()
+        } else {
+            ends.max()
+        }?;
+        Some(u64::try_from(useful_from - v.now).unwrap_or(0))
+    });
+    let quiet = poll.saturating_mul(1 << v.quiet_rounds.min(16));
+    let wait = lag.into_iter().chain(until).max().unwrap_or(quiet);
+    wait.clamp(poll, poll.max(POLL_CEILING_SECONDS))
 }
 
 /// The shortest claim-to-end time known after a round (a lower bound on every one seen):
@@ -120,6 +181,8 @@ mod tests {
             free_slots: 0,
             shortest_seconds: Some(300),
             delivery_timeout_seconds: 3600,
+            mean_run_seconds: None,
+            quiet_rounds: 0,
         }
     }
 
@@ -241,5 +304,111 @@ mod tests {
         // AND nothing ended leaves it as it was
         assert_eq!(shortest_observed(Some(500), Some(1000), &[]), Some(500));
         assert_eq!(shortest_observed(None, Some(1000), &[]), None);
+    }
+
+    #[test]
+    fn with_the_mean_run_known_rounds_come_at_a_share_of_it() {
+        // GIVEN a full window, instances waiting, and a mean run of 1,000 s observed
+        let v = PollView {
+            mean_run_seconds: Some(1000),
+            ..full_window(&[NOW - 1000; 25])
+        };
+        // WHEN the next wait is decided, though some instance could already have ended
+        // THEN it is twice the allowed lag share of the mean run, not the configured poll
+        assert_eq!(next_wait(&v), 1000 * 2 * LAG_PER_MILLE / 1000);
+        // AND the nothing-new-sooner rule still wins when it asks for longer
+        let young = PollView {
+            mean_run_seconds: Some(1000),
+            ..full_window(&[NOW; 25])
+        };
+        assert_eq!(next_wait(&young), 300 - CLOCK_MARGIN_SECONDS);
+    }
+
+    #[test]
+    fn the_mean_run_never_delays_a_refill_or_a_recovery() {
+        // GIVEN a mean run known, and a free slot with instances waiting for it
+        let free = PollView {
+            mean_run_seconds: Some(1000),
+            free_slots: 1,
+            ..full_window(&[NOW - 1000; 24])
+        };
+        // THEN the configured poll
+        assert_eq!(next_wait(&free), 30);
+        // AND likewise with a batch claimed but not yet sent
+        let mut unsent = PollView {
+            mean_run_seconds: Some(1000),
+            ..full_window(&[NOW - 1000; 24])
+        };
+        unsent.in_flight_claimed.push(None);
+        assert_eq!(next_wait(&unsent), 30);
+        // AND a long mean run stops at the ceiling
+        let long = PollView {
+            mean_run_seconds: Some(100_000),
+            ..full_window(&[NOW - 1000; 25])
+        };
+        assert_eq!(next_wait(&long), POLL_CEILING_SECONDS);
+    }
+
+    #[test]
+    fn the_mean_run_is_time_in_flight_over_ends_after_the_first_end() {
+        // GIVEN 25 in flight, and rounds 300 s apart where nothing ends, then 2 end
+        let mut o = Observed {
+            in_flight: 25,
+            ..Observed::default()
+        };
+        o = observe(o, 300, 25);
+        assert_eq!(
+            o,
+            Observed {
+                in_flight: 25,
+                quiet_rounds: 1,
+                ..Observed::default()
+            }
+        );
+        o = observe(o, 300, 23);
+        // THEN the span before the first end is left out
+        assert!(o.started);
+        assert_eq!((o.in_flight_seconds, o.ended), (0, 0));
+        // WHEN the window is refilled to 25 and rounds of 100 s see 1, 1, then 2 end
+        for gone in [1, 1, 2] {
+            o.in_flight = 25;
+            o = observe(o, 100, 25 - gone);
+        }
+        // THEN 3 x 25 x 100 instance-seconds over 4 ends: a mean run of 1,875 s
+        assert_eq!((o.in_flight_seconds, o.ended), (7500, 4));
+        assert_eq!(mean_run(&o), Some(1875));
+        // AND fewer than MIN_ENDS ends tell nothing
+        assert_eq!(
+            mean_run(&Observed {
+                ended: MIN_ENDS - 1,
+                in_flight_seconds: 9,
+                ..o
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn before_the_first_end_each_quiet_round_doubles_the_wait() {
+        // GIVEN a window in flight, nothing observed, and rounds that see nothing end
+        let mut o = Observed::default();
+        o = observe(o, 0, 0);
+        o.in_flight = 25;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            o = observe(o, 30, 25);
+            let v = PollView {
+                shortest_seconds: None,
+                quiet_rounds: o.quiet_rounds,
+                ..full_window(&[NOW - 100; 25])
+            };
+            waits.push(next_wait(&v));
+        }
+        // THEN the waits double from the configured poll, up to the ceiling
+        assert_eq!(waits, vec![60, 120, 240, 300, 300]);
+        // AND once an end is seen the count stops
+        let seen = observe(o, 30, 24);
+        assert!(seen.started);
+        assert_eq!(observe(seen, 30, 24).quiet_rounds, o.quiet_rounds);
     }
 }

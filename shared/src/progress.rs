@@ -5,12 +5,15 @@
 //! pending. Every write is conditional on the state it leaves (see `store`), so any of them
 //! may run beside another, or again, without undoing the other.
 
+use crate::clock::now_epoch;
 use crate::error::Result;
-use crate::fleet::{self, FoundCommand};
+use crate::fleet::{self, FoundCommand, InvocationStatus};
 use crate::model::{
     BatchRecord, BatchState, InstanceMove, InstanceRecord, InstanceState, Location,
 };
+use crate::reading::{command_records, in_flight_since, plan_reads, Reads};
 use crate::store::Store;
+use crate::tracking;
 use std::collections::{BTreeSet, HashMap};
 use tracing::{info, warn};
 
@@ -169,70 +172,66 @@ pub async fn recover_claims(
     Ok(raced)
 }
 
-/// The commands in flight (some instance of theirs is InFlight).
-fn commands_in_flight(instances: &[InstanceRecord]) -> BTreeSet<String> {
+/// When each batch was claimed (epoch seconds), by sequence number.
+pub fn claim_times(batches: &[BatchRecord]) -> HashMap<u64, i64> {
+    batches.iter().map(|b| (b.seq, b.claimed_at)).collect()
+}
+
+/// The batch of each instance in flight (InFlight), by instance ID.
+pub fn in_flight_batches(instances: &[InstanceRecord]) -> HashMap<String, Option<u64>> {
     instances
         .iter()
         .filter(|i| i.state == InstanceState::InFlight)
-        .filter_map(|i| i.command_id.clone())
+        .map(|i| (i.instance_id.clone(), i.batch))
         .collect()
 }
 
-/// When the oldest batch in flight was claimed (epoch seconds): every command in flight was
-/// invoked after it. None when an in-flight instance's batch is not known.
-pub fn in_flight_since(instances: &[InstanceRecord], batches: &[BatchRecord]) -> Option<i64> {
-    let claimed: HashMap<u64, i64> = batches.iter().map(|b| (b.seq, b.claimed_at)).collect();
-    instances
-        .iter()
-        .filter(|i| i.state == InstanceState::InFlight)
-        .map(|i| i.batch.and_then(|seq| claimed.get(&seq).copied()))
-        .try_fold(i64::MAX, |oldest, at| at.map(|t| oldest.min(t)))
+/// What following the commands in flight found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Followed {
+    /// Instances recorded in a final state this round.
+    pub finished: u64,
+    /// Instances Run Command counts final that were left unread: their slots are free.
+    pub freed: u64,
 }
 
-/// Whether a command may hold news: SSM counts more of its invocations final than the
-/// records do, or SSM does not list it (yet). Pure.
-pub fn may_have_changed(
-    command_id: &str,
-    instances: &[InstanceRecord],
-    completed: &HashMap<String, u64>,
-) -> bool {
-    let Some(&done) = completed.get(command_id) else {
-        return true;
-    };
-    let recorded = instances
-        .iter()
-        .filter(|i| i.command_id.as_deref() == Some(command_id) && i.state.is_terminal())
-        .count() as u64;
-    done > recorded
-}
-
-/// The commands in flight worth a ListCommandInvocations this round. With two or more in
-/// flight and their claim times known, one ListCommands for the location tells which have
-/// news; with one, reading it costs the same one call.
-async fn commands_to_read(
+/// The round's reads ([`plan_reads`]): with two or more commands in flight and their claim
+/// times known, one ListCommands for the location decides them; with one, reading it costs
+/// the same one call.
+async fn reads(
     ssm: &aws_sdk_ssm::Client,
     instances: &[InstanceRecord],
     batches: &[BatchRecord],
-) -> Result<BTreeSet<String>> {
-    let commands = commands_in_flight(instances);
+    sweep_at: Option<u64>,
+) -> Result<Reads> {
+    let records = command_records(instances, batches);
     let since = match in_flight_since(instances, batches) {
-        Some(t) if commands.len() >= 2 => t,
-        _ => return Ok(commands),
+        Some(t) if records.len() >= 2 => t,
+        _ => {
+            return Ok(Reads {
+                by_command: records.into_keys().collect(),
+                ..Reads::default()
+            })
+        }
     };
     // The claim is written before SendCommand; the margin covers clocks that disagree.
-    let completed = fleet::completed_counts(ssm, &commands, since - 300).await?;
-    Ok(commands
-        .into_iter()
-        .filter(|c| may_have_changed(c, instances, &completed))
-        .collect())
+    let wanted: BTreeSet<String> = records.keys().cloned().collect();
+    let listing = tracking::command_progress(ssm, &wanted, since - 300).await?;
+    Ok(plan_reads(
+        &records,
+        &listing,
+        now_epoch(),
+        RECOVERY_GRACE_SECONDS,
+        sweep_at,
+    ))
 }
 
-/// Records, command by command, each instance in flight whose SSM status changed
-/// (ListCommandInvocations, all pages, only for the commands that may have news: see
-/// [`may_have_changed`]), with a write conditional on it still being InFlight that also
-/// counts finished ones on the run (so a round that fails part-way leaves records and
-/// counters in agreement). Updates `instances` in place; returns how many reached a final
-/// state.
+/// Records, command by command, each instance in flight whose SSM status changed, with a
+/// write conditional on it still being InFlight that also counts finished ones on the run
+/// (so a round that fails part-way leaves records and counters in agreement). Which commands
+/// are read, and how, is [`crate::reading`]'s: with `sweep_at` None (aggregate) every
+/// command with news is read; with `Some` (dispatch), successes of multi-instance commands
+/// may be left unread, their slots counted free. Updates `instances` in place.
 pub async fn follow_commands(
     store: &Store,
     run_id: &str,
@@ -240,49 +239,106 @@ pub async fn follow_commands(
     ssm: &aws_sdk_ssm::Client,
     instances: &mut [InstanceRecord],
     batches: &[BatchRecord],
-) -> Result<u64> {
+    sweep_at: Option<u64>,
+) -> Result<Followed> {
+    let reads = reads(ssm, instances, batches, sweep_at).await?;
+
+    // What the listing told, and the one listing across commands, first.
+    let mut seen: Seen = match reads.sweep_since {
+        Some(since) => tracking::invocations_since(ssm, since).await?,
+        None => HashMap::new(),
+    };
+    for (id, cmd) in &reads.succeeded {
+        let success = InvocationStatus {
+            status: "Success".into(),
+            details: "Success".into(),
+            state: InstanceState::Succeeded,
+        };
+        seen.entry(cmd.clone())
+            .or_default()
+            .insert(id.clone(), success);
+    }
     let mut finished = 0;
-    for cmd in commands_to_read(ssm, instances, batches).await? {
-        let invocations = fleet::list_invocations(ssm, &cmd).await?;
-        let moves: Vec<InstanceMove> = instances
-            .iter()
-            .filter(|i| {
-                i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd.as_str())
+    for (cmd, invocations) in seen.iter().filter(|(c, _)| !reads.by_command.contains(*c)) {
+        finished += record_seen(store, run_id, loc, instances, cmd, invocations).await?;
+    }
+
+    // Then each command read by its ID, recorded as it is read.
+    for cmd in &reads.by_command {
+        let invocations = fleet::list_invocations(ssm, cmd).await?;
+        finished += record_seen(store, run_id, loc, instances, cmd, &invocations).await?;
+    }
+    Ok(Followed {
+        finished,
+        freed: reads.freed,
+    })
+}
+
+/// Invocations by command, then instance.
+type Seen = HashMap<String, HashMap<String, InvocationStatus>>;
+
+/// Records each instance of `cmd` in flight whose status in `invocations` differs from its
+/// record; returns how many reached a final state.
+async fn record_seen(
+    store: &Store,
+    run_id: &str,
+    loc: &Location,
+    instances: &mut [InstanceRecord],
+    cmd: &str,
+    invocations: &HashMap<String, InvocationStatus>,
+) -> Result<u64> {
+    let moves: Vec<InstanceMove> = instances
+        .iter()
+        .filter(|i| i.state == InstanceState::InFlight && i.command_id.as_deref() == Some(cmd))
+        .filter_map(|inst| {
+            let inv = invocations.get(&inst.instance_id)?;
+            let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
+                || inst.status_details.as_deref() != Some(inv.details.as_str());
+            changed.then(|| {
+                let mut updated = inst.clone();
+                updated.state = inv.state;
+                updated.ssm_status = Some(inv.status.clone());
+                updated.status_details = Some(inv.details.clone());
+                InstanceMove {
+                    record: updated,
+                    from: InstanceState::InFlight,
+                }
             })
-            .filter_map(|inst| {
-                let inv = invocations.get(&inst.instance_id)?;
-                let changed = inst.ssm_status.as_deref() != Some(inv.status.as_str())
-                    || inst.status_details.as_deref() != Some(inv.details.as_str());
-                changed.then(|| {
-                    let mut updated = inst.clone();
-                    updated.state = inv.state;
-                    updated.ssm_status = Some(inv.status.clone());
-                    updated.status_details = Some(inv.details.clone());
-                    InstanceMove {
-                        record: updated,
-                        from: InstanceState::InFlight,
-                    }
-                })
-            })
-            .collect();
-        let recorded: BTreeSet<String> = store
-            .record_instances(run_id, loc, &moves)
-            .await?
-            .into_iter()
-            .collect();
-        for m in moves {
-            if !recorded.contains(&m.record.instance_id) {
-                continue;
-            }
-            if m.record.state.is_terminal() {
-                finished += 1;
-            }
-            if let Some(inst) = instances
-                .iter_mut()
-                .find(|i| i.instance_id == m.record.instance_id)
-            {
-                *inst = m.record;
-            }
+        })
+        .collect();
+    if moves.is_empty() {
+        return Ok(0);
+    }
+    record_moves(store, run_id, loc, instances, moves).await
+}
+
+/// Records `moves` and applies the recorded ones to `instances`; returns how many reached a
+/// final state.
+async fn record_moves(
+    store: &Store,
+    run_id: &str,
+    loc: &Location,
+    instances: &mut [InstanceRecord],
+    moves: Vec<InstanceMove>,
+) -> Result<u64> {
+    let recorded: BTreeSet<String> = store
+        .record_instances(run_id, loc, &moves)
+        .await?
+        .into_iter()
+        .collect();
+    let mut finished = 0;
+    for m in moves {
+        if !recorded.contains(&m.record.instance_id) {
+            continue;
+        }
+        if m.record.state.is_terminal() {
+            finished += 1;
+        }
+        if let Some(inst) = instances
+            .iter_mut()
+            .find(|i| i.instance_id == m.record.instance_id)
+        {
+            *inst = m.record;
         }
     }
     Ok(finished)
@@ -310,56 +366,6 @@ pub async fn retire_pending(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn in_flight(id: &str, cmd: &str, batch: Option<u64>) -> InstanceRecord {
-        let mut r = InstanceRecord::new(id, InstanceState::InFlight);
-        r.command_id = Some(cmd.into());
-        r.batch = batch;
-        r
-    }
-
-    fn batch(seq: u64, claimed_at: i64) -> BatchRecord {
-        BatchRecord {
-            seq,
-            instance_ids: vec![],
-            comment: String::new(),
-            claimed_at,
-            state: BatchState::Sent,
-            command_id: None,
-        }
-    }
-
-    #[test]
-    fn commands_are_listed_from_the_oldest_claim_in_flight_or_not_at_all() {
-        let batches = [batch(1, 500), batch(2, 300), batch(3, 100)];
-        let mut done = in_flight("i-3", "c3", Some(3));
-        done.state = InstanceState::Succeeded;
-        // the oldest batch still in flight decides; a finished one does not
-        let instances = [
-            in_flight("i-1", "c1", Some(1)),
-            in_flight("i-2", "c2", Some(2)),
-            done,
-        ];
-        assert_eq!(in_flight_since(&instances, &batches), Some(300));
-        // an in-flight instance whose batch is unknown: no listing, every command is read
-        let unknown = [
-            in_flight("i-1", "c1", Some(1)),
-            in_flight("i-9", "c9", None),
-        ];
-        assert_eq!(in_flight_since(&unknown, &batches), None);
-    }
-
-    #[test]
-    fn a_command_has_news_when_ssm_counts_more_of_it_final_than_the_records() {
-        let mut first = in_flight("i-1", "c1", Some(1));
-        first.state = InstanceState::Succeeded;
-        let instances = [first, in_flight("i-2", "c1", Some(1))];
-        let counts = |n: u64| HashMap::from([("c1".to_string(), n)]);
-        assert!(!may_have_changed("c1", &instances, &counts(1)));
-        assert!(may_have_changed("c1", &instances, &counts(2)));
-        // not listed yet (eventual consistency): read it
-        assert!(may_have_changed("c1", &instances, &HashMap::new()));
-    }
 
     fn found(id: &str, instances: &[&str]) -> FoundCommand {
         FoundCommand {

@@ -139,5 +139,5 @@ def test_the_drivers_cpu_is_counted_at_the_largest_function_memory():
 
 def test_function_memory_reads_the_templates_default():
     mem = scale.function_memory()
-    assert set(mem) == {"plan", "expand", "dispatch", "settle", "aggregate"}
+    assert set(mem) == {"plan", "expand", "dispatch", "settle", "gate", "aggregate"}
     assert all(m >= 128 for m in mem.values())

@@ -6,6 +6,7 @@
 //! | location  | `RUN#<runId>`                   | `LOC#<account>#<region>` |
 //! | instance  | `LOC#<runId>#<account>#<region>` | `INST#<instanceId>`   |
 //! | batch     | `LOC#<runId>#<account>#<region>` | `BATCH#<seq, 6 digits>` |
+//! | wave      | `RUN#<runId>`                   | `WAVE#<index, 3 digits>` |
 //!
 //! A run's locations share the run's partition (one Query lists them); each location's
 //! instances and SendCommand batches live in a partition of their own, so a large run spreads
@@ -14,7 +15,8 @@
 //!
 //! - [`keys`]: key construction; [`items`]: item <-> record mapping;
 //! - `client`: query all pages, transactions (retried on conflict), the one `conditional`;
-//! - one module per record family: `runs`, `locations`, `instances` (with their batches).
+//! - one module per record family: `runs`, `locations`, `instances` (with their batches),
+//!   `waves`.
 //!
 //! Invariants every write keeps: a run's counters (`locationsDone`, `instancesSent`,
 //! `instancesDone`...) change in the same transaction as the items they count; every move of
@@ -26,7 +28,9 @@ mod instances;
 pub mod items;
 pub mod keys;
 mod locations;
+mod resume;
 mod runs;
+pub mod waves;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;

@@ -990,31 +990,76 @@ async fn a_transaction_conflict_on_the_claim_is_retried_and_the_batch_sent() {
     assert_eq!(sent.all(), vec![ids(4)]);
 }
 
-#[tokio::test]
-async fn only_commands_whose_completed_count_moved_are_read() {
-    // GIVEN two commands in flight, of two instances each, from batches claimed a minute ago;
-    // SSM counts both invocations of cmd-a final and none of cmd-b
-    let all = ids(4);
+/// Location items for commands in flight, each `(seq, command, instance indexes)` of
+/// `ids(n)` from a batch claimed a minute ago, and `pending` more instances waiting.
+fn commands_in_flight(cmds: &[(u64, &str, std::ops::Range<usize>)], pending: usize) -> Vec<Item> {
+    let n = cmds.iter().map(|(_, _, r)| r.end).max().unwrap_or(0);
+    let all = ids(n + pending);
     let loc: fleetpatch::model::Location = LOC.parse().unwrap();
     let claimed_at = fleetpatch::clock::now_epoch() - 60;
     let mut items: Vec<Item> = Vec::new();
-    for (seq, cmd, ids) in [(1, "cmd-a", &all[..2]), (2, "cmd-b", &all[2..])] {
-        for id in ids {
+    for (seq, cmd, range) in cmds {
+        let members = &all[range.clone()];
+        for id in members {
             let mut r = InstanceRecord::new(id, InstanceState::InFlight);
-            r.command_id = Some(cmd.into());
-            r.batch = Some(seq);
+            r.command_id = Some(cmd.to_string());
+            r.batch = Some(*seq);
+            r.ssm_status = Some("InProgress".into());
+            r.status_details = Some("In Progress".into());
             items.push(items::instance_item(RUN, &loc, &r));
         }
         let b = BatchRecord {
-            seq,
-            instance_ids: ids.to_vec(),
+            seq: *seq,
+            instance_ids: members.to_vec(),
             comment: format!("c{seq}"),
             claimed_at,
             state: BatchState::Sent,
-            command_id: Some(cmd.into()),
+            command_id: Some(cmd.to_string()),
         };
         items.push(items::batch_item(RUN, &loc, &b));
     }
+    items.extend(all[n..].iter().map(|id| instance_item(id, "Pending", None)));
+    items
+}
+
+/// ListCommands listing `(command, target, completed, errors, status)`, each requested
+/// `at` + its index; the filters of every request asked are kept in `listed`.
+fn listing(
+    cmds: &'static [(&'static str, i32, i32, i32, &'static str)],
+    listed: Captured<String>,
+) -> Rule {
+    mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
+        listed.push(format!("{:?}", req.filters()));
+        let mut out = ListCommandsOutput::builder();
+        for (i, (id, target, done, errors, status)) in cmds.iter().enumerate() {
+            out = out.commands(
+                Command::builder()
+                    .command_id(*id)
+                    .target_count(*target)
+                    .completed_count(*done)
+                    .error_count(*errors)
+                    .status((*status).into())
+                    .status_details(*status)
+                    .requested_date_time(aws_smithy_types::DateTime::from_secs(1_000 + i as i64))
+                    .build(),
+            );
+        }
+        out.commands(
+            Command::builder()
+                .command_id("someone-elses")
+                .target_count(5)
+                .completed_count(5)
+                .build(),
+        )
+        .build()
+    })
+}
+
+#[tokio::test]
+async fn successes_of_a_multi_instance_command_free_their_slots_unread() {
+    // GIVEN a window of 4: cmd-a and cmd-b in flight with two instances each, two more
+    // waiting; SSM counts both of cmd-a's final, without error, and none of cmd-b's
+    let items = commands_in_flight(&[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4)], 2);
     let (db, seen, _r) = dynamo(
         run_item("Running", json!({}), None),
         location_item(4, None),
@@ -1022,32 +1067,139 @@ async fn only_commands_whose_completed_count_moved_are_read() {
         false,
     );
     let listed: Captured<String> = Captured::default();
-    let l = listed.clone();
-    let list_cmds = mock!(aws_sdk_ssm::Client::list_commands).then_compute_output(move |req| {
-        l.push(format!("{:?}", req.filters()));
-        let cmd = |id: &str, done: i32| {
-            Command::builder()
-                .command_id(id)
-                .target_count(2)
-                .completed_count(done)
-                .build()
-        };
-        ListCommandsOutput::builder()
-            .commands(cmd("cmd-a", 2))
-            .commands(cmd("cmd-b", 0))
-            .commands(cmd("someone-elses", 5))
-            .build()
-    });
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 2, 0, "Success"),
+            ("cmd-b", 2, 0, 0, "InProgress"),
+        ],
+        listed.clone(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let sent = Captured::default();
+    let send = send_ok(sent.clone());
+    let ssm = mock_client!(
+        aws_sdk_ssm,
+        RuleMode::MatchAny,
+        [&list_cmds, &list_inv, &send]
+    );
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN one ListCommands (invoked after the oldest claim) was the
+    // round's only read: cmd-a's invocations were left unread, its instances still InFlight
+    assert_eq!(listed.all().len(), 1);
+    assert!(
+        listed.all()[0].contains("InvokedAfter"),
+        "{:?}",
+        listed.all()
+    );
+    assert_eq!(list_inv.num_calls(), 0);
+    assert!(seen.moved_to("Succeeded").is_empty());
+    // AND the two slots they freed were refilled at once
+    assert_eq!(sent.all(), vec![ids(6)[4..].to_vec()]);
+    // AND the next round knows two were left unread
+    assert_eq!(out.observed.unread, 2);
+}
+
+#[tokio::test]
+async fn a_single_instance_command_that_succeeded_is_recorded_from_the_listing() {
+    // GIVEN two single-instance commands in flight; SSM lists cmd-a as Success
+    let items = commands_in_flight(&[(1, "cmd-a", 0..1), (2, "cmd-b", 1..2)], 0);
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 1, 1, 0, "Success"),
+            ("cmd-b", 1, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN cmd-a's instance is recorded Succeeded without reading its invocations
+    assert_eq!(seen.moved_to("Succeeded"), vec![ids(1)[0].clone()]);
+    assert_eq!(seen.counted_done(), 1);
+    assert_eq!(list_inv.num_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_large_window_lets_a_window_of_unread_instances_wait_before_a_listing() {
+    // GIVEN a window of 100: three commands of 20 instances all succeeded (60 unread, more
+    // than a page), and a fourth still running
+    let items = commands_in_flight(
+        &[
+            (1, "cmd-a", 0..20),
+            (2, "cmd-b", 20..40),
+            (3, "cmd-c", 40..60),
+            (4, "cmd-d", 60..61),
+        ],
+        0,
+    );
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(100, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 20, 20, 0, "Success"),
+            ("cmd-b", 20, 20, 0, "Success"),
+            ("cmd-c", 20, 20, 0, "Success"),
+            ("cmd-d", 1, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let list_inv = mock!(aws_sdk_ssm::Client::list_command_invocations)
+        .then_output(|| ListCommandInvocationsOutput::builder().build());
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN they stay unread until a window's worth waits: a listing across commands would
+    // page through the window in flight as well
+    assert_eq!(list_inv.num_calls(), 0);
+    assert!(seen.moved_to("Succeeded").is_empty());
+    assert_eq!(out.observed.unread, 60);
+}
+
+#[tokio::test]
+async fn once_nothing_runs_every_unread_instance_is_read_in_one_listing() {
+    // GIVEN three commands of two instances each, all six final in SSM without error
+    let items = commands_in_flight(
+        &[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4), (3, "cmd-c", 4..6)],
+        0,
+    );
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(6, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 2, 0, "Success"),
+            ("cmd-b", 2, 2, 0, "Success"),
+            ("cmd-c", 2, 2, 0, "Success"),
+        ],
+        Captured::default(),
+    );
     let asked: Captured<String> = Captured::default();
     let a = asked.clone();
-    let done = all[..2].to_vec();
     let list_inv =
         mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |req| {
-            a.push(req.command_id().unwrap_or_default().to_string());
+            a.push(format!("{:?} {:?}", req.command_id(), req.filters()));
             let mut b = ListCommandInvocationsOutput::builder();
-            for id in &done {
+            for (i, id) in ids(6).iter().enumerate() {
                 b = b.command_invocations(
                     CommandInvocation::builder()
+                        .command_id(["cmd-a", "cmd-b", "cmd-c"][i / 2])
                         .instance_id(id.clone())
                         .status(CommandInvocationStatus::Success)
                         .status_details("Success")
@@ -1058,19 +1210,15 @@ async fn only_commands_whose_completed_count_moved_are_read() {
         });
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
     // WHEN dispatch runs a round
-    dispatcher(db, ssm).handle(task()).await.unwrap();
-    // THEN one ListCommands (invoked after the oldest claim) told which
-    // command had news, and only that command's invocations were read and recorded
-    assert_eq!(listed.all().len(), 1);
-    assert!(
-        listed.all()[0].contains("InvokedAfter"),
-        "{:?}",
-        listed.all()
-    );
-    assert_eq!(asked.all(), vec!["cmd-a".to_string()]);
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN one ListCommandInvocations, for no command in particular, from the oldest of them
+    assert_eq!(asked.all().len(), 1, "{:?}", asked.all());
+    assert!(asked.all()[0].starts_with("None") && asked.all()[0].contains("InvokedAfter"));
+    // AND all six are recorded, and the location is done
     let mut recorded = seen.moved_to("Succeeded");
     recorded.sort();
-    assert_eq!(recorded, all[..2].to_vec());
+    assert_eq!(recorded, ids(6));
+    assert!(out.done);
 }
 
 // -- the adaptive poll interval ---------------------------------------------------------
@@ -1157,6 +1305,74 @@ async fn a_full_window_is_not_polled_again_before_its_shortest_run() {
         "waits {} s",
         out.wait_seconds
     );
+}
+
+#[tokio::test]
+async fn the_wait_follows_the_mean_run_the_rounds_observed() {
+    // GIVEN a full window claimed 1,000 s ago (any instance could have ended), instances
+    // waiting, no shortest run on the location, and rounds that saw 10 ends over
+    // 20,000 instance-seconds in flight; the last one waited 100 s with 2 in flight
+    let (loc, items) = window_in_flight(1000, None, Some(100));
+    let (db, _seen, _r) = dynamo(run_item("Running", json!({}), None), loc, items, false);
+    let list = invocations(CommandInvocationStatus::InProgress, "In Progress");
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list]);
+    let mut t = task();
+    t.wait_seconds = 100;
+    t.observed = fleetpatch::poll::Observed {
+        in_flight: 2,
+        in_flight_seconds: 20_000,
+        ended: 10,
+        started: true,
+        ..Default::default()
+    };
+    // WHEN dispatch runs a round that sees nothing end
+    let out = dispatcher(db, ssm).handle(t).await.unwrap();
+    // THEN the mean run is (20,000 + 2 x 100) / 10 = 2,020 s, and the next round comes
+    // after twice 4.5% of it, not after the configured 5 s
+    assert_eq!(out.observed.in_flight_seconds, 20_200);
+    assert_eq!(out.observed.in_flight, 2);
+    assert_eq!(out.wait_seconds, 2020 * 2 * 45 / 1000);
+}
+
+#[tokio::test]
+async fn a_new_error_in_a_multi_instance_command_is_read_at_once() {
+    // GIVEN cmd-a and cmd-b in flight with two instances each; SSM counts one of cmd-a's
+    // final, as an error
+    let items = commands_in_flight(&[(1, "cmd-a", 0..2), (2, "cmd-b", 2..4)], 0);
+    let (db, seen, _r) = dynamo(
+        run_item("Running", json!({}), None),
+        location_item(4, None),
+        items,
+        false,
+    );
+    let list_cmds = listing(
+        &[
+            ("cmd-a", 2, 1, 1, "InProgress"),
+            ("cmd-b", 2, 0, 0, "InProgress"),
+        ],
+        Captured::default(),
+    );
+    let failed = ids(1)[0].clone();
+    let list_inv =
+        mock!(aws_sdk_ssm::Client::list_command_invocations).then_compute_output(move |_| {
+            ListCommandInvocationsOutput::builder()
+                .command_invocations(
+                    CommandInvocation::builder()
+                        .command_id("cmd-a")
+                        .instance_id(failed.clone())
+                        .status(CommandInvocationStatus::Failed)
+                        .status_details("Failed")
+                        .build(),
+                )
+                .build()
+        });
+    let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&list_cmds, &list_inv]);
+    // WHEN dispatch runs a round
+    let out = dispatcher(db, ssm).handle(task()).await.unwrap();
+    // THEN cmd-a is read and its failure recorded this round (the threshold counts it)
+    assert_eq!(list_inv.num_calls(), 1);
+    assert_eq!(seen.moved_to("Failed"), vec![ids(1)[0].clone()]);
+    assert_eq!(out.observed.unread, 0);
 }
 
 #[tokio::test]
