@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -91,6 +92,31 @@ def write_fleet(size: str) -> Path:
     return path
 
 
+def function_cpu(target: Path, seen: dict[tuple[str, int], float]) -> dict[tuple[str, int], float]:
+    """Adds to `seen` the CPU seconds (user + system) so far of every running process whose
+    binary is under `target` (the release functions cargo lambda watch runs), keyed by
+    (binary, pid): a process that exits keeps its last reading."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+            if not exe.startswith(str(target) + os.sep):
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seen[(Path(exe).name, int(pid))] = (int(fields[11]) + int(fields[12])) / tick
+    return seen
+
+
+def cpu_by_function(seen: dict[tuple[str, int], float], names) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for (name, _pid), cpu in seen.items():
+        if name in names:
+            out[name] = out.get(name, 0.0) + cpu
+    return out
+
+
 def collect(client, instances_seen: list[dict], sim_ms: tuple[int, int],
             transitions: int, lambda_stats: dict) -> dict:
     """Raw counts of one finished run, read from fleetsim's oracle (before anything else
@@ -148,13 +174,19 @@ def run_sfn(size: str, fleet: Path, release: bool, timeout: float) -> dict:
         name = f"scale-{size}-{uuid.uuid4().hex[:8]}"
         arn = client.start_run(sf.run_input(size), name=name)
         last = [0.0]
+        functions_dir = localstack.target_dir() / ("release" if release else "debug")
+        cpu_seen = function_cpu(functions_dir, {})
+        cpu_start = cpu_by_function(cpu_seen, function_memory())
 
         def tick():
             if time.monotonic() - last[0] >= 30:
                 last[0] = time.monotonic()
+                function_cpu(functions_dir, cpu_seen)
                 progress(f"sfn {size}", client, state["virtual_clock"], sim0, t0)
         execution = client.wait_execution(arn, timeout, on_tick=tick, tick=1.0)
         wall = time.monotonic() - t0
+        cpu = {fn: s - cpu_start.get(fn, 0.0) for fn, s in
+               cpu_by_function(function_cpu(functions_dir, cpu_seen), function_memory()).items()}
         sim1 = client.oracle("clock")["now_ms"]
         vclock = localstack.http("GET", state["virtual_clock"])
         lambda_stats = client.oracle("stats")["bench"]["lambda"]
@@ -165,6 +197,7 @@ def run_sfn(size: str, fleet: Path, release: bool, timeout: float) -> dict:
             "sim_ms": [sim0, sim1], "wall_s": wall, "execution_status": execution["status"]}))
         raw = collect(client, instances, (sim0, sim1), vclock["transitions"], lambda_stats)
         raw.update(wall_s=wall, execution_status=execution["status"], name=name,
+                   lambda_cpu_s=cpu,
                    transitions_by_type=vclock["transitions_by_type"],
                    clock_anomalies=vclock["anomalies"],
                    run_status=(client.run_record(name) or {}).get("status"))
@@ -189,15 +222,19 @@ def run_direct(size: str, fleet: Path, timeout: float) -> dict:
         run_file, out_file = OUT / f"input-{size}.json", OUT / f"direct-{size}.json"
         run_file.write_text(json.dumps(sf.run_input(size)))
         t0 = time.monotonic()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         target = localstack.target_dir() / "release" / "examples" / "scale_driver"
         subprocess.run([str(target), "--input", str(run_file), "--name", name,
                         "--out", str(out_file)], cwd=ROOT, check=True, timeout=timeout,
                        env={**os.environ, **state["functions_env"]})
         wall = time.monotonic() - t0
+        cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         result = json.loads(out_file.read_text())
         raw = collect(client, instances, (result["sim_started_ms"], result["sim_ended_ms"]),
                       result["transitions"], result["lambda"])
         raw.update(wall_s=wall, execution_status=result.get("final_status"), name=name,
+                   lambda_cpu_s={"all": cpu1.ru_utime + cpu1.ru_stime
+                                 - cpu0.ru_utime - cpu0.ru_stime},
                    transitions_by_type=result.get("transitions_by_state", {}),
                    run_status=(client.run_record(result.get("run_id") or name) or {})
                    .get("status"))
@@ -216,6 +253,9 @@ def report(size: str, mode: str, raw: dict) -> dict:
     print(f"  transitions: {json.dumps(raw['transitions_by_type'])}")
     print(f"  Lambda: " + ", ".join(f"{fn} {s['invocations']} x {s['ms'] / max(1, s['invocations']):.0f} ms"
                                     for fn, s in sorted(raw["lambda"].items())))
+    print("  Lambda own CPU: " + ", ".join(f"{fn} {s:.1f} s" for fn, s in
+                                           sorted(raw.get("lambda_cpu_s", {}).items()))
+          + f" ({f['lambda_cpu_gb_s_per_1k']:.3f} GB-s per 1k)")
     print(f"  SSM per location: peak {raw['ssm']['peak_round']} calls in one round, peak "
           f"{raw['ssm']['peak_minute']} in one simulated minute, mean "
           f"{raw['ssm']['mean_per_active_minute']:.1f} per active minute")

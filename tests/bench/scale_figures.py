@@ -135,6 +135,14 @@ def lambda_gb_s(lambda_stats: dict[str, dict], memory_mb: dict[str, int]) -> flo
                for fn, s in lambda_stats.items())
 
 
+def lambda_cpu_gb_s(cpu_s: dict[str, float], memory_mb: dict[str, int]) -> float:
+    """GB-s of the functions' own CPU time (user + system, measured per function process in
+    sfn; the driver's whole process in direct, keyed `all`, at the largest MemorySize): what
+    the handlers cost without any wait on the emulators, a lower bound of Lambda's duration."""
+    largest = max(memory_mb.values(), default=128)
+    return sum(s * memory_mb.get(fn, largest) / 1024.0 for fn, s in cpu_s.items())
+
+
 def automation_steps(instances: int, steps_per_child: int = 1) -> int:
     """Steps the seed's design bills: TargetLocations runs the runbook in every location, and
     its rate control runs one child automation per target instance, each running the
@@ -165,6 +173,8 @@ def figures(raw: dict, prices: dict = PRICES) -> dict:
         "ddb_units_per_instance": (raw["ddb_read_units"] + raw["ddb_write_units"]) / n,
         "transitions_per_instance": raw["transitions"] / n,
         "lambda_gb_s_per_1k": gb_s * per_1k,
+        "lambda_cpu_gb_s_per_1k": lambda_cpu_gb_s(raw.get("lambda_cpu_s", {}),
+                                                  raw["memory_mb"]) * per_1k,
         "lambda_invocations_per_1k": invocations * per_1k,
         "cost_usd_per_1k": sum(cost.values()) * per_1k,
         "cost_breakdown_per_1k": {k: v * per_1k for k, v in cost.items()},
@@ -176,7 +186,8 @@ def figures(raw: dict, prices: dict = PRICES) -> dict:
 
 
 COMPARED = ["overhead_pct", "control_calls_per_instance", "ddb_requests_per_instance",
-            "transitions_per_instance", "lambda_gb_s_per_1k", "cost_usd_per_1k"]
+            "transitions_per_instance", "lambda_gb_s_per_1k", "lambda_cpu_gb_s_per_1k",
+            "cost_usd_per_1k"]
 
 
 def agreement(a: dict, b: dict, keys: list[str] = COMPARED, tolerance: float = 0.10) -> dict:

@@ -87,7 +87,8 @@ RAW = {"instances": 1000, "locations": 4, "makespan_s": 10500.0, "bound_s": 1000
        "ddb_write_units": 4000.0, "transitions": 2000,
        "lambda": {"dispatch": {"invocations": 900, "ms": 90_000.0},
                   "plan": {"invocations": 1, "ms": 1000.0}},
-       "memory_mb": {"dispatch": 128, "plan": 256}}
+       "memory_mb": {"dispatch": 128, "plan": 256},
+       "lambda_cpu_s": {"dispatch": 8.0, "plan": 0.5}}
 
 
 def test_figures_are_per_instance_and_per_1k_and_cost_adds_each_service_at_its_price():
@@ -98,6 +99,8 @@ def test_figures_are_per_instance_and_per_1k_and_cost_adds_each_service_at_its_p
     assert f["transitions_per_instance"] == pytest.approx(2.0)
     # 90 s x 0.125 GB + 1 s x 0.25 GB = 11.5 GB-s for 1,000 instances
     assert f["lambda_gb_s_per_1k"] == pytest.approx(11.5)
+    # their own CPU: 8 s x 0.125 GB + 0.5 s x 0.25 GB
+    assert f["lambda_cpu_gb_s_per_1k"] == pytest.approx(1.125)
     expected = (11.5 * 0.0000133334 + 901 * 0.2e-6 + 2000 * 0.025e-3
                 + 4000 * 0.625e-6 + 1000 * 0.125e-6)
     assert f["cost_usd_per_1k"] == pytest.approx(expected)
@@ -125,6 +128,13 @@ def test_agreement_flags_a_figure_more_than_10_percent_apart():
     assert agree["control_calls_per_instance"]["ok"] is False  # 0.8 vs 0.9: 11%
     assert agree["overhead_pct"]["ok"] is True  # makespans 1% apart
     assert agree["transitions_per_instance"]["diff"] == 0
+
+
+def test_the_drivers_cpu_is_counted_at_the_largest_function_memory():
+    # GIVEN a direct run, whose handlers all ran in the driver's one process
+    f = sf.figures({**RAW, "lambda_cpu_s": {"all": 4.0}})
+    # THEN its CPU seconds are billed at the largest MemorySize (256 MB): 4 x 0.25 GB-s
+    assert f["lambda_cpu_gb_s_per_1k"] == pytest.approx(1.0)
 
 
 def test_function_memory_reads_the_templates_default():
