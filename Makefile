@@ -75,7 +75,10 @@ lint-deny:
 lint-infra:
 	bash infra/lint.sh $(VENV_INFRA)
 
-demo: venv build
+# The virtualenv (pip, from its cache) is made while cargo builds, not before it: a cold
+# `make demo` is one cold build plus the demo itself (README: Running the demo).
+demo:
+	$(MAKE) --no-print-directory -j2 venv build
 	$(PY) tests/demo/demo.py
 
 up: venv build

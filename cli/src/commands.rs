@@ -1,10 +1,11 @@
 //! One function per subcommand: read what it needs, ask the library, print. The exit code
 //! follows from what each returns ([`Outcome`], or the kind of [`CliError`]).
 
+use crate::approvals::answer;
 use crate::aws::{self, Aws};
 use crate::render::{self, LedgerRow, RunLine};
 use crate::watch;
-use crate::{html, Cli, CliError, Command, Format, Outcome, ReportArgs};
+use crate::{html, Cli, CliError, Command, Format, Include, Outcome, ReportArgs};
 use fleetpatch::clock::iso;
 use fleetpatch::input;
 use fleetpatch::model::{LocationRecord, RunStatus};
@@ -32,18 +33,40 @@ pub async fn run(cli: Cli) -> Result<Outcome, CliError> {
                 Ok(Outcome::Done)
             }
         }
+        Command::Resume {
+            run,
+            include,
+            name,
+            watch,
+        } => {
+            let aws = aws::connect(&cli.aws).await?;
+            let new_id = name.unwrap_or_else(new_run_id);
+            let delivery = include.contains(&Include::DeliveryTimeouts);
+            let doc = crate::resume::input_of(&aws, &run, &new_id, delivery).await?;
+            let run_id = start(&aws, &doc, Some(new_id)).await?;
+            if watch {
+                watch_run(&aws, &run_id, Duration::from_secs(2)).await
+            } else {
+                Ok(Outcome::Done)
+            }
+        }
         Command::Watch { run, interval } => {
             let aws = aws::connect(&cli.aws).await?;
             watch_run(&aws, &run, Duration::from_secs(interval.max(1))).await
         }
-        Command::Stop { run } => {
+        Command::Stop {
+            run,
+            cancel_commands,
+        } => {
             let aws = aws::connect(&cli.aws).await?;
-            stop(&aws, &run).await
+            stop(&aws, &run, cancel_commands).await?;
+            if cancel_commands {
+                cancel_commands_of(&aws, &run).await?;
+            }
+            Ok(Outcome::Done)
         }
-        Command::Report(args) => {
-            let aws = aws::connect(&cli.aws).await?;
-            report(&aws, &args).await
-        }
+        c @ (Command::Approve { .. } | Command::Reject { .. }) => answer(&cli.aws, c).await,
+        Command::Report(args) => report(&aws::connect(&cli.aws).await?, &args).await,
         Command::List { last, format } => {
             let aws = aws::connect(&cli.aws).await?;
             list(&aws, last, format).await
@@ -143,7 +166,7 @@ async fn watch_run(aws: &Aws, run_id: &str, interval: Duration) -> Result<Outcom
 
 /// Moves the run to Cancelling, from whichever status that may happen from
 /// ([`run::CANCELLABLE`]); each write is conditional on the status it leaves.
-async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
+async fn stop(aws: &Aws, run_id: &str, cancel: bool) -> Result<(), CliError> {
     let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot stop run {run_id}: {e}"));
     for from in run::CANCELLABLE {
         if aws
@@ -152,11 +175,13 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
             .await
             .map_err(failed)?
         {
-            println!(
-                "run {run_id}: {} -> Cancelling; nothing new starts, commands in flight run to their end",
-                from.as_str()
-            );
-            return Ok(Outcome::Done);
+            let flight = match cancel {
+                true => "commands in flight are cancelled",
+                false => "commands in flight run to their end",
+            };
+            let from = from.as_str();
+            println!("run {run_id}: {from} -> Cancelling; nothing new starts, {flight}");
+            return Ok(());
         }
     }
 
@@ -167,7 +192,7 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
     match status.status {
         RunStatus::Cancelling => {
             println!("run {run_id} is already Cancelling");
-            Ok(Outcome::Done)
+            Ok(())
         }
         s => Err(CliError::Usage(format!(
             "run {run_id} has already ended ({}); nothing to stop",
@@ -176,13 +201,30 @@ async fn stop(aws: &Aws, run_id: &str) -> Result<Outcome, CliError> {
     }
 }
 
+/// What a report shows: the run's summary, its locations' figures, the ledger when asked
+/// for, and the runs a resume links it to.
+struct Report {
+    summary: RunSummary,
+    figures: Vec<LocationFigures>,
+    ledger: Vec<LedgerRow>,
+    linked: Vec<crate::resume::Linked>,
+}
+
+/// Asks a cancelling run's locations to cancel their commands in flight.
+async fn cancel_commands_of(aws: &Aws, run_id: &str) -> Result<(), CliError> {
+    let asked = aws.store.request_command_cancel(run_id).await;
+    match asked.map_err(|e| CliError::Failed(format!("cannot stop run {run_id}: {e}")))? {
+        true => println!(
+            "run {run_id}: commands in flight are cancelled (CancelCommand) from each location's next round"
+        ),
+        false => println!("run {run_id} has ended meanwhile: no command left to cancel"),
+    }
+    Ok(())
+}
+
 /// The run's records: the run's summary, its locations' figures (sorted), and the ledger
 /// when asked for.
-async fn load_report(
-    aws: &Aws,
-    run_id: &str,
-    with_instances: bool,
-) -> Result<(RunSummary, Vec<LocationFigures>, Vec<LedgerRow>), CliError> {
+async fn load_report(aws: &Aws, run_id: &str, with_instances: bool) -> Result<Report, CliError> {
     let failed = |e: fleetpatch::Error| CliError::Failed(format!("cannot read run {run_id}: {e}"));
     let run = aws.store.get_run(run_id).await.map_err(|e| match e {
         fleetpatch::Error::Record(m) if m.contains("not found") => CliError::Usage(m),
@@ -191,7 +233,9 @@ async fn load_report(
     let mut locations: Vec<LocationRecord> =
         aws.store.list_locations(run_id).await.map_err(failed)?;
     locations.sort_by(|a, b| a.location.cmp(&b.location));
-    let summary = summarize(run_id, run.status, &run, &locations);
+    let mut summary = summarize(run_id, run.status, &run, &locations);
+    let waves = aws.store.list_waves(run_id).await.map_err(failed)?;
+    summary.waves = fleetpatch::report::wave_lines(&run, &waves);
 
     let mut ledger = Vec::new();
     if with_instances {
@@ -205,7 +249,13 @@ async fn load_report(
         }
     }
     let figures = locations.iter().map(location_figures).collect();
-    Ok((summary, figures, ledger))
+    let linked = crate::resume::linked(aws, run_id, run.input.resume_of.as_deref()).await?;
+    Ok(Report {
+        summary,
+        figures,
+        ledger,
+        linked,
+    })
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
@@ -216,12 +266,24 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
 
 async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
     let with_instances = args.instances || args.format == Format::Html;
-    let (summary, figures, ledger) = load_report(aws, &args.run, with_instances).await?;
+    let Report {
+        summary,
+        figures,
+        ledger,
+        linked,
+    } = load_report(aws, &args.run, with_instances).await?;
     let csv_failed = |e: String| CliError::Failed(format!("cannot write CSV: {e}"));
 
     let text = match (args.format, args.instances) {
-        (Format::Html, _) => html::report(&summary, &figures, &ledger),
-        (Format::Table, false) => render::report_table(&summary, &figures),
+        (Format::Html, _) => html::report(
+            &summary,
+            &figures,
+            &ledger,
+            &crate::resume::linked_text(&linked),
+        ),
+        (Format::Table, false) => {
+            render::report_table(&summary, &figures) + &crate::resume::linked_text(&linked)
+        }
         (Format::Table, true) => render::ledger_table(&ledger),
         (Format::Csv, false) => {
             render::csv_of(&figures, &render::LOCATION_CSV).map_err(csv_failed)?
@@ -230,6 +292,7 @@ async fn report(aws: &Aws, args: &ReportArgs) -> Result<Outcome, CliError> {
         (Format::Json, false) => json(&render::ReportDoc {
             summary: &summary,
             locations: &figures,
+            linked: &linked,
         })?,
         (Format::Json, true) => json(&ledger)?,
     };

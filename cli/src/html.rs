@@ -166,7 +166,13 @@ fn instances_table(out: &mut String, rows: &[LedgerRow]) {
 }
 
 /// The whole page.
-pub fn report(s: &RunSummary, locations: &[LocationFigures], instances: &[LedgerRow]) -> String {
+/// `linked`: the totals of the runs a resume links this one to, as text (empty for none).
+pub fn report(
+    s: &RunSummary,
+    locations: &[LocationFigures],
+    instances: &[LedgerRow],
+    linked: &str,
+) -> String {
     let mut out = String::from("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">");
     let _ = write!(
         out,
@@ -176,6 +182,9 @@ pub fn report(s: &RunSummary, locations: &[LocationFigures], instances: &[Ledger
     let _ = write!(out, "<h1>{}</h1>", escape(&render::title(s)));
     summary_cards(&mut out, s);
     let _ = write!(out, "<pre>{}</pre>", escape(&render::totals(s)));
+    if !linked.is_empty() {
+        let _ = write!(out, "<pre>{}</pre>", escape(linked.trim_start()));
+    }
     locations_table(&mut out, locations);
     instances_table(&mut out, instances);
     out.push_str("</body></html>\n");
@@ -192,7 +201,7 @@ mod tests {
         // GIVEN a finished run with a failed location and a failed instance
         let (summary, figures, ledger) = finished_run();
         // WHEN its HTML report is rendered
-        let page = report(&summary, &figures, &ledger);
+        let page = report(&summary, &figures, &ledger, "");
         // THEN it names the run, its status, each location and the failed instance with its
         // reason, escaped, and refers to nothing outside itself
         assert!(page.contains("<title>fleetpatch run run-1</title>"));

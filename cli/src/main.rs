@@ -10,11 +10,13 @@
 //! Exit codes, the same for every subcommand: 0 done, or the run succeeded; 1 the run ended
 //! with problems (or AWS could not be reached or refused a call); 2 bad usage or bad input.
 
+mod approvals;
 mod aws;
 mod commands;
 mod html;
 mod preview;
 mod render;
+mod resume;
 mod watch;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -82,12 +84,59 @@ pub enum Command {
     /// Stop a run cleanly: Cancelling, then Cancelled.
     ///
     /// Every location starts nothing new from its next round (pending instances end
-    /// NotStarted, "run cancelled"), commands in flight run to their end, then the run
-    /// settles as Cancelled with its completion event.
+    /// NotStarted, "run cancelled"), commands in flight run to their end (or, with
+    /// --cancel-commands, are cancelled and end Cancelled), then the run settles as
+    /// Cancelled with its completion event.
     #[command(after_help = EXIT_CODES)]
     Stop {
         /// The run ID (the execution's name).
         run: String,
+        /// Cancel the commands in flight (SSM CancelCommand, from each location's next
+        /// dispatch round) instead of letting them run to their end.
+        #[arg(long)]
+        cancel_commands: bool,
+    },
+    /// Start a run over what did not succeed in an ended run, linked both ways.
+    ///
+    /// Failed, execution-timed-out, cancelled and never-started instances, and every
+    /// instance of a location that was skipped or never expanded (AccessDenied,
+    /// GroupNotFound, an error), with the same input and snapshot. Nothing is sent to an
+    /// instance that succeeded. A run is resumed once (resume the resume to go on).
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The run ID of the ended run.
+        run: String,
+        /// Also send again what was never delivered: delivery-timeouts (DeliveryTimedOut,
+        /// Undeliverable).
+        #[arg(long, value_enum)]
+        include: Vec<Include>,
+        /// The new run's ID (the execution's name); generated when absent.
+        #[arg(long)]
+        name: Option<String>,
+        /// Follow the new run until it ends (as `watch`).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Approve a wave that waits for its approval (`approval: true`): it starts.
+    #[command(after_help = EXIT_CODES)]
+    Approve {
+        /// The run ID (the execution's name).
+        run: String,
+        /// The wave's name.
+        #[arg(long)]
+        wave: String,
+    },
+    /// Reject a wave that waits for its approval: it and every later wave are skipped.
+    #[command(after_help = EXIT_CODES)]
+    Reject {
+        /// The run ID (the execution's name).
+        run: String,
+        /// The wave's name.
+        #[arg(long)]
+        wave: String,
+        /// Why, recorded on the wave.
+        #[arg(long)]
+        reason: Option<String>,
     },
     /// The report of a run.
     #[command(after_help = EXIT_CODES)]
@@ -116,6 +165,13 @@ pub struct ReportArgs {
     /// Write the report to this file instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+/// What `resume --include` adds to the failed and never-started instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Include {
+    /// Commands never delivered: DeliveryTimedOut and Undeliverable instances.
+    DeliveryTimeouts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

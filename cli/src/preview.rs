@@ -166,7 +166,7 @@ pub async fn preview(sdk: &SdkConfig, input: RunInput) -> Result<Preview, CliErr
         .await
         .map_err(|e| CliError::Failed(format!("cannot resolve the accounts: {e}")))?
         .map_err(|errors| CliError::Usage(fleetpatch::input::describe(&errors)))?;
-    let planned = plan::decide("preview", input, resolved, "preview".into(), 0)
+    let planned = plan::decide("preview", input, resolved, "preview".into(), 0, None)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let run = planned.record;
 

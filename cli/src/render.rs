@@ -57,6 +57,9 @@ impl LedgerRow {
 pub struct ReportDoc<'a> {
     pub summary: &'a RunSummary,
     pub locations: &'a [LocationFigures],
+    /// The runs a resume links this one to (`resumeOf`, `resumedBy`), with their totals.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub linked: &'a [crate::resume::Linked],
 }
 
 /// One run of `list`.
@@ -203,6 +206,9 @@ pub fn totals(s: &RunSummary) -> String {
             "Accounts not targeted: {}{more}\n",
             listed.join(", ")
         ));
+    }
+    for w in &s.waves {
+        out.push_str(&format!("Wave {}\n", fleetpatch::report::wave_text(w)));
     }
     out
 }

@@ -52,15 +52,17 @@ enum Function {
     Expand,
     Dispatch,
     Settle,
+    Gate,
     Aggregate,
 }
 
 impl Function {
-    const ALL: [Function; 5] = [
+    const ALL: [Function; 6] = [
         Function::Plan,
         Function::Expand,
         Function::Dispatch,
         Function::Settle,
+        Function::Gate,
         Function::Aggregate,
     ];
 
@@ -70,6 +72,7 @@ impl Function {
             Function::Expand => "expand",
             Function::Dispatch => "dispatch",
             Function::Settle => "settle",
+            Function::Gate => "gate",
             Function::Aggregate => "aggregate",
         }
     }
@@ -245,10 +248,11 @@ fn enter_task(
 }
 
 /// The parent execution's states around the Map, in order: before it, and after it on
-/// success. Aggregate's Catch leads to AggregateFromRecords.
-const PARENT_BEFORE_MAP: [&str; 1] = ["Plan"];
+/// success, for a run of one wave (the driver runs no `waves`: its wave loop goes round
+/// once). Aggregate's Catch leads to AggregateFromRecords.
+const PARENT_BEFORE_MAP: [&str; 4] = ["Plan", "FirstWave", "WaveStart", "WaveReady"];
 const PARENT_MAP: &str = "Locations";
-const PARENT_AFTER_MAP: [&str; 2] = ["LocationsDone", "Aggregate"];
+const PARENT_AFTER_MAP: [&str; 4] = ["WaveEnd", "WaveGate", "LocationsDone", "Aggregate"];
 const PARENT_AGGREGATE_CAUGHT: &str = "AggregateFromRecords";
 
 // ---------------------------------------------------------------------------------------
@@ -333,6 +337,7 @@ struct Handlers {
     expander: fleetpatch::expand::Expander<fleetpatch::clients::AssumeRoleFactory>,
     dispatcher: fleetpatch::dispatch::Dispatcher<fleetpatch::clients::AssumeRoleFactory>,
     settler: fleetpatch::settle::Settler,
+    gate: fleetpatch::gate::Gate,
     aggregator: fleetpatch::aggregate::Aggregator<fleetpatch::clients::AssumeRoleFactory>,
 }
 
@@ -350,6 +355,7 @@ impl Handlers {
             expander: built(wiring::expander).await?,
             dispatcher: built(wiring::dispatcher).await?,
             settler: built(wiring::settler).await?,
+            gate: built(wiring::gate).await?,
             aggregator: built(wiring::aggregator).await?,
         })
     }
@@ -360,6 +366,7 @@ impl Handlers {
             Function::Expand => invoke_one(&self.expander, payload).await,
             Function::Dispatch => invoke_one(&self.dispatcher, payload).await,
             Function::Settle => invoke_one(&self.settler, payload).await,
+            Function::Gate => invoke_one(&self.gate, payload).await,
             Function::Aggregate => invoke_one(&self.aggregator, payload).await,
         }
     }
@@ -883,8 +890,13 @@ async fn run(
         }
     };
     let run_id = plan["runId"].as_str().ok_or("plan: no runId")?.to_string();
-    let concurrency = plan["locationConcurrency"].as_u64().unwrap_or(0) as usize;
-    let locations: Vec<String> = serde_json::from_value(plan["locations"].clone())?;
+    let wave = |action: &str| json!({"runId": run_id, "wave": 0, "action": action});
+    let start = driver
+        .task("WaveStart", Function::Gate, wave("start"))
+        .await
+        .map_err(|e| format!("WaveStart failed: {}", e.cause))?;
+    let concurrency = start["locationConcurrency"].as_u64().unwrap_or(0) as usize;
+    let locations: Vec<String> = serde_json::from_value(start["locations"].clone())?;
     eprintln!(
         "scale_driver: run {run_id}: {} locations, {concurrency} at once",
         locations.len()
@@ -907,6 +919,10 @@ async fn run(
     for state in PARENT_AFTER_MAP {
         driver.enter(state);
     }
+    driver
+        .task("WaveEnd", Function::Gate, wave("end"))
+        .await
+        .map_err(|e| format!("WaveEnd failed: {}", e.cause))?;
     let (status, summary) = aggregate(driver, &run_id).await;
     Ok((run_id, status, summary))
 }
@@ -1252,7 +1268,16 @@ mod tests {
             if state["End"] == true {
                 break;
             }
-            name = state["Next"].as_str().unwrap().to_string();
+            // A Choice: before the Map the wave starts (Default); after it, the one wave
+            // was the last (the `done` choice).
+            let next = match state["Type"].as_str() {
+                Some("Choice") if path.iter().any(|s| s == PARENT_MAP) => {
+                    &state["Choices"][0]["Next"]
+                }
+                Some("Choice") => &state["Default"],
+                _ => &state["Next"],
+            };
+            name = next.as_str().unwrap().to_string();
         }
 
         // THEN the driver enters the same states, and Aggregate's Catch is its fallback

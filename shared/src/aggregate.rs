@@ -2,6 +2,14 @@
 //! outcome, record the last SSM status of anything a location left live, read post-run patch
 //! compliance (DescribeInstancePatchStates, 50 instances a call) for the instances that ran,
 //! then write the run's summary and final status and announce the end, each exactly once.
+//!
+//! An execution that ends before aggregate runs (stopped with the console's "Stop
+//! execution", or timed out) still leaves a record: an EventBridge rule on the state
+//! machine's ABORTED and TIMED_OUT executions invokes aggregate with `executionEnded`, and
+//! the run is finished from the table alone, as the fallback does: locations never settled
+//! end Error, pending instances NotStarted (the reason names the execution's end), the
+//! summary says what was not read, and the completion event is sent. A stopped execution
+//! is an operator's stop: the run ends Cancelled. A run already finished keeps its summary.
 
 use crate::clients::{AssumeError, ClientFactory};
 use crate::clock::now_epoch_ms;
@@ -14,7 +22,7 @@ use crate::model::{
     LocationOutcome, LocationRecord, Phase, RunRecord, RunStatus,
 };
 use crate::progress::{follow_commands, pending_ids, recover_claims, retire_pending, Release};
-use crate::report::{summarize, RunSummary};
+use crate::report::{summarize, wave_lines, RunSummary};
 use crate::run::{self, LOCATION_ENDED_EARLY, NEVER_FINISHED};
 use crate::store::Store;
 use crate::task::{AggregateRequest, CaughtError};
@@ -45,6 +53,30 @@ fn records_only_reason(error: Option<&CaughtError>) -> String {
     format!("finished from the table alone after aggregate failed ({why}): compliance and the last SSM status of instances left in flight were not read")
 }
 
+/// Why pending instances end NotStarted when the execution ended first (`status`: Step
+/// Functions' ABORTED, TIMED_OUT).
+fn execution_ended_reason(status: &str) -> String {
+    match status {
+        "ABORTED" => "execution stopped (Step Functions ABORTED)".into(),
+        s => format!("execution ended (Step Functions {s})"),
+    }
+}
+
+/// The summary's `notRead` of a run whose execution ended before aggregate ran.
+fn ended_not_read(status: &str) -> String {
+    format!("the execution ended {status} before aggregate ran: finished from the table alone; commands in flight were not followed to their end and compliance was not read")
+}
+
+/// The status the final one is decided from: an execution stopped in Step Functions
+/// (ABORTED) is an operator's stop, as `fleetpatch stop` (Cancelling, hence Cancelled);
+/// otherwise the run's own.
+fn settled_from(status: RunStatus, execution_ended: Option<&str>) -> RunStatus {
+    match execution_ended {
+        Some("ABORTED") => RunStatus::Cancelling,
+        _ => status,
+    }
+}
+
 /// What finishing a location learned: compliance, and the counts when the instance items
 /// say otherwise than the last dispatch round wrote.
 #[derive(Debug, Default)]
@@ -65,10 +97,12 @@ impl<F: ClientFactory> Aggregator<F> {
 
         // 2. Finish each location: last states, compliance; or, as the fallback after
         // aggregate failed for good, end what the table alone can end.
-        let not_read = if req.records_only {
-            self.retire_pending_everywhere(run_id, &mut locations)
+        let ended = req.execution_ended.as_deref();
+        let not_read = if req.records_only || ended.is_some() {
+            let why = ended.map_or(LOCATION_ENDED_EARLY.into(), execution_ended_reason);
+            self.retire_pending_everywhere(run_id, &mut locations, &why)
                 .await?;
-            Some(records_only_reason(req.error.as_ref()))
+            Some(ended.map_or_else(|| records_only_reason(req.error.as_ref()), ended_not_read))
         } else {
             self.finish_locations(run_id, &run, &mut locations).await;
             None
@@ -81,9 +115,13 @@ impl<F: ClientFactory> Aggregator<F> {
             .iter()
             .map(|l| l.outcome.unwrap_or(LocationOutcome::Error))
             .collect();
-        let status = run::run_final_status(run.status, run.halt.as_ref(), &outcomes);
+        let waves = self.store.list_waves(run_id).await?;
+        let from = settled_from(run.status, ended);
+        let status = run::run_final_status(from, run.halt.as_ref(), &outcomes);
+        let status = crate::waves::final_status(status, &waves);
         let mut summary = summarize(run_id, status, &run, &locations);
         summary.not_read = not_read;
+        summary.waves = wave_lines(&run, &waves);
 
         // 4. Record and announce, once.
         self.record_and_announce(run_id, status, summary).await
@@ -151,6 +189,7 @@ impl<F: ClientFactory> Aggregator<F> {
         &self,
         run_id: &str,
         locations: &mut [LocationRecord],
+        why: &str,
     ) -> Result<()> {
         for l in locations.iter_mut() {
             if count_where(&l.counts, |s| s == InstanceState::Pending) == 0 {
@@ -164,7 +203,7 @@ impl<F: ClientFactory> Aggregator<F> {
                 &l.location,
                 &mut instances,
                 &pending,
-                LOCATION_ENDED_EARLY,
+                why,
             )
             .await?;
             l.counts = count_states(instances.iter().map(|i| i.state));
@@ -332,5 +371,29 @@ impl<F: ClientFactory> Aggregator<F> {
         )
         .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_execution_settles_as_an_operators_stop_and_a_timed_out_one_as_it_stands() {
+        // GIVEN a running run whose execution ended before aggregate ran
+        let final_status = |ended| {
+            let from = settled_from(RunStatus::Running, ended);
+            run::run_final_status(from, None, &[LocationOutcome::Succeeded])
+        };
+        // THEN stopped in the console it ends Cancelled; timed out, as its locations say
+        assert_eq!(final_status(Some("ABORTED")), RunStatus::Cancelled);
+        assert_eq!(final_status(Some("TIMED_OUT")), RunStatus::Succeeded);
+        assert_eq!(final_status(None), RunStatus::Succeeded);
+        // AND the instances it never started say why
+        assert_eq!(
+            execution_ended_reason("ABORTED"),
+            "execution stopped (Step Functions ABORTED)"
+        );
+        assert!(ended_not_read("TIMED_OUT").contains("TIMED_OUT"));
     }
 }

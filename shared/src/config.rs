@@ -16,6 +16,11 @@ pub const ENV_POLL_SECONDS: &str = "FLEETPATCH_POLL_SECONDS";
 pub const ENV_RECORD_TTL_DAYS: &str = "FLEETPATCH_RECORD_TTL_DAYS";
 /// AWS partition of the target role ARNs (default `aws`).
 pub const ENV_PARTITION: &str = "FLEETPATCH_PARTITION";
+/// How many times faster than the wall clock the clock that a wave's minutes (its soak,
+/// its approval timeout) are measured on runs (default 1, 1 to 3600): only the local stack
+/// sets it, to its fleet simulator's speed, so that they last their minutes on the
+/// simulated clock.
+pub const ENV_CLOCK_SPEED: &str = "FLEETPATCH_CLOCK_SPEED";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -29,6 +34,8 @@ pub struct Config {
     pub record_ttl_days: u64,
     /// Partition for ARNs (`aws`, `aws-us-gov`, `aws-cn`).
     pub partition: String,
+    /// Soak and approval waits are divided by this (see [`ENV_CLOCK_SPEED`]).
+    pub clock_speed: u64,
 }
 
 impl Config {
@@ -64,6 +71,7 @@ impl Config {
             poll_seconds: number(ENV_POLL_SECONDS, 30, 1, 3600)?,
             record_ttl_days: number(ENV_RECORD_TTL_DAYS, 90, 1, 3650)?,
             partition: get(ENV_PARTITION).unwrap_or_else(|| "aws".to_string()),
+            clock_speed: number(ENV_CLOCK_SPEED, 1, 1, 3600)?,
         })
     }
 
@@ -75,6 +83,7 @@ impl Config {
             poll_seconds: 5,
             record_ttl_days: 90,
             partition: "aws".into(),
+            clock_speed: 1,
         }
     }
 }

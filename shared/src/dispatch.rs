@@ -12,7 +12,8 @@
 //!    window closed, or an alarm is in ALARM), nor this round while the alarms cannot be read;
 //! 4. applies it: retires what will never start, then claims each new batch of at most 50
 //!    instances with a conditional transaction *before* SendCommand, so that no retry or
-//!    repeat ever sends an instance a second command;
+//!    repeat ever sends an instance a second command; in a cancelling run whose operator
+//!    asked for it (`stop --cancel-commands`), cancels the commands in flight ([`crate::cancel`]);
 //! 5. records the location's progress and answers: finished with an outcome
 //!    ([`crate::run::location_finished`]), or again after the wait [`crate::poll`] decides
 //!    from the runs observed (carried in the task, and the shortest on the location).
@@ -118,13 +119,13 @@ impl<F: ClientFactory> Dispatcher<F> {
 
         // 3. Decide.
         let check = halt::check(&self.store, &self.alarms, &state.run, now_epoch_ms()).await?;
-        let (mut round, mut retire_reason) = decide(&state, &check);
+        let (mut round, mut why) = decide(&state, &check);
         if !round.not_started.is_empty() && state.unread > 0 {
             self.store
                 .extend_to_end(run_id, &loc, &state.prefix, &mut state.instances)
                 .await?;
             state.unread = 0;
-            (round, retire_reason) = decide(&state, &check);
+            (round, why) = decide(&state, &check);
         }
 
         // 4. Apply.
@@ -133,18 +134,11 @@ impl<F: ClientFactory> Dispatcher<F> {
             state.run.halt = Some(h.clone());
         }
         let (store, instances) = (&self.store, &mut state.instances);
-        retire_pending(
-            store,
-            run_id,
-            &loc,
-            instances,
-            &round.not_started,
-            &retire_reason,
-        )
-        .await?;
+        retire_pending(store, run_id, &loc, instances, &round.not_started, &why).await?;
         let started = self
             .start_batches(&state.run, &loc, &ssm, instances, &round.start)
             .await?;
+        crate::cancel::if_asked(store, &state.run, &ssm, instances).await?;
         state.batches.extend(started);
 
         // 5. Record progress and answer.

@@ -190,8 +190,8 @@ mod tests {
         tasks(&asl["States"], &mut found);
         assert_eq!(
             found.len(),
-            6,
-            "plan, expand, dispatch, settle, aggregate, aggregate from records"
+            11,
+            "plan, wave start, await approval, wave approved, wave rejected, expand, dispatch, settle, wave end, aggregate, aggregate from records"
         );
         for (name, st) in found {
             let retried: Vec<&str> = st["Retry"]

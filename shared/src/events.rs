@@ -15,6 +15,8 @@ pub const SOURCE: &str = "fleetpatch";
 pub const RUN_STARTED: &str = "Patch Run Started";
 /// Detail type of the event sent when a run ends (rejected runs included).
 pub const RUN_COMPLETED: &str = "Patch Run Completed";
+/// A wave waits for its approval (its task token is on the wave item, never in the event).
+pub const WAVE_AWAITING_APPROVAL: &str = "Patch Wave Awaiting Approval";
 /// EventBridge refuses entries larger than 256 KiB; fleetpatch keeps details well under.
 pub const MAX_DETAIL_BYTES: usize = 200 * 1024;
 

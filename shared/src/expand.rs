@@ -24,6 +24,7 @@ use crate::model::{
     count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
     LocationOutcome, Phase, RunRecord,
 };
+use crate::resume::{self, OriginalLocation};
 use crate::run::{self, Entry};
 use crate::store::Store;
 use crate::task::LocationTask;
@@ -59,8 +60,25 @@ pub fn classify(ids: &[String], managed: &HashMap<String, ManagedInfo>) -> Vec<I
 }
 
 /// What expansion found, with the location's window and tolerated errors as numbers
-/// (pure: SSM's rate-control meaning, applied to the instances online and managed).
+/// (pure: SSM's rate-control meaning, applied to the instances online and managed), with
+/// the run's target rates.
 pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
+    let rates = (
+        run.input.target_concurrency,
+        run.input.target_error_threshold,
+    );
+    expansion_with(rates, instances)
+}
+
+/// The same, with the target rates of the location's wave (the run's, without waves).
+pub fn expansion_in_wave(run: &RunRecord, wave: u32, instances: &[InstanceRecord]) -> Expansion {
+    expansion_with(run.input.target_rates(wave), instances)
+}
+
+fn expansion_with(
+    (concurrency, errors): (crate::ratecontrol::Rate, crate::ratecontrol::Rate),
+    instances: &[InstanceRecord],
+) -> Expansion {
     let dispatchable = instances
         .iter()
         .filter(|i| i.state == InstanceState::Pending)
@@ -68,8 +86,8 @@ pub fn expansion(run: &RunRecord, instances: &[InstanceRecord]) -> Expansion {
     Expansion {
         targeted: instances.len() as u64,
         dispatchable,
-        window: run.input.target_concurrency_rate().window(dispatchable),
-        tolerated: run.input.target_error_rate().tolerated_errors(dispatchable),
+        window: concurrency.window(dispatchable),
+        tolerated: errors.tolerated_errors(dispatchable),
         counts: count_states(instances.iter().map(|i| i.state)),
     }
 }
@@ -100,13 +118,14 @@ impl<F: ClientFactory> Expander<F> {
         }
 
         let cursor = record.expand_cursor;
-        if let Recorded::Ended(outcome, why) = self.record_group(run_id, &run, &loc, cursor).await?
-        {
+        let original = self.store.original_location(&run, &loc).await?;
+        let recorded = self.record_group(run_id, &run, &loc, cursor, original.as_ref());
+        if let Recorded::Ended(outcome, why) = recorded.await? {
             return Ok(task.finished(outcome, Some(why)));
         }
 
         let (instances, _) = self.store.list_location_items(run_id, &loc).await?;
-        let found = expansion(&run, &instances);
+        let found = expansion_in_wave(&run, record.wave, &instances);
         self.store.set_expanded(run_id, &loc, &found).await?;
         info!(
             run_id,
@@ -142,13 +161,14 @@ impl<F: ClientFactory> Expander<F> {
     /// `cursor`: each page of at most 50 IDs is described by SSM, its instances written
     /// (only those not recorded yet), then the cursor moved past it. A retry resumes at the
     /// first page not recorded; a refused page token starts the listing over (what is
-    /// recorded stays as it is).
+    /// recorded stays as it is). A resumed run records only what `original` left to do.
     async fn record_group(
         &self,
         run_id: &str,
         run: &RunRecord,
         loc: &Location,
         cursor: Option<ExpandCursor>,
+        original: Option<&OriginalLocation>,
     ) -> Result<Recorded> {
         let (mut pages, mut token) = match cursor {
             Some(ExpandCursor {
@@ -182,9 +202,11 @@ impl<F: ClientFactory> Expander<F> {
                 Err(GroupError::Other(e)) => return Err(e),
             };
             let managed = fleet::describe_managed(&clients.ssm, &ids).await?;
-            self.store
-                .put_instances(run_id, loc, &classify(&ids, &managed))
-                .await?;
+            let mut found = classify(&ids, &managed);
+            if let Some(o) = original {
+                found = resume::narrow(found, o, run.input.resume_delivery_timeouts);
+            }
+            self.store.put_instances(run_id, loc, &found).await?;
             pages += 1;
             let cursor = ExpandCursor {
                 pages,

@@ -177,9 +177,9 @@ mod tests {
     }
 
     #[test]
-    fn what_follows_the_map_carries_the_run_id_alone() {
-        // GIVEN the states the Map leads to, done or caught: the Map's output is plan's
-        // answer (up to the budget), and Aggregate's Catch adds an error to its input
+    fn what_follows_the_map_carries_the_run_id_and_wave_alone() {
+        // GIVEN the states the Map leads to, done or caught: the Map's output is the wave's
+        // start answer (up to the budget)
         let asl = asl();
         let map = &asl["States"]["Locations"];
         let mut next: Vec<&str> = vec![map["Next"].as_str().unwrap()];
@@ -190,12 +190,31 @@ mod tests {
                 .iter()
                 .map(|c| c["Next"].as_str().unwrap()),
         );
-        // THEN each keeps only the run ID, so nothing after the Map nears the limit
+        // THEN each hands on only the run ID and the wave, so nothing after the Map nears
+        // the limit, and the gate's Catch leads to a Pass that keeps the run ID alone
         for n in next {
             let st = &asl["States"][n];
-            assert_eq!(st["Type"], "Pass", "{n}");
-            assert_eq!(st["Parameters"], json!({"runId.$": "$.runId"}), "{n}");
+            assert_eq!(st["Type"], "Task", "{n}");
+            assert_eq!(
+                st["Parameters"]["Payload"],
+                json!({"runId.$": "$.runId", "wave.$": "$.wave", "action": "end"}),
+                "{n}"
+            );
+            for c in st["Catch"].as_array().unwrap() {
+                let caught = &asl["States"][c["Next"].as_str().unwrap()];
+                assert_eq!(caught["Parameters"], json!({"runId.$": "$.runId"}), "{n}");
+            }
         }
+    }
+
+    #[test]
+    fn a_run_of_the_most_waves_stays_under_the_history_limit() {
+        // GIVEN the run's own execution, looping over crate::waves::MAX_WAVES waves
+        let asl = asl();
+        // WHEN its events are counted from the state machine, every retry taken
+        let events = worst_case_events(&asl["States"], crate::waves::MAX_WAVES);
+        // THEN it stays within 90% of the limit
+        assert!(events <= HISTORY_EVENTS_BUDGET, "{events} events");
     }
 
     // -- history: events per state, as aws-facts lists them ------------------------------

@@ -8,11 +8,15 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::input::{self, FieldError, RunInput};
 use crate::limits;
-use crate::model::{cut_text, first, Location, RunRecord, RunStatus, MAX_LISTED_SKIPPED_ACCOUNTS};
+use crate::model::{
+    cut_text, first, Location, RunRecord, RunStatus, WaveRecord, MAX_LISTED_SKIPPED_ACCOUNTS,
+};
 use crate::orgs;
 use crate::regions;
+use crate::resume::{self, Original};
 use crate::store::{Store, MAX_LISTED_REASONS};
 use crate::task::{PlanRequest, PlanResponse};
+use crate::waves::{self, WaveTargets};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -59,36 +63,90 @@ pub fn response(run_id: &str, input: &RunInput, locations: &[Location]) -> PlanR
     }
 }
 
-/// A run as plan decided it: its record, its locations, and the answer to the state
-/// machine.
+/// A run as plan decided it: its record, its waves, its locations (in wave order, with
+/// each one's wave index beside it), and the answer to the state machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Planned {
     pub record: RunRecord,
+    pub waves: Vec<WaveRecord>,
     pub locations: Vec<Location>,
+    pub location_waves: Vec<u32>,
     pub response: PlanResponse,
 }
 
-/// Decides the run from its validated input and its resolved targets (pure). Refused when
-/// the accounts and Regions make more than [`MAX_LOCATIONS`] locations, or an answer larger
-/// than the state payload carries.
+/// Decides the run from its validated input and its resolved targets (pure), each wave
+/// as [`waves::targets_from`] finds it.
 pub fn decide(
     run_id: &str,
-    mut run_input: RunInput,
+    run_input: RunInput,
     resolved: orgs::Resolved,
     snapshot_id: String,
     now: i64,
+    resumed: Option<&Original>,
 ) -> std::result::Result<Planned, FieldError> {
-    let locs = locations(&resolved.accounts, &run_input.regions);
+    let targets = waves::targets_from(&run_input, &resolved.accounts);
+    decide_waves(
+        run_id,
+        run_input,
+        resolved,
+        &targets,
+        (snapshot_id, now),
+        resumed,
+    )
+}
+
+/// The error for a run over [`MAX_LOCATIONS`].
+fn too_many(input: &RunInput, accounts: usize, locations: usize) -> FieldError {
+    let field = if input.waves.is_empty() {
+        "accounts"
+    } else {
+        "waves"
+    };
+    FieldError {
+        field: field.into(),
+        rule: format!(
+            "{accounts} accounts x {} Regions = {locations} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
+            input.regions.len(),
+        ),
+    }
+}
+
+/// The planned waves' locations that a resumed run keeps of its original (all of them for a
+/// new run), with their waves' location counts to match.
+fn resumed_only(
+    (mut waves, locs, indices): (Vec<WaveRecord>, Vec<Location>, Vec<u32>),
+    resumed: Option<&Original>,
+) -> (Vec<WaveRecord>, Vec<Location>, Vec<u32>) {
+    if resumed.is_none() {
+        return (waves, locs, indices);
+    }
+    let kept = resume::locations(locs.clone(), resumed);
+    let (locs, indices): (Vec<Location>, Vec<u32>) = locs
+        .into_iter()
+        .zip(indices)
+        .filter(|(l, _)| kept.contains(l))
+        .unzip();
+    for w in &mut waves {
+        w.location_count = indices.iter().filter(|i| **i == w.index).count() as u64;
+    }
+    (waves, locs, indices)
+}
+
+/// Decides the run from its validated input, its resolved targets and each wave's (pure).
+/// Refused when the waves make more than [`MAX_LOCATIONS`] locations, or an answer larger
+/// than the state payload carries.
+pub fn decide_waves(
+    run_id: &str,
+    mut run_input: RunInput,
+    resolved: orgs::Resolved,
+    targets: &[WaveTargets],
+    (snapshot_id, now): (String, i64),
+    resumed: Option<&Original>,
+) -> std::result::Result<Planned, FieldError> {
+    let flat = waves::flatten(waves::plan(&run_input, targets));
+    let (wave_records, locs, location_waves) = resumed_only(flat, resumed);
     if locs.len() > MAX_LOCATIONS {
-        return Err(FieldError {
-            field: "accounts".into(),
-            rule: format!(
-                "{} accounts x {} Regions = {} locations; a run may have at most {MAX_LOCATIONS} (split it into several runs)",
-                resolved.accounts.len(),
-                run_input.regions.len(),
-                locs.len()
-            ),
-        });
+        return Err(too_many(&run_input, resolved.accounts.len(), locs.len()));
     }
 
     // One snapshot per run: every instance patches against the same baseline.
@@ -118,7 +176,9 @@ pub fn decide(
     };
     Ok(Planned {
         record,
+        waves: wave_records,
         locations: locs,
+        location_waves,
         response,
     })
 }
@@ -146,33 +206,50 @@ impl Planner {
             return self.answer_from(&existing).await;
         }
 
-        let resolved = match self.resolve_targets(&req.input, &run_input).await? {
+        let (resolved, targets) = match self.resolve_targets(&req.input, &run_input).await? {
             Ok(r) => r,
             Err(errs) => return self.reject(&run_id, &req.input, &errs).await,
         };
-        let snapshot = uuid::Uuid::new_v4().to_string();
-        match decide(&run_id, run_input, resolved, snapshot, now_epoch()) {
+        let planned: Vec<Location> = waves::assign(&targets)
+            .into_iter()
+            .flat_map(|(l, _)| l)
+            .collect();
+        let source = self.store.resume_source(&run_id, &run_input, &planned);
+        let resumed = match source.await? {
+            Ok(r) => r,
+            Err(e) => return self.reject(&run_id, &req.input, &[e]).await,
+        };
+        let (r, new) = (resumed.as_ref(), || uuid::Uuid::new_v4().to_string());
+        let snapshot = r.and_then(|o| o.snapshot_id.clone()).unwrap_or_else(new);
+        let decided = (snapshot, now_epoch());
+        match decide_waves(&run_id, run_input, resolved, &targets, decided, r) {
             Ok(planned) => self.apply(planned).await,
             Err(e) => self.reject(&run_id, &req.input, &[e]).await,
         }
     }
 
-    /// What the organization and SSM know of the targets: well-formed Region codes that name
-    /// no Region, and accounts and OUs the organization does not know, are bad input too,
-    /// all reported together.
+    /// What the organization and SSM know of the targets, the run's and each wave's:
+    /// well-formed Region codes that name no Region, and accounts and OUs the organization
+    /// does not know, are bad input too, all reported together.
     async fn resolve_targets(
         &self,
         raw: &serde_json::Value,
         run_input: &RunInput,
-    ) -> Result<std::result::Result<orgs::Resolved, Vec<FieldError>>> {
+    ) -> Result<std::result::Result<(orgs::Resolved, Vec<WaveTargets>), Vec<FieldError>>> {
         let known = regions::aws_regions(&self.ssm).await?;
         let mut errs = input::unknown_regions(raw, &known);
+        let (targets, wave_errs) = self.resolve_waves(raw, run_input, &known).await?;
+        errs.extend(wave_errs);
         errs.extend(input::timing_violations(run_input, now_epoch_ms()));
         errs.extend(self.alarms.missing(&run_input.stop_on_alarms).await?);
         let resolved =
             orgs::resolve(&self.orgs, &run_input.accounts, &run_input.exclude_accounts).await?;
         Ok(match resolved {
-            Ok(r) if errs.is_empty() => Ok(r),
+            Ok(r) if errs.is_empty() => {
+                let targets =
+                    targets.unwrap_or_else(|| waves::targets_from(run_input, &r.accounts));
+                Ok((r, targets))
+            }
             Ok(_) => Err(errs),
             Err(more) => {
                 errs.extend(more);
@@ -181,12 +258,48 @@ impl Planner {
         })
     }
 
+    /// Each wave's targets, resolved wave by wave (None for a run without waves), and the
+    /// waves' own errors, each named by its place (`waves[1].accounts[0]`).
+    async fn resolve_waves(
+        &self,
+        raw: &serde_json::Value,
+        run_input: &RunInput,
+        known: &std::collections::BTreeSet<String>,
+    ) -> Result<(Option<Vec<WaveTargets>>, Vec<FieldError>)> {
+        if run_input.waves.is_empty() {
+            return Ok((None, Vec::new()));
+        }
+        let mut targets = Vec::new();
+        let mut errs = Vec::new();
+        for (i, wave) in run_input.waves.iter().enumerate() {
+            let at = |e: FieldError| FieldError {
+                field: format!("waves[{i}].{}", e.field),
+                rule: e.rule,
+            };
+            errs.extend(
+                input::unknown_regions(&raw["waves"][i], known)
+                    .into_iter()
+                    .map(at),
+            );
+            match orgs::resolve(&self.orgs, &wave.accounts, &run_input.exclude_accounts).await? {
+                Ok(r) => targets.push(WaveTargets {
+                    accounts: r.accounts,
+                    regions: wave.regions.clone(),
+                }),
+                Err(more) => errs.extend(more.into_iter().map(at)),
+            }
+        }
+        Ok((Some(targets), errs))
+    }
+
     /// Records the run, writes its locations and announces it. When another attempt of this
     /// plan (a retry that overlapped this one, which timed out) recorded the run first, its
     /// record, locations and event stand.
     async fn apply(&self, planned: Planned) -> Result<PlanResponse> {
         let run = &planned.record;
         let run_id = run.run_id.as_str();
+        // The waves first: a retry that finds the run finds its waves too.
+        self.store.put_waves(run_id, &planned.waves).await?;
         if !self.store.create_run(run).await? {
             let existing = self.store.get_run(run_id).await?;
             info!(
@@ -196,7 +309,13 @@ impl Planner {
             return self.answer_from(&existing).await;
         }
 
-        self.store.put_locations(run_id, &planned.locations).await?;
+        let with_waves: Vec<(Location, u32)> = planned
+            .locations
+            .iter()
+            .cloned()
+            .zip(planned.location_waves.iter().copied())
+            .collect();
+        self.store.put_locations(run_id, &with_waves).await?;
         info!(
             run_id,
             locations = run.location_count,
@@ -215,6 +334,7 @@ impl Planner {
             "regions": input.regions,
             "locations": run.location_count,
             "locationConcurrency": run.location_window,
+            "waves": planned.waves.iter().map(|w| json!({"name": w.name, "locations": w.location_count})).collect::<Vec<_>>(),
             "snapshotId": input.snapshot_id,
             "skippedAccounts": run.skipped_accounts,
             "skippedAccountsOmitted": run.skipped_accounts_omitted,
@@ -229,8 +349,24 @@ impl Planner {
     /// reset, even if the Map has started).
     async fn answer_from(&self, existing: &RunRecord) -> Result<PlanResponse> {
         let run_id = existing.run_id.as_str();
-        let locs = locations(&existing.accounts, &existing.input.regions);
-        self.store.put_locations(run_id, &locs).await?;
+        let recorded = self.store.list_waves(run_id).await?;
+        let with_waves: Vec<(Location, u32)> = match recorded.is_empty() {
+            true => locations(&existing.accounts, &existing.input.regions)
+                .into_iter()
+                .map(|l| (l, 0))
+                .collect(),
+            false => waves::locations_of(&recorded),
+        };
+        let planned: Vec<Location> = with_waves.iter().map(|(l, _)| l.clone()).collect();
+        let source = self.store.resume_source(run_id, &existing.input, &planned);
+        let resumed = source.await?.map_err(|e| Error::Record(e.to_string()))?;
+        let kept = resume::locations(planned, resumed.as_ref());
+        let with_waves: Vec<(Location, u32)> = with_waves
+            .into_iter()
+            .filter(|(l, _)| kept.contains(l))
+            .collect();
+        self.store.put_locations(run_id, &with_waves).await?;
+        let locs: Vec<Location> = with_waves.into_iter().map(|(l, _)| l).collect();
         Ok(response(run_id, &existing.input, &locs))
     }
 
@@ -273,199 +409,4 @@ impl Planner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limits;
-    use serde_json::json;
-
-    fn run_input(accounts: usize, regions: usize) -> (RunInput, Vec<String>, Vec<String>) {
-        let accts: Vec<String> = (0..accounts)
-            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
-            .collect();
-        let all_regions = [
-            "us-east-1",
-            "us-east-2",
-            "us-west-1",
-            "us-west-2",
-            "eu-west-1",
-            "eu-west-2",
-            "eu-central-1",
-            "ap-southeast-1",
-            "ap-southeast-2",
-            "ap-northeast-1",
-        ];
-        let regs: Vec<String> = all_regions
-            .iter()
-            .take(regions)
-            .map(|s| s.to_string())
-            .collect();
-        let input = input::validate(&json!({
-            "operation": "Install",
-            "resourceGroup": "patch-group-a",
-            "accounts": accts,
-            "regions": regs,
-            "locationConcurrency": "5%",
-        }))
-        .unwrap();
-        (input, accts, regs)
-    }
-
-    #[test]
-    fn the_map_tolerates_a_failed_child_at_any_allowed_size() {
-        let asl: serde_json::Value =
-            serde_json::from_str(include_str!("../../statemachine/patching.asl.json")).unwrap();
-        let tolerated = asl["States"]["Locations"]["ToleratedFailureCount"]
-            .as_u64()
-            .unwrap();
-        assert!(tolerated >= MAX_LOCATIONS as u64);
-    }
-
-    /// The largest plan answer: `n` locations of 12-digit accounts and Region codes of
-    /// the longest length the cap is derived for, the longest run ID, every location at once.
-    fn worst_case_response(n: usize) -> PlanResponse {
-        let regs: Vec<String> = (0..10).map(|i| format!("us-isof-south-{i}")).collect();
-        assert!(regs
-            .iter()
-            .all(|r| r.len() == limits::MAX_REGION_CODE_BYTES));
-        let accts: Vec<String> = (0..n.div_ceil(regs.len()))
-            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
-            .collect();
-        let mut locs = locations(&accts, &regs);
-        locs.truncate(n);
-        let input = input::validate(&json!({
-            "operation": "Install",
-            "resourceGroup": "patch-group-a",
-            "accounts": ["123456789012"],
-            "regions": ["us-east-1"],
-            "locationConcurrency": "100%",
-        }))
-        .unwrap();
-        let run_id = "r".repeat(limits::MAX_RUN_ID_BYTES);
-        response(&run_id, &input, &locs)
-    }
-
-    #[test]
-    fn the_largest_allowed_plan_fits_in_a_state_payload_and_one_more_location_would_not() {
-        // GIVEN the largest plan answer plan accepts, serialized as the function returns it
-        let resp = worst_case_response(MAX_LOCATIONS);
-        assert_eq!(resp.locations.len(), MAX_LOCATIONS);
-        let bytes = serde_json::to_vec(&resp).unwrap().len();
-
-        // THEN it fits the payload with the lambda:invoke envelope around it
-        assert!(
-            limits::plan_response_fits(bytes),
-            "{MAX_LOCATIONS} locations make {bytes} bytes; the budget is {}",
-            limits::PLAN_RESPONSE_BUDGET_BYTES
-        );
-        // AND the cap is the largest that fits
-        let more = serde_json::to_vec(&worst_case_response(MAX_LOCATIONS + 1))
-            .unwrap()
-            .len();
-        assert!(!limits::plan_response_fits(more), "{more} bytes still fit");
-    }
-
-    #[test]
-    fn the_invoke_envelope_fits_its_reserve() {
-        // GIVEN a lambda:invoke result as Step Functions records it (the shape AWS documents,
-        // header values at their real lengths), around an empty answer
-        let envelope = json!({
-            "ExecutedVersion": "$LATEST",
-            "Payload": {},
-            "SdkHttpMetadata": {
-                "AllHttpHeaders": {
-                    "X-Amz-Executed-Version": ["$LATEST"],
-                    "x-amzn-Remapped-Content-Length": ["0"],
-                    "Connection": ["keep-alive"],
-                    "x-amzn-RequestId": ["6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c"],
-                    "Content-Length": ["262144"],
-                    "Date": ["Mon, 30 Nov 2026 14:00:00 GMT"],
-                    "X-Amzn-Trace-Id": ["root=1-6572a1b2-3c4d5e6f7a8b9c0d1e2f3a4b;parent=1a2b3c4d5e6f7a8b;sampled=0;lineage=9f8e7d6c:0"],
-                    "Content-Type": ["application/json"]
-                },
-                "HttpHeaders": {
-                    "X-Amz-Executed-Version": "$LATEST",
-                    "x-amzn-Remapped-Content-Length": "0",
-                    "Connection": "keep-alive",
-                    "x-amzn-RequestId": "6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c",
-                    "Content-Length": "262144",
-                    "Date": "Mon, 30 Nov 2026 14:00:00 GMT",
-                    "X-Amzn-Trace-Id": "root=1-6572a1b2-3c4d5e6f7a8b9c0d1e2f3a4b;parent=1a2b3c4d5e6f7a8b;sampled=0;lineage=9f8e7d6c:0",
-                    "Content-Type": "application/json"
-                },
-                "HttpStatusCode": 200
-            },
-            "SdkResponseMetadata": {"RequestId": "6f3b2c1a-8d4e-4f5a-9b6c-7d8e9f0a1b2c"},
-            "StatusCode": 200
-        });
-        // WHEN it is measured without the answer's own two bytes
-        let bytes = serde_json::to_vec(&envelope).unwrap().len() - 2;
-        // THEN it fits the room plan's budget keeps for it, with room to spare
-        assert!(
-            bytes * 2 <= limits::INVOKE_ENVELOPE_BYTES,
-            "the envelope is {bytes} bytes"
-        );
-    }
-
-    #[test]
-    fn a_plan_over_the_payload_budget_is_refused_even_under_the_location_cap() {
-        // GIVEN Region codes longer than the cap was derived for (well formed, if AWS added
-        // one), in a run just under the location cap
-        let regs: Vec<String> = (0..10)
-            .map(|i| format!("us-northwest-longer-{i}"))
-            .collect();
-        let accts: Vec<String> = (0..MAX_LOCATIONS / 10)
-            .map(|i| format!("{:012}", 100_000_000_000u64 + i as u64))
-            .collect();
-        let (mut input, _, _) = run_input(1, 1);
-        input.regions = regs;
-        let resolved = orgs::Resolved {
-            accounts: accts,
-            skipped: Vec::new(),
-        };
-        // WHEN plan decides the run
-        let Err(err) = decide("r", input, resolved, "snap".into(), 0) else {
-            panic!("a plan over the payload budget was accepted");
-        };
-        // THEN it is refused as bad input, saying why
-        assert_eq!(err.field, "regions");
-        assert!(err.rule.contains("256 KiB"), "{}", err.rule);
-    }
-
-    #[test]
-    fn five_thousand_locations_fit_in_a_state_payload() {
-        // GIVEN 1,000 accounts x 5 Regions (the longest Region names)
-        let (input, accts, _) = run_input(1000, 10);
-        let regs: Vec<String> = [
-            "ap-southeast-1",
-            "ap-southeast-2",
-            "ap-northeast-1",
-            "ap-northeast-2",
-            "ap-northeast-3",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        // WHEN the plan is built
-        let locs = locations(&accts, &regs);
-        let resp = response("9b2f6c1e-0000-4000-8000-000000000000", &input, &locs);
-        // THEN the Map's input stays under Step Functions' 256 KiB
-        assert_eq!(resp.locations.len(), 5000);
-        let bytes = serde_json::to_vec(&resp).unwrap().len();
-        assert!(bytes < 256 * 1024, "plan payload is {bytes} bytes");
-        // and concurrency 5% of 5,000 locations is 250
-        assert_eq!(resp.location_concurrency, 250);
-    }
-
-    #[test]
-    fn locations_are_accounts_times_regions() {
-        let (input, accts, regs) = run_input(3, 2);
-        let locs = locations(&accts, &regs);
-        assert_eq!(locs.len(), 6);
-        assert_eq!(locs[1], Location::new(accts[0].clone(), "us-east-2"));
-        let resp = response("r", &input, &locs);
-        assert_eq!(
-            resp.location_concurrency, 1,
-            "5% of 6 rounds down, at least 1"
-        );
-    }
-}
+mod tests;

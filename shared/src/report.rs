@@ -7,6 +7,7 @@ use crate::model::{
     cut_text, first, Compliance, Counts, InstanceState, LocationOutcome, LocationRecord, RunRecord,
     RunStatus, SkippedAccount, MAX_LISTED_SKIPPED_ACCOUNTS,
 };
+pub use crate::waves::{wave_lines, wave_text, WaveLine};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -66,13 +67,31 @@ pub struct RunSummary {
     /// compliance and the last SSM status of instances left in flight were not read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_read: Option<String>,
+    /// The run's waves, in order (none for a run without `waves`): at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveLine>,
 }
 
 /// A reason cut to [`MAX_REASON_BYTES`], saying how much was left out.
-fn listed_reason(reason: &str) -> String {
+pub(crate) fn listed_reason(reason: &str) -> String {
     match cut_text(reason, MAX_REASON_BYTES) {
         (r, 0) => r,
         (r, cut) => format!("{r}... ({cut} more bytes in the location item)"),
+    }
+}
+
+/// A location that did not succeed, as the summary lists it.
+fn problem_line(l: &LocationRecord, outcome: LocationOutcome) -> LocationLine {
+    LocationLine {
+        location: l.location.to_string(),
+        outcome,
+        reason: l
+            .reason
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(listed_reason),
+        targeted: l.targeted,
+        instances: l.counts.clone(),
     }
 }
 
@@ -102,17 +121,7 @@ pub fn summarize(
             outcome,
             LocationOutcome::Succeeded | LocationOutcome::NoTargets
         ) {
-            problems.push(LocationLine {
-                location: l.location.to_string(),
-                outcome,
-                reason: l
-                    .reason
-                    .as_deref()
-                    .filter(|r| !r.is_empty())
-                    .map(listed_reason),
-                targeted: l.targeted,
-                instances: l.counts.clone(),
-            });
+            problems.push(problem_line(l, outcome));
         }
     }
     let (problems, problems_omitted) = first(problems, MAX_LISTED_LOCATIONS);
@@ -135,6 +144,7 @@ pub fn summarize(
         problem_locations_truncated: problems_omitted > 0,
         problem_locations_omitted: problems_omitted,
         not_read: None,
+        waves: Vec::new(),
     }
 }
 

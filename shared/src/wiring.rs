@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::error::Result;
 use crate::expand::Expander;
+use crate::gate::Gate;
 use crate::plan::Planner;
 use crate::settle::Settler;
 use crate::store::Store;
@@ -67,6 +68,12 @@ handler!(
     crate::task::LocationTask,
     crate::settle::SettleResponse,
     "fleetpatch-settle"
+);
+handler!(
+    Gate,
+    crate::task::WaveTask,
+    crate::task::WaveAnswer,
+    "fleetpatch-gate"
 );
 handler!(
     Aggregator<AssumeRoleFactory>,
@@ -145,6 +152,15 @@ pub fn dispatcher(config: Config, sdk: &SdkConfig) -> Dispatcher<AssumeRoleFacto
 pub fn settler(config: Config, sdk: &SdkConfig) -> Settler {
     Settler {
         store: store(&config, sdk),
+    }
+}
+
+pub fn gate(config: Config, sdk: &SdkConfig) -> Gate {
+    Gate {
+        store: store(&config, sdk),
+        alarms: Alarms::new(sdk),
+        events: aws_sdk_eventbridge::Client::new(sdk),
+        config,
     }
 }
 

@@ -129,5 +129,5 @@ def test_agreement_flags_a_figure_more_than_10_percent_apart():
 
 def test_function_memory_reads_the_templates_default():
     mem = scale.function_memory()
-    assert set(mem) == {"plan", "expand", "dispatch", "settle", "aggregate"}
+    assert set(mem) == {"plan", "expand", "dispatch", "settle", "gate", "aggregate"}
     assert all(m >= 128 for m in mem.values())

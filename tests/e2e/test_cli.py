@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def test_bad_usage_exits_2(stack):
 
 
 def test_help_on_every_subcommand(stack):
-    for sub in ["validate", "preview", "start", "watch", "report", "list", "stop"]:
+    for sub in ["validate", "preview", "start", "watch", "report", "list", "stop", "resume"]:
         r = fleetpatch(stack, sub, "--help")
         assert r.returncode == 0 and "Exit codes" in r.stdout, (sub, r.stdout)
 
@@ -323,3 +324,186 @@ def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
     again = fleetpatch(stack, "stop", run_id)
     assert again.returncode == 2 and "already ended (Cancelled)" in again.stderr, again.stderr
     assert fleetpatch(stack, "stop", "no-such-run").returncode == 2
+
+
+RESUMABLE = {"Failed", "ExecutionTimedOut", "Cancelled", "Terminated", "NotStarted"}
+
+
+def test_resume_sends_exactly_what_had_not_succeeded_and_links_both_runs(stack, runs):
+    # GIVEN the run with problems: failed and never-started instances in one location, an
+    # account without the role in the other; and the run that succeeded everywhere
+    original = "cli-bad-run"
+    before = {loc: stack.instances(original, loc) for loc in stack.locations(original)}
+    succeeded = {i for items in before.values() for i, it in items.items()
+                 if it["state"] == "Succeeded"}
+    unsuccessful = {i for items in before.values() for i, it in items.items()
+                    if it["state"] in RESUMABLE}
+    assert succeeded and unsuccessful, before
+    # WHEN the operator resumes it, following the new run to its end
+    r = fleetpatch(stack, "resume", original, "--name", "cli-resumed", "--watch")
+    # THEN a new run started over the locations left to do, and ended (with problems again:
+    # the failing instances fail again, the account still has no role)
+    assert run_id_of(r) == "cli-resumed", r.stdout + r.stderr
+    assert f"resuming {original} (CompletedWithErrors): 2 of its 2 location(s)" in r.stdout
+    assert r.returncode == 1 and "run cli-resumed ended" in r.stdout, r.stdout + r.stderr
+    # AND the resumed run targeted exactly the instances that had not succeeded
+    items = stack.instances("cli-resumed", f"{FAILING_ACCOUNT}/us-east-1")
+    assert set(items) == unsuccessful, (set(items), unsuccessful)
+    # AND the fleet's own log of commands (the oracle) shows that it sent a command to those
+    # alone, never to one that had succeeded; the others never started (the same input, so
+    # the same targetErrorThreshold of 1 stopped the location again)
+    sent = {i for c in stack.oracle("commands") if "cli-resumed" in (c.get("comment") or "")
+            for i in c["instance_ids"]}
+    assert sent and sent <= unsuccessful and not sent & succeeded, (sent, unsuccessful)
+    assert all(items[i]["state"] == "NotStarted" for i in unsuccessful - sent), items
+    # AND the account without the role was expanded again (its instances were never known)
+    resumed_locations = stack.locations("cli-resumed")
+    assert resumed_locations[f"{NO_ROLE_ACCOUNT}/us-east-1"]["outcome"] == "AccessDenied"
+    assert set(resumed_locations) == set(before)
+    # AND the two runs are linked both ways, on the same baseline snapshot
+    new, old = stack.run_record("cli-resumed"), stack.run_record(original)
+    new_input, old_input = json.loads(new["input"]), json.loads(old["input"])
+    assert new_input["resumeOf"] == original and old["resumedBy"] == "cli-resumed"
+    assert new_input["snapshotId"] == old_input["snapshotId"]
+    # AND the report of the resumed run shows both runs' totals
+    table = fleetpatch(stack, "report", "cli-resumed")
+    assert table.returncode == 0, table.stderr
+    assert f"This run resumes {original}:" in table.stdout, table.stdout
+    assert table.stdout.count("Instances targeted:") == 2
+    doc = json.loads(fleetpatch(stack, "report", "cli-resumed", "--format", "json").stdout)
+    assert [(x["relation"], x["summary"]["runId"]) for x in doc["linked"]] == \
+        [("resumeOf", original)]
+    back = json.loads(fleetpatch(stack, "report", original, "--format", "json").stdout)
+    assert [(x["relation"], x["summary"]["runId"]) for x in back["linked"]] == \
+        [("resumedBy", "cli-resumed")]
+    page = fleetpatch(stack, "report", "cli-resumed", "--format", "html").stdout
+    assert f"This run resumes {original}:" in page
+
+
+def test_resume_refuses_a_run_resumed_already_or_with_nothing_left(stack, runs):
+    # GIVEN the run that succeeded everywhere
+    ok_id = run_id_of(runs["ok"])
+    executions = len(stack.sfn.list_executions(
+        stateMachineArn=stack.state["state_machine_arn"])["executions"])
+    # WHEN it is resumed, and an unknown run too
+    nothing = fleetpatch(stack, "resume", ok_id)
+    unknown = fleetpatch(stack, "resume", "no-such-run")
+    # THEN each is bad usage, saying why, and nothing was started
+    assert nothing.returncode == 2 and "nothing to resume" in nothing.stderr, nothing.stderr
+    assert unknown.returncode == 2 and "not found" in unknown.stderr, unknown.stderr
+    assert len(stack.sfn.list_executions(
+        stateMachineArn=stack.state["state_machine_arn"])["executions"]) == executions
+
+
+def test_a_run_is_resumed_once_even_by_a_hand_written_input(stack, runs, tmp_path):
+    """A person may write resumeOf too: plan enforces what the CLI checks first."""
+    # GIVEN the run with problems, resumed already (by the test above, or here)
+    original = "cli-bad-run"
+    if not (stack.run_record(original) or {}).get("resumedBy"):
+        assert fleetpatch(stack, "resume", original, "--name", "cli-resumed",
+                          "--watch").returncode == 1
+    # WHEN the CLI is asked again, and a hand-written input names it
+    again = fleetpatch(stack, "resume", original)
+    by_hand = fleetpatch(stack, "start", str(write_input(tmp_path, "resume.json", base_input(
+        resourceGroup=GROUP, accounts=[FAILING_ACCOUNT, NO_ROLE_ACCOUNT],
+        resumeOf=original))), "--name", "cli-resumed-twice", "--watch")
+    # THEN the CLI refuses it, and plan rejects the run, naming the run that resumed it
+    assert again.returncode == 2 and "already resumed by cli-resumed" in again.stderr, \
+        again.stderr
+    assert by_hand.returncode == 1, by_hand.stdout + by_hand.stderr
+    record = stack.run_record("cli-resumed-twice")
+    assert record["status"] == "Rejected", record
+    assert any("already resumed by cli-resumed" in r for r in record["rejectReasons"]), record
+    assert not [c for c in stack.oracle("commands")
+                if "cli-resumed-twice" in (c.get("comment") or "")]
+    assert stack.run_record(original)["resumedBy"] == "cli-resumed"
+
+
+def test_stop_cancel_commands_cancels_what_is_in_flight(stack, tmp_path):
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight, and
+    # SSM answering the first CancelCommand with a 500 before it takes effect
+    run_id = "cli-cancel-run"
+    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
+        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
+        "--name", run_id)
+    assert started.returncode == 0, started.stderr
+    localstack.wait_until("a command in flight",
+                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
+                          120)
+    stack.faults([{"kind": "error", "service": "ssm", "operation": "CancelCommand",
+                   "account": SLOW_ACCOUNT, "count": 1, "status": 500,
+                   "code": "InternalServerError"}])
+    calls_before = stack.oracle("stats")["calls"].get("ssm:CancelCommand", {}).get("calls", 0)
+    # WHEN the operator stops it, cancelling the commands in flight
+    stop = fleetpatch(stack, "stop", run_id, "--cancel-commands")
+    watched = fleetpatch(stack, "watch", run_id)
+    # THEN the run settled as Cancelled, with its completion event
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert "Running -> Cancelling; nothing new starts, commands in flight are cancelled" \
+        in stop.stdout, stop.stdout
+    assert watched.returncode == 1 and f"run {run_id} ended Cancelled" in watched.stdout
+    assert stack.run_record(run_id)["cancelCommands"] is True
+    done = [e for e in stack.run_events(run_id, wait=15)
+            if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1 and done[0]["detail"]["status"] == "Cancelled", done
+    # AND the command in flight was cancelled (the fleet's oracle says so too), through a
+    # second CancelCommand after the first failed; nothing was sent after the stop
+    items = stack.instances(run_id, f"{SLOW_ACCOUNT}/us-east-1")
+    sent = {i for i, it in items.items() if it.get("commandId")}
+    cancelled = {i for i in sent if items[i]["state"] == "Cancelled"}
+    assert cancelled and all(items[i]["state"] in ("Succeeded", "Cancelled") for i in sent), items
+    oracle = {i: c for c in stack.oracle("commands") if run_id in (c.get("comment") or "")
+              for i in c["instance_ids"]}
+    assert set(oracle) == sent
+    assert all(oracle[i]["status"] == "Cancelled" for i in cancelled), oracle
+    calls = stack.oracle("stats")["calls"]["ssm:CancelCommand"]["calls"] - calls_before
+    assert calls >= 2, calls
+    # AND the others never started, with the reason
+    assert all(it["state"] == "NotStarted" and it.get("statusDetails") == "run cancelled"
+               for i, it in items.items() if i not in sent), items
+
+
+def test_a_run_stopped_in_the_console_still_ends_cancelled_with_its_event(stack, tmp_path):
+    """moto emits no "Step Functions Execution Status Change" events, so the test stops the
+    execution with moto's StopExecution, then delivers to aggregate, through the local
+    stack's Lambda endpoint, what infra/template.yaml's ExecutionEndedRule would deliver
+    (its InputTransformer applied to the event, by tests/infra/test_execution_ended.py)."""
+    sys.path.insert(0, str(localstack.ROOT / "tests" / "infra"))
+    from test_execution_ended import deliver, status_change
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
+    run_id = "cli-aborted-run"
+    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
+        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
+        "--name", run_id)
+    assert started.returncode == 0, started.stderr
+    localstack.wait_until("a command in flight",
+                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
+                          120)
+    # WHEN the execution is stopped in Step Functions (the console's "Stop execution")
+    machine = stack.state["state_machine_arn"]
+    execution = machine.replace(":stateMachine:", ":execution:") + f":{run_id}"
+    stack.sfn.stop_execution(executionArn=execution, error="Operator", cause="console")
+    localstack.wait_until("the execution aborted", lambda: stack.sfn.describe_execution(
+        executionArn=execution)["status"] == "ABORTED", 60)
+    # AND the rule delivers its status change to aggregate, twice (at least once delivery)
+    request = deliver(status_change(run_id, "ABORTED", machine))
+    url = f"{stack.state['lambda']}/2015-03-31/functions/aggregate/invocations"
+    answers = [localstack.http("POST", url, request, timeout=120) for _ in range(2)]
+    # THEN the run is recorded Cancelled, its summary saying the execution was stopped
+    assert [a["status"] for a in answers] == ["Cancelled", "Cancelled"], answers
+    record = stack.run_record(run_id)
+    assert record["status"] == "Cancelled", record
+    assert "ABORTED" in json.loads(record["summary"])["notRead"]
+    # AND every instance not sent a command ended NotStarted, saying why
+    items = stack.instances(run_id, f"{SLOW_ACCOUNT}/us-east-1")
+    not_sent = [it for it in items.values() if not it.get("commandId")]
+    assert not_sent and all(it["state"] == "NotStarted" and it["statusDetails"]
+                            == "execution stopped (Step Functions ABORTED)"
+                            for it in not_sent), items
+    # AND the completion event was sent once, and the command shows the run as Cancelled
+    done = [e for e in stack.run_events(run_id, wait=15)
+            if e["detail-type"] == "Patch Run Completed"]
+    assert len(done) == 1 and done[0]["detail"]["status"] == "Cancelled", done
+    watched = fleetpatch(stack, "watch", run_id)
+    assert watched.returncode == 1 and f"run {run_id} ended Cancelled" in watched.stdout, \
+        watched.stdout + watched.stderr

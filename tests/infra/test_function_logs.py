@@ -17,7 +17,7 @@ POLICIES = iam.Policies({"management_account": ACCOUNT})
 WRITES = ("logs:CreateLogStream", "logs:PutLogEvents")
 
 
-@pytest.mark.parametrize("binary", ["plan", "expand", "dispatch", "settle", "aggregate"])
+@pytest.mark.parametrize("binary", ["plan", "expand", "dispatch", "settle", "gate", "aggregate"])
 def test_a_function_may_write_its_own_log_streams(binary):
     # GIVEN the function's role as deployed, and its log group
     role = POLICIES.functions[binary]["role"]

@@ -120,6 +120,9 @@ def install() -> None:
 
 if __name__ == "__main__":
     install()
+    import moto_sfn_patch  # SendTaskFailure's cause (the waves' approvals)
+
+    moto_sfn_patch.install()
     import virtual_clock
 
     virtual_clock.install_from_env()

@@ -58,7 +58,9 @@ def target_dir() -> Path:
 _TARGET_DIR: Path | None = None
 DEFAULT_DIR = Path(os.environ.get("FLEETPATCH_STACK_DIR", ROOT / ".local" / "stack"))
 DEFAULT_FLEET = ROOT / "tests" / "fleets" / "demo.toml"
-FUNCTIONS = ["plan", "expand", "dispatch", "settle", "aggregate"]
+FUNCTIONS = ["plan", "expand", "dispatch", "settle", "gate", "aggregate"]
+# fleetsim's clock speed when neither --speed nor the fleet file gives one.
+FLEETSIM_DEFAULT_SPEED = 60.0
 BUILT_PACKAGES = ["fleetpatch-functions", "fleetsim", "fleetpatch-cli"]
 REGION = "us-east-1"
 TABLE = "fleetpatch-runs"
@@ -115,6 +117,13 @@ def free_port() -> int:
 def management_account(fleet: Path) -> str:
     m = re.search(r'^\s*management_account\s*=\s*"(\d{12})"', fleet.read_text(), re.M)
     return m.group(1) if m else "111111111111"
+
+
+def fleet_speed(fleet: Path) -> float:
+    """The clock speed fleetsim takes from the fleet file's [settings], else its default."""
+    import tomllib
+    settings = tomllib.loads(fleet.read_text()).get("settings") or {}
+    return float(settings.get("speed", FLEETSIM_DEFAULT_SPEED))
 
 
 def http(method: str, url: str, body=None, timeout: float = 10.0):
@@ -211,6 +220,14 @@ class Stack:
         self.account = management_account(self.fleet)
         self.procs: dict[str, subprocess.Popen] = {}
         self.state: dict = {}
+
+    def clock_speed(self) -> int:
+        """How many times faster than the Wait states fleetsim's clock runs: its speed, or 1
+        when the Wait states wait on fleetsim's clock (virtual_clock) or it is frozen."""
+        speed = fleet_speed(self.fleet) if self.speed is None else self.speed
+        if self.virtual_clock or speed < 1:
+            return 1
+        return min(3600, round(speed))
 
     # -- processes -------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -311,6 +328,9 @@ class Stack:
                 "FLEETPATCH_TABLE": TABLE,
                 "FLEETPATCH_EVENT_BUS": "default",
                 "FLEETPATCH_POLL_SECONDS": str(self.poll_seconds),
+                # A wave's soak lasts its minutes on fleetsim's clock, which runs `speed`
+                # times faster than the Wait states (unless they wait on that clock).
+                "FLEETPATCH_CLOCK_SPEED": str(self.clock_speed()),
                 "FLEETPATCH_RECORD_TTL_DAYS": "1",
                 "AWS_ENDPOINT_URL": sim_url,
                 "AWS_REGION": REGION,
@@ -526,6 +546,13 @@ class StackClient:
         for it in self._query(f"RUN#{run_id}", "LOC#"):
             _, acct, region = it["SK"].split("#", 2)
             out[f"{acct}/{region}"] = it
+        return out
+
+    def waves(self, run_id: str) -> list[dict]:
+        """The run's wave records, in order (each item's `wave` JSON, with its `status`)."""
+        out = []
+        for it in self._query(f"RUN#{run_id}", "WAVE#"):
+            out.append({**json.loads(it["wave"]), "status": it["status"]})
         return out
 
     def instances(self, run_id: str, location: str) -> dict[str, dict]:

@@ -171,6 +171,7 @@ fn report_json_shape() {
     let doc = serde_json::to_string_pretty(&ReportDoc {
         summary: &summary,
         locations: &figures,
+        linked: &[],
     })
     .unwrap();
     check("report.json", &doc);

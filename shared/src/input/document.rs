@@ -5,6 +5,7 @@
 //! an account entry's kind by its prefix, Regions without duplicates, an empty override list
 //! as none.
 
+use super::waves::{dedup, RunDefaults, WaveDocument};
 use super::{schema, AccountTarget, FieldError, RunInput};
 use crate::model::{Operation, RebootOption};
 use crate::ratecontrol::{self, Rate};
@@ -18,7 +19,11 @@ use serde_json::{Number, Value};
 struct Document {
     operation: Operation,
     resource_group: String,
+    /// Absent when `waves` name the accounts (the schema requires one or the other).
+    #[serde(default)]
     accounts: Vec<String>,
+    #[serde(default)]
+    waves: Vec<WaveDocument>,
     #[serde(default)]
     exclude_accounts: Vec<String>,
     regions: Vec<String>,
@@ -43,6 +48,8 @@ struct Document {
     pre_install_hook: Option<String>,
     post_install_hook: Option<String>,
     on_exit_hook: Option<String>,
+    resume_of: Option<String>,
+    resume_delivery_timeouts: bool,
 }
 
 /// Reads an input that [`schema::violations`] found nothing wrong with. An error here means
@@ -54,7 +61,7 @@ pub(super) fn read(input: &Value) -> Result<RunInput, FieldError> {
             rule: format!("could not be read after validation: {e}"),
         })?;
 
-    Ok(document.into())
+    document.into_input()
 }
 
 /// The input without its nulls, each absent field that has a `default` in the schema set to it.
@@ -74,19 +81,66 @@ fn with_defaults(input: &Value) -> Value {
     Value::Object(fields)
 }
 
-impl From<Document> for RunInput {
-    fn from(d: Document) -> RunInput {
-        let mut regions: Vec<String> = Vec::with_capacity(d.regions.len());
-        for region in d.regions {
-            if !regions.contains(&region) {
-                regions.push(region);
+/// The input as a person writes it (the run item stores the typed [`RunInput`]): accounts
+/// as their IDs, rates as their text, `null`s left out. [`read`] gives the same input back.
+/// With waves, each wave's accounts are written as IDs and the run's `accounts` (their union)
+/// is left out, as the person wrote it.
+pub(super) fn write(input: &RunInput) -> Value {
+    let mut doc = serde_json::to_value(input).unwrap_or(Value::Null);
+    if let Some(fields) = doc.as_object_mut() {
+        let ids = |list: &[AccountTarget]| {
+            Value::Array(list.iter().map(|a| Value::String(a.id().into())).collect())
+        };
+        if input.waves.is_empty() {
+            fields.insert("accounts".into(), ids(&input.accounts));
+        } else {
+            fields.remove("accounts");
+            let waves = fields.get_mut("waves").and_then(Value::as_array_mut);
+            for (w, written) in input.waves.iter().zip(waves.into_iter().flatten()) {
+                written["accounts"] = ids(&w.accounts);
             }
         }
+        fields.retain(|_, v| !v.is_null());
+    }
+    doc
+}
 
-        RunInput {
+impl Document {
+    /// The typed input. With waves, `accounts` is every entry the waves name, each once, in
+    /// wave order (what the run targets as a whole).
+    fn into_input(self) -> Result<RunInput, FieldError> {
+        let d = self;
+        let regions = dedup(d.regions);
+        let defaults = RunDefaults {
+            regions: &regions,
+            location_concurrency: d.location_concurrency,
+            location_error_threshold: d.location_error_threshold,
+            target_concurrency: d.target_concurrency,
+            target_error_threshold: d.target_error_threshold,
+        };
+        let waves = d
+            .waves
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| w.read(i, &defaults))
+            .collect::<Result<Vec<_>, _>>()?;
+        let accounts = if waves.is_empty() {
+            d.accounts.into_iter().map(AccountTarget::from_id).collect()
+        } else {
+            let mut all: Vec<AccountTarget> = Vec::new();
+            for t in waves.iter().flat_map(|w| w.accounts.iter()) {
+                if !all.contains(t) {
+                    all.push(t.clone());
+                }
+            }
+            all
+        };
+
+        Ok(RunInput {
             operation: d.operation,
             resource_group: d.resource_group,
-            accounts: d.accounts.into_iter().map(AccountTarget::from_id).collect(),
+            accounts,
+            waves,
             exclude_accounts: d.exclude_accounts,
             regions,
             execution_role_name: d.execution_role_name,
@@ -104,13 +158,24 @@ impl From<Document> for RunInput {
             pre_install_hook: d.pre_install_hook,
             post_install_hook: d.post_install_hook,
             on_exit_hook: d.on_exit_hook,
-        }
+            resume_of: d.resume_of,
+            resume_delivery_timeouts: d.resume_delivery_timeouts,
+        })
     }
 }
 
 impl AccountTarget {
+    /// The ID as written in the input.
+    pub fn id(&self) -> &str {
+        match self {
+            AccountTarget::Account(id)
+            | AccountTarget::OrganizationalUnit(id)
+            | AccountTarget::Root(id) => id,
+        }
+    }
+
     /// The kind of an entry the schema accepted: its pattern allows only these three shapes.
-    fn from_id(id: String) -> AccountTarget {
+    pub(super) fn from_id(id: String) -> AccountTarget {
         if id.starts_with("ou-") {
             AccountTarget::OrganizationalUnit(id)
         } else if id.starts_with("r-") {

@@ -9,6 +9,9 @@
 
 mod document;
 mod schema;
+mod waves;
+
+pub use waves::{Wave, DEFAULT_APPROVAL_TIMEOUT_MINUTES};
 
 use crate::command::Hooks;
 use crate::model::{Operation, RebootOption};
@@ -38,7 +41,11 @@ pub struct RunInput {
     pub operation: Operation,
     /// The resource group to patch in every location.
     pub resource_group: String,
+    /// Every target of the run; with waves, every entry the waves name, in wave order.
     pub accounts: Vec<AccountTarget>,
+    /// The run's waves, in order; empty: the run is one wave over `accounts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<Wave>,
     /// Accounts never targeted, even when an OU contains them.
     pub exclude_accounts: Vec<String>,
     /// Without duplicates, in the order first written.
@@ -80,6 +87,13 @@ pub struct RunInput {
     /// The SSM document run last on each instance, whatever happened before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_exit_hook: Option<String>,
+    /// The run this one resumes: only what did not succeed there is targeted (`resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_of: Option<String>,
+    /// With `resume_of`: undelivered commands (DeliveryTimedOut, Undeliverable) are sent
+    /// again too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resume_delivery_timeouts: bool,
 }
 
 // The handlers' names for the four rates; each is the typed field itself.
@@ -98,6 +112,15 @@ impl RunInput {
 
     pub fn target_error_rate(&self) -> Rate {
         self.target_error_threshold
+    }
+
+    /// `targetConcurrency` and `targetErrorThreshold` of a location of wave `wave`: the
+    /// wave's (which default to the run's), or the run's without waves.
+    pub fn target_rates(&self, wave: u32) -> (Rate, Rate) {
+        match self.waves.get(wave as usize) {
+            Some(w) => (w.target_concurrency, w.target_error_threshold),
+            None => (self.target_concurrency, self.target_error_threshold),
+        }
     }
 
     /// `notAfter` in epoch milliseconds (None without one; validation refused a bad one).
@@ -164,12 +187,22 @@ pub fn describe(errors: &[FieldError]) -> String {
 /// Validates a run input against the schema and reads it, applying the schema's defaults.
 /// Returns every violation at once.
 pub fn validate(input: &Value) -> Result<RunInput, Vec<FieldError>> {
-    let errors = schema::violations(input);
+    let mut errors = schema::violations(input);
+    errors.extend(waves::cross_wave_violations(input));
     if !errors.is_empty() {
         return Err(errors);
     }
 
     document::read(input).map_err(|e| vec![e])
+}
+
+/// The input of a run that resumes `original` (its stored input, same snapshot): every
+/// field as the original had it, `resumeOf` naming it, and `resumeDeliveryTimeouts`.
+pub fn resume_document(original: &RunInput, run_id: &str, delivery_timeouts: bool) -> Value {
+    let mut resumed = original.clone();
+    resumed.resume_of = Some(run_id.to_string());
+    resumed.resume_delivery_timeouts = delivery_timeouts;
+    document::write(&resumed)
 }
 
 /// Violations that depend on the clock: a `notAfter` that cannot be a date, or that has

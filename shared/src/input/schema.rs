@@ -49,9 +49,28 @@ pub(super) fn violations(input: &Value) -> Vec<FieldError> {
     errors
 }
 
-/// Each entry of `accounts` equal to an earlier one, named by its place.
+/// Each entry of `accounts` (of the run, or of a wave) equal to an earlier one of the same
+/// list, named by its place.
 fn duplicates(input: &Value) -> Vec<FieldError> {
-    let Some(items) = input.get("accounts").and_then(Value::as_array) else {
+    let mut lists: Vec<(String, &Value)> = Vec::new();
+    if let Some(items) = input.get("accounts") {
+        lists.push(("accounts".into(), items));
+    }
+    let waves = input.get("waves").and_then(Value::as_array);
+    for (w, wave) in waves.into_iter().flatten().enumerate() {
+        if let Some(items) = wave.get("accounts") {
+            lists.push((format!("waves[{w}].accounts"), items));
+        }
+    }
+
+    lists
+        .iter()
+        .flat_map(|(name, items)| duplicates_in(name, items))
+        .collect()
+}
+
+fn duplicates_in(name: &str, items: &Value) -> Vec<FieldError> {
+    let Some(items) = items.as_array() else {
         return Vec::new();
     };
 
@@ -61,8 +80,8 @@ fn duplicates(input: &Value) -> Vec<FieldError> {
         let Some(id) = id.as_str() else { continue };
         match first_seen.get(id) {
             Some(j) => errors.push(FieldError {
-                field: format!("accounts[{i}]"),
-                rule: format!("duplicate of accounts[{j}]: name each account, OU or root once"),
+                field: format!("{name}[{i}]"),
+                rule: format!("duplicate of {name}[{j}]: name each account, OU or root once"),
             }),
             None => {
                 first_seen.insert(id, i);
@@ -70,6 +89,15 @@ fn duplicates(input: &Value) -> Vec<FieldError> {
         }
     }
     errors
+}
+
+/// Whether a list at `path` has its duplicates named by [`duplicates`].
+fn is_accounts_list(path: &str) -> bool {
+    path == "/accounts"
+        || path
+            .strip_prefix("/waves/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(i, tail)| i.parse::<usize>().is_ok() && tail == "accounts")
 }
 
 /// The violations one schema error stands for (an unknown-fields error names several).
@@ -83,18 +111,21 @@ fn field_errors(error: &ValidationError<'_>, schema: &Value) -> Vec<FieldError> 
         Kind::AdditionalProperties { unexpected } => unexpected
             .iter()
             .map(|name| FieldError {
-                field: name.clone(),
+                field: within(error.instance_path(), name.clone()),
                 rule: UNKNOWN_FIELD.into(),
             })
             .collect(),
         Kind::Required { property } => vec![FieldError {
-            field: property
-                .as_str()
-                .map_or_else(|| property.to_string(), String::from),
+            field: within(
+                error.instance_path(),
+                property
+                    .as_str()
+                    .map_or_else(|| property.to_string(), String::from),
+            ),
             rule: "is required".into(),
         }],
-        // `accounts`' duplicates are named by place in `duplicates`.
-        Kind::UniqueItems if error.instance_path().as_str() == "/accounts" => Vec::new(),
+        // The account lists' duplicates are named by place in `duplicates`.
+        Kind::UniqueItems if is_accounts_list(error.instance_path().as_str()) => Vec::new(),
         Kind::UniqueItems => vec![at("must not repeat an entry".into())],
         Kind::MinItems { limit: 1 } => vec![at("must not be empty".into())],
         Kind::MinItems { limit } => vec![at(format!("must hold at least {limit} entries"))],
@@ -123,6 +154,14 @@ fn in_words(error: &ValidationError<'_>, schema: &Value) -> String {
         words.to_string()
     } else {
         format!("{words} (got {value})")
+    }
+}
+
+/// The field `name` of the object at `path`: `waves[0].name`, or `name` at the top.
+fn within(path: &Location, name: String) -> String {
+    match field_name(path).as_str() {
+        "(input)" => name,
+        object => format!("{object}.{name}"),
     }
 }
 

@@ -346,3 +346,125 @@ fn a_window_end_that_has_passed_is_refused_when_the_run_starts() {
         crate::clock::parse_rfc3339_ms("2026-12-13T06:00:00Z")
     );
 }
+
+fn waves_input(waves: Value) -> Value {
+    json!({
+        "operation": "Install",
+        "resourceGroup": "patch-group-a",
+        "regions": ["us-east-1", "eu-west-1"],
+        "waves": waves
+    })
+}
+
+#[test]
+fn waves_take_the_runs_regions_and_rates_where_they_give_none() {
+    // GIVEN a canary in one Region with its own threshold, and a wave that gives nothing
+    let r = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "regions": ["us-east-1"], "locationErrorThreshold": "0"},
+        {"name": "rest", "accounts": ["ou-ab12-cdef3456", "111122223333"]}
+    ])))
+    .unwrap();
+    // THEN the second wave has the run's Regions and rates, and no soak nor approval
+    assert_eq!(r.waves[0].regions, ["us-east-1"]);
+    assert_eq!(r.waves[0].location_error_threshold, Rate::Count(0));
+    assert_eq!(r.waves[1].regions, ["us-east-1", "eu-west-1"]);
+    assert_eq!(r.waves[1].location_error_threshold, Rate::Percent(10));
+    assert_eq!(r.waves[1].target_concurrency, Rate::Percent(10));
+    assert_eq!((r.waves[1].soak_minutes, r.waves[1].approval), (0, false));
+    assert_eq!(
+        r.waves[1].approval_timeout_minutes,
+        DEFAULT_APPROVAL_TIMEOUT_MINUTES
+    );
+    // AND the run targets every entry the waves name, each once
+    assert_eq!(
+        r.accounts,
+        vec![
+            AccountTarget::Account("111122223333".into()),
+            AccountTarget::OrganizationalUnit("ou-ab12-cdef3456".into())
+        ]
+    );
+}
+
+#[test]
+fn an_account_a_later_wave_names_again_in_covered_regions_is_a_duplicate() {
+    // GIVEN an account in the canary for every Region, named again by the next wave
+    let errs = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"]},
+        {"name": "canary", "accounts": ["444455556666", "111122223333"], "regions": ["eu-west-1"]}
+    ])))
+    .unwrap_err();
+    // THEN the later entry and the second use of the name are named by their place
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["waves[1].name", "waves[1].accounts[1]"]);
+    assert!(
+        errs[1].rule.contains("duplicate of waves[0].accounts[0]"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn an_account_a_later_wave_names_for_other_regions_is_no_duplicate() {
+    // GIVEN a canary in us-east-1, and the same account in every Region afterwards
+    let r = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "regions": ["us-east-1"]},
+        {"name": "rest", "accounts": ["111122223333"]}
+    ])));
+    // THEN it is accepted: the later wave gets the Regions the canary did not have
+    assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn a_locations_target_rates_are_its_waves() {
+    // GIVEN a canary sending one instance at a time, tolerating none, and a wave with none
+    let r = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "targetConcurrency": "1", "targetErrorThreshold": "0"},
+        {"name": "rest", "accounts": ["ou-ab12-cdef3456"]}
+    ])))
+    .unwrap();
+    // THEN the canary's locations use its rates, the other wave's the run's
+    assert_eq!(r.target_rates(0), (Rate::Count(1), Rate::Count(0)));
+    assert_eq!(r.target_rates(1), (Rate::Percent(10), Rate::Percent(10)));
+    // AND a run without waves uses its own
+    let single = validate(&good()).unwrap();
+    assert_eq!(
+        single.target_rates(0),
+        (Rate::Percent(10), Rate::Percent(10))
+    );
+}
+
+#[test]
+fn a_waved_runs_input_is_written_back_as_waves() {
+    // GIVEN a stored input in waves
+    let original = validate(&waves_input(json!([
+        {"name": "canary", "accounts": ["111122223333"], "regions": ["us-east-1"], "soakMinutes": 5},
+        {"name": "rest", "accounts": ["ou-ab12-cdef3456"], "approval": true}
+    ])))
+    .unwrap();
+    // WHEN the resume's document is written and validated as plan would
+    let back = validate(&resume_document(&original, "run-orig", false)).unwrap();
+    // THEN it is the original's input, waves and all, naming the run it resumes
+    let mut want = original.clone();
+    want.resume_of = Some("run-orig".into());
+    assert_eq!(back, want);
+}
+
+#[test]
+fn a_resumed_runs_input_is_its_originals_naming_the_run() {
+    // GIVEN a stored input with every kind of account target, rates and its snapshot
+    let original = validate(&json!({
+        "operation": "Install", "resourceGroup": "patch-group-a",
+        "accounts": ["111122223333", "ou-ab12-cdef3456", "r-ab12"],
+        "excludeAccounts": ["444455556666"], "regions": ["us-east-1", "eu-west-1"],
+        "targetConcurrency": "5", "locationErrorThreshold": "0%",
+        "snapshotId": "3f2504e0-4f89-41d3-9a0c-0305e82c3301", "rebootOption": "NoReboot",
+    }))
+    .unwrap();
+    // WHEN the resume's document is written and validated as plan would
+    let back = validate(&resume_document(&original, "run-orig", true)).unwrap();
+    // THEN it is the original's input, naming the run it resumes
+    let mut want = original.clone();
+    want.resume_of = Some("run-orig".into());
+    want.resume_delivery_timeouts = true;
+    assert_eq!(back, want);
+}

@@ -2,7 +2,9 @@
 //! per SendCommand batch. The store maps each to its DynamoDB item (`store::items`); the
 //! handlers read and decide with these types only.
 
-use super::{BatchState, Counts, InstanceState, Location, LocationOutcome, Phase, RunStatus};
+use super::{
+    BatchState, Counts, InstanceState, Location, LocationOutcome, Phase, RunStatus, WaveStatus,
+};
 use crate::input::RunInput;
 use serde::{Deserialize, Serialize};
 
@@ -93,10 +95,73 @@ pub enum Halt {
     Alarm { alarm: String },
 }
 
+/// One wave of a run: which locations it holds, and how it went. A run without `waves` has
+/// one wave over all its locations. Stored as JSON on the wave item (see `store::waves`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveRecord {
+    /// Its place in the run, from 0.
+    pub index: u32,
+    pub name: String,
+    pub status: WaveStatus,
+    /// The accounts of this wave after OU resolution, excludes and earlier waves.
+    pub accounts: Vec<String>,
+    pub regions: Vec<String>,
+    pub location_count: u64,
+    /// Locations this wave named that an earlier wave already held (found after OU
+    /// resolution): they run in the earlier wave.
+    pub overlaps: u64,
+    /// Locations running at once (the wave's `locationConcurrency` as a number).
+    pub location_window: u64,
+    /// Failed locations the gate tolerates; None never fails it.
+    pub locations_tolerated: Option<u64>,
+    pub soak_seconds: u64,
+    pub approval: bool,
+    pub approval_timeout_seconds: u64,
+    /// Epoch seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateResult>,
+    /// Why the wave was skipped or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_decision: Option<ApprovalDecision>,
+}
+
+/// The gate of a settled wave: its failed locations against what it tolerates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateResult {
+    pub passed: bool,
+    pub locations_failed: u64,
+    pub locations_tolerated: Option<u64>,
+}
+
+/// Who decided a wave's approval, when and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalDecision {
+    pub approved: bool,
+    /// The caller's ARN (STS GetCallerIdentity), or `timeout`.
+    pub by: String,
+    /// Epoch seconds.
+    pub at: i64,
+    /// `cli`, `console` (SendTaskSuccess from anywhere else) or `timeout`.
+    pub via: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// One location (account x Region) of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocationRecord {
     pub location: Location,
+    /// The wave it belongs to (0 in a run without waves).
+    pub wave: u32,
     pub phase: Phase,
     /// Set once, when the location is settled.
     pub outcome: Option<LocationOutcome>,
@@ -140,6 +205,7 @@ impl LocationRecord {
     pub fn pending(location: Location) -> Self {
         LocationRecord {
             location,
+            wave: 0,
             phase: Phase::Pending,
             outcome: None,
             reason: None,

@@ -278,6 +278,9 @@ pub enum RunStatus {
     StoppedByAlarm,
     /// The maintenance window (`notAfter`) closed before everything had started.
     StoppedByWindow,
+    /// A wave failed its gate (its failed locations passed its `locationErrorThreshold`):
+    /// no later wave started.
+    StoppedByGate,
     /// The input was invalid; nothing was dispatched.
     Rejected,
     /// An operator stopped the run (`fleetpatch stop`): nothing new starts, commands in
@@ -298,6 +301,7 @@ impl RunStatus {
             RunStatus::StoppedByThreshold => "StoppedByThreshold",
             RunStatus::StoppedByAlarm => "StoppedByAlarm",
             RunStatus::StoppedByWindow => "StoppedByWindow",
+            RunStatus::StoppedByGate => "StoppedByGate",
             RunStatus::Rejected => "Rejected",
             RunStatus::Cancelling => "Cancelling",
             RunStatus::Cancelled => "Cancelled",
@@ -316,6 +320,7 @@ impl FromStr for RunStatus {
             RunStatus::StoppedByThreshold,
             RunStatus::StoppedByAlarm,
             RunStatus::StoppedByWindow,
+            RunStatus::StoppedByGate,
             RunStatus::Rejected,
             RunStatus::Cancelling,
             RunStatus::Cancelled,
@@ -367,7 +372,35 @@ macro_rules! stored_names {
     };
 }
 
+/// Where a wave is: Pending (planned) -> [AwaitingApproval] -> Running (its locations
+/// started) -> Passed or GateFailed (settled; the gate decided); or Skipped (never started:
+/// an earlier wave failed its gate, the run was halted or stopped) or Rejected (its
+/// approval was refused or timed out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaveStatus {
+    Pending,
+    AwaitingApproval,
+    Running,
+    Passed,
+    GateFailed,
+    Skipped,
+    Rejected,
+}
+
 stored_names!(Phase, "location phase", [Pending, Dispatching, Done]);
+stored_names!(
+    WaveStatus,
+    "wave status",
+    [
+        Pending,
+        AwaitingApproval,
+        Running,
+        Passed,
+        GateFailed,
+        Skipped,
+        Rejected
+    ]
+);
 stored_names!(BatchState, "batch state", [Claimed, Sent, Released]);
 
 #[cfg(test)]

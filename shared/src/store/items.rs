@@ -179,6 +179,7 @@ pub fn location_item(run_id: &str, l: &LocationRecord) -> Result<Item> {
     item.insert("account".into(), s(&l.location.account));
     item.insert("region".into(), s(&l.location.region));
     item.insert("phase".into(), s(l.phase.as_str()));
+    item.insert("wave".into(), n(l.wave));
     if let Some(c) = &l.expand_cursor {
         item.insert("expandPages".into(), n(c.pages));
         if let Some(t) = &c.next_token {
@@ -226,6 +227,7 @@ impl TryFrom<&Item> for LocationRecord {
         };
         Ok(LocationRecord {
             location,
+            wave: get_n(item, "wave").map_or(0, |w| w as u32),
             phase: parsed(item, "phase")?,
             outcome,
             reason: get_s(item, "reason"),

@@ -10,6 +10,7 @@ pub const RUN_SK: &str = "RUN";
 pub const LOCATION_PREFIX: &str = "LOC#";
 pub const INSTANCE_PREFIX: &str = "INST#";
 pub const BATCH_PREFIX: &str = "BATCH#";
+pub const WAVE_PREFIX: &str = "WAVE#";
 
 pub fn run_pk(run_id: &str) -> String {
     format!("RUN#{run_id}")
@@ -31,6 +32,11 @@ pub fn instance_sk(id: &str) -> String {
 /// Six digits, so that a location's batches sort in order.
 pub fn batch_sk(seq: u64) -> String {
     format!("{BATCH_PREFIX}{seq:06}")
+}
+
+/// Three digits, so that a run's waves sort in order.
+pub fn wave_sk(index: u32) -> String {
+    format!("{WAVE_PREFIX}{index:03}")
 }
 
 pub fn key(pk: String, sk: String) -> Item {

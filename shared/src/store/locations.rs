@@ -17,11 +17,16 @@ impl Store {
     /// Writes one Pending item per location of a new run, only for locations not recorded
     /// yet: a plan that timed out and finishes late (beside its retry, whose Map may already
     /// be running) never resets a location.
-    pub async fn put_locations(&self, run_id: &str, locations: &[Location]) -> Result<()> {
+    /// Each location comes with the index of its wave.
+    pub async fn put_locations(&self, run_id: &str, locations: &[(Location, u32)]) -> Result<()> {
         let items = locations
             .iter()
-            .map(|l| {
-                let mut item = location_item(run_id, &LocationRecord::pending(l.clone()))?;
+            .map(|(l, wave)| {
+                let record = LocationRecord {
+                    wave: *wave,
+                    ..LocationRecord::pending(l.clone())
+                };
+                let mut item = location_item(run_id, &record)?;
                 item.insert("expiresAt".into(), self.expires());
                 Ok(item)
             })

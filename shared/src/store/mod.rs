@@ -6,6 +6,7 @@
 //! | location  | `RUN#<runId>`                   | `LOC#<account>#<region>` |
 //! | instance  | `LOC#<runId>#<account>#<region>` | `INST#<instanceId>`   |
 //! | batch     | `LOC#<runId>#<account>#<region>` | `BATCH#<seq, 6 digits>` |
+//! | wave      | `RUN#<runId>`                   | `WAVE#<index, 3 digits>` |
 //!
 //! A run's locations share the run's partition (one Query lists them); each location's
 //! instances and SendCommand batches live in a partition of their own, so a large run spreads
@@ -14,7 +15,8 @@
 //!
 //! - [`keys`]: key construction; [`items`]: item <-> record mapping;
 //! - `client`: query all pages, transactions (retried on conflict), the one `conditional`;
-//! - one module per record family: `runs`, `locations`, `instances` (with their batches);
+//! - one module per record family: `runs`, `locations`, `instances` (with their batches),
+//!   `waves`;
 //! - `band`: dispatch's bounded read of a location's partition and its watermark.
 //!
 //! Invariants every write keeps: a run's counters (`locationsDone`, `instancesSent`,
@@ -28,7 +30,9 @@ mod instances;
 pub mod items;
 pub mod keys;
 mod locations;
+mod resume;
 mod runs;
+pub mod waves;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_dynamodb::Client;

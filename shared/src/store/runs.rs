@@ -176,6 +176,27 @@ impl Store {
         .await
     }
 
+    /// Asks every location of a cancelling run to cancel its commands in flight
+    /// (`fleetpatch stop --cancel-commands`): false when the run is not Cancelling.
+    pub async fn request_command_cancel(&self, run_id: &str) -> Result<bool> {
+        self.update_run_if(
+            run_id,
+            "SET cancelCommands = :yes, cancelCommandsAt = :now",
+            "#st = :cancelling",
+            vec![
+                (":yes", AttributeValue::Bool(true)),
+                (":cancelling", s(RunStatus::Cancelling.as_str())),
+            ],
+        )
+        .await
+    }
+
+    /// Whether the run's commands in flight are to be cancelled (`cancelCommands`).
+    pub async fn cancels_commands(&self, run_id: &str) -> Result<bool> {
+        let value = self.run_attribute(run_id, "cancelCommands").await?;
+        Ok(matches!(value, Some(AttributeValue::Bool(true))))
+    }
+
     /// Whether the "Patch Run Completed" event of the run was sent (`completedEventAt`).
     pub async fn completed_event_sent(&self, run_id: &str) -> Result<bool> {
         Ok(self
@@ -212,7 +233,7 @@ impl Store {
 
     /// Updates the run item when `condition` holds (`#st` names `status`, `:now` is now):
     /// Ok(false) when it did not.
-    async fn update_run_if(
+    pub(super) async fn update_run_if(
         &self,
         run_id: &str,
         set: &str,

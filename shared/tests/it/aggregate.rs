@@ -32,6 +32,7 @@ fn request() -> AggregateRequest {
         run_id: RUN.into(),
         records_only: false,
         error: None,
+        execution_ended: None,
     }
 }
 
@@ -78,8 +79,20 @@ fn table_tx(
             .as_s()
             .unwrap()
             .clone();
+        let prefix = req
+            .expression_attribute_values()
+            .unwrap()
+            .get(":p")
+            .map(|p| p.as_s().unwrap().clone())
+            .unwrap_or_default();
         let items = if pk.starts_with("RUN#") {
-            locations.clone()
+            // The run's partition holds its locations (and no wave: a run planned before
+            // waves existed, which aggregate must still finish).
+            locations
+                .iter()
+                .filter(|i| i["SK"].as_s().unwrap().starts_with(&prefix))
+                .cloned()
+                .collect()
         } else {
             instances.clone()
         };
@@ -620,5 +633,44 @@ async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
     assert_eq!(
         summary.instance_states.get(&InstanceState::NotStarted),
         Some(&2)
+    );
+}
+
+#[tokio::test]
+async fn an_execution_stopped_in_the_console_still_ends_the_run_cancelled() {
+    // GIVEN a location the Map never settled, with 2 instances Pending and 1 in flight
+    let mut loc = LocationRecord::pending(LOC.parse().unwrap());
+    loc.phase = Phase::Dispatching;
+    loc.targeted = 3;
+    loc.counts = [(InstanceState::Pending, 2), (InstanceState::InFlight, 1)].into();
+    let all = ids(3);
+    let instances = vec![
+        instance_item(&all[0], "Pending", None),
+        instance_item(&all[1], "Pending", None),
+        instance_item(&all[2], "InFlight", Some("cmd-1")),
+    ];
+    let (rules, _, transacts) = table_tx(
+        "Running",
+        vec![items::location_item(RUN, &loc).unwrap()],
+        instances,
+    );
+    let asked = Captured::default();
+    // WHEN the EventBridge rule says its execution was stopped (ABORTED)
+    let req = AggregateRequest {
+        execution_ended: Some("ABORTED".into()),
+        ..request()
+    };
+    let summary = aggregator(&rules, asked.clone()).handle(req).await.unwrap();
+    // THEN no target account was called, the pending instances ended NotStarted, and the run
+    // ended Cancelled, its summary saying the execution was stopped and what was not read
+    assert_eq!(asked.all(), Vec::<usize>::new());
+    let mut retired = transact_moved_to(&transacts, "NotStarted");
+    retired.sort();
+    assert_eq!(retired, all[..2].to_vec());
+    assert_eq!(summary.status, RunStatus::Cancelled);
+    let why = summary.not_read.unwrap_or_default();
+    assert!(
+        why.contains("ABORTED") && why.contains("compliance"),
+        "{why}"
     );
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 const HANDLERS: [&str; 5] = ["plan", "expand", "dispatch", "settle", "aggregate"];
-const PURE: [&str; 10] = [
+const PURE: [&str; 11] = [
+    "resume",
     "run",
     "reading",
     "limits",
@@ -16,8 +17,8 @@ const PURE: [&str; 10] = [
     "input",
     "model",
 ];
-const ADAPTERS: [&str; 8] = [
-    "store", "fleet", "tracking", "orgs", "regions", "events", "clients", "wiring",
+const ADAPTERS: [&str; 9] = [
+    "store", "fleet", "tracking", "orgs", "regions", "events", "clients", "wiring", "cancel",
 ];
 
 /// A module's code, outside its tests: its file, or every file of its folder, each cut at

@@ -4,6 +4,7 @@
 use crate::util::*;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
 use aws_sdk_dynamodb::operation::put_item::{PutItemInput, PutItemOutput};
+use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput;
 use aws_sdk_eventbridge::operation::put_events::{PutEventsInput, PutEventsOutput};
 use aws_sdk_organizations::operation::describe_account::{
@@ -180,7 +181,10 @@ fn world_full(existing: Option<Item>, ssm_rules: Vec<Rule>) -> World {
             )
         });
     let org_rules = vec![accounts, children, describe];
-    let rules = vec![get, put, batch, ev];
+    // A run planned before waves existed: its partition holds no wave item.
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .then_output(|| QueryOutput::builder().set_items(Some(Vec::new())).build());
+    let rules = vec![get, put, batch, ev, query];
     let planner = Planner {
         config: Config::for_tests(),
         store: store(mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, &rules)),
@@ -580,6 +584,8 @@ async fn a_plan_overtaken_by_its_own_retry_answers_from_the_retrys_record_and_an
     });
     let tx = mock!(aws_sdk_dynamodb::Client::transact_write_items)
         .then_output(|| TransactWriteItemsOutput::builder().build());
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .then_output(|| QueryOutput::builder().set_items(Some(Vec::new())).build());
     let active =
         mock!(aws_sdk_organizations::Client::describe_account).then_compute_output(|req| {
             DescribeAccountOutput::builder()
@@ -598,7 +604,7 @@ async fn a_plan_overtaken_by_its_own_retry_answers_from_the_retrys_record_and_an
         store: store(mock_client!(
             aws_sdk_dynamodb,
             RuleMode::MatchAny,
-            [&get, &put, &tx]
+            [&get, &put, &tx, &query]
         )),
         orgs: mock_client!(aws_sdk_organizations, RuleMode::MatchAny, [&active]),
         ssm: mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&region_pages()]),

@@ -228,6 +228,7 @@ fn commands(state: &AppState) -> Value {
                 "max_errors": c.max_errors,
                 "requested_at": iso8601(c.requested_ms),
                 "received_wall_ms": c.received_wall_ms,
+                "ended_at": ended_at(c, now),
                 "status": v.status,
                 "status_details": v.details,
                 "hooks": hooks_ran(c),
@@ -235,6 +236,15 @@ fn commands(state: &AppState) -> Value {
         })
         .collect();
     json!(list)
+}
+
+/// When the command's last invocation ended (simulated), once all of them have; else null.
+fn ended_at(c: &crate::sim::Command, now: i64) -> Value {
+    let ends: Option<Vec<i64>> = c.invocations.iter().map(|i| view(i, now).end_ms).collect();
+    match ends.and_then(|e| e.into_iter().max()) {
+        Some(ms) => json!(iso8601(ms)),
+        None => Value::Null,
+    }
 }
 
 /// What AWS-RunPatchBaselineWithHooks did on each instance whose invocation ended: the
