@@ -1,6 +1,6 @@
 //! The `dispatch` function, called again and again (a Wait loop) for one location until it
 //! answers `done`. Each round:
-//! 1. loads the run, the location and its instance and batch records, once;
+//! 1. loads the run, the location and the band of its records it needs, once ([`band`]);
 //! 2. brings the records up to date with SSM ([`crate::progress`]): batches claimed but never
 //!    recorded as sent adopt their own command (found by its Comment, see [`comment`]) or are
 //!    released after a grace period; the commands in flight are followed (one ListCommands;
@@ -19,6 +19,7 @@
 //!    from the runs observed (carried in the task, and the shortest on the location).
 
 use crate::alarms::Alarms;
+use crate::band::{self, Watermark};
 use crate::clients::{AssumeError, ClientFactory};
 use crate::clock::{now_epoch, now_epoch_ms};
 use crate::comment::comment;
@@ -38,7 +39,7 @@ use crate::progress::{
 use crate::run::{self, Entry, THRESHOLD_PASSED};
 use crate::store::Store;
 use crate::task::LocationTask;
-use crate::window::{plan_round, Round};
+use crate::window::{plan_round_after, Round};
 use std::collections::HashMap;
 use tracing::{info, warn};
 
@@ -69,6 +70,9 @@ struct Loaded {
     location: LocationRecord,
     instances: Vec<InstanceRecord>,
     batches: Vec<BatchRecord>,
+    /// The settled prefix before `instances`, and how many instances after them were not read.
+    prefix: Watermark,
+    unread: u64,
     /// Epoch ms taken before the instances were read (see `Store::set_location_progress`).
     read_from_ms: i64,
     /// Instances Run Command counts final that this round left unread: free slots.
@@ -96,12 +100,14 @@ impl<F: ClientFactory> Dispatcher<F> {
         }
         let ssm = self.ssm_for(&loc, &run, run_id).await?;
         let read_from_ms = now_epoch_ms();
-        let (instances, batches) = self.store.list_location_items(run_id, &loc).await?;
+        let band = self.store.load_band(run_id, &loc, &location).await?;
         let mut state = Loaded {
             run,
             location,
-            instances,
-            batches,
+            instances: band.instances,
+            batches: band.batches,
+            prefix: band.prefix,
+            unread: band.unread,
             read_from_ms,
             freed: 0,
             observed: task.observed,
@@ -113,7 +119,14 @@ impl<F: ClientFactory> Dispatcher<F> {
 
         // 3. Decide.
         let check = halt::check(&self.store, &self.alarms, &state.run, now_epoch_ms()).await?;
-        let (round, why) = decide(&state, &check);
+        let (mut round, mut why) = decide(&state, &check);
+        if !round.not_started.is_empty() && state.unread > 0 {
+            self.store
+                .extend_to_end(run_id, &loc, &state.prefix, &mut state.instances)
+                .await?;
+            state.unread = 0;
+            (round, why) = decide(&state, &check);
+        }
 
         // 4. Apply.
         if let (Check::Halt(h), false) = (&check, round.not_started.is_empty()) {
@@ -311,7 +324,7 @@ impl<F: ClientFactory> Dispatcher<F> {
     ) -> Result<Next> {
         let ids = &batch.instance_ids;
         let finals = if refusal.invalid_instances {
-            retired_instances(ids, &fleet::describe_managed(ssm, ids).await?)
+            fleet::retired_instances(ids, &fleet::describe_managed(ssm, ids).await?)
         } else {
             HashMap::new()
         };
@@ -351,7 +364,7 @@ impl<F: ClientFactory> Dispatcher<F> {
         round: &Round,
     ) -> Result<LocationTask> {
         let run_id = task.run_id.as_str();
-        let states: Vec<InstanceState> = state.instances.iter().map(|i| i.state).collect();
+        let states = band::all_states(&state.prefix, &state.instances, state.unread);
         let counts = count_states(states.iter().copied());
         self.store
             .set_location_progress(
@@ -437,7 +450,8 @@ fn set_claimed(instances: &mut [InstanceRecord], ids: &[String], seq: u64) {
 /// The instance threshold, once passed, keeps its own reason.
 fn decide(state: &Loaded, check: &Check) -> (Round, String) {
     // Slots Run Command freed that the records do not show yet are free all the same.
-    let mut round = plan_round(
+    let mut round = plan_round_after(
+        band::prefix_errors(&state.prefix),
         &state.instances,
         state.location.window + state.freed,
         state.location.tolerated,
@@ -466,20 +480,6 @@ struct Refusal {
     reason: String,
     invalid_instances: bool,
     throttled: bool,
-}
-
-/// After InvalidInstanceId: which of `ids` left SSM, and the state each ends in (pure).
-fn retired_instances(
-    ids: &[String],
-    managed: &HashMap<String, fleet::ManagedInfo>,
-) -> HashMap<String, InstanceState> {
-    ids.iter()
-        .filter_map(|id| match managed.get(id) {
-            Some(m) if m.ping_status == "Online" => None,
-            Some(_) => Some((id.clone(), InstanceState::Offline)),
-            None => Some((id.clone(), InstanceState::Unmanaged)),
-        })
-        .collect()
 }
 
 /// Splits a `code: message` reason (as `SendOutcome::Refused` and `AssumeError::AccessDenied`

@@ -425,6 +425,20 @@ fn compliance_of(p: &InstancePatchState) -> Compliance {
     }
 }
 
+/// After InvalidInstanceId: which of `ids` left SSM, and the state each ends in (pure).
+pub fn retired_instances(
+    ids: &[String],
+    managed: &HashMap<String, ManagedInfo>,
+) -> HashMap<String, InstanceState> {
+    ids.iter()
+        .filter_map(|id| match managed.get(id) {
+            Some(m) if m.ping_status == "Online" => None,
+            Some(_) => Some((id.clone(), InstanceState::Offline)),
+            None => Some((id.clone(), InstanceState::Unmanaged)),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@
 //! `main.rs` is one call to [`wiring::serve`], which reads configuration and builds clients
 //! once per cold start.
 
+pub mod band;
 pub mod clients;
 pub mod clock;
 pub mod command;

@@ -31,10 +31,22 @@ pub struct Round {
 /// Decides one round from the instances' current states. Pure: the rules of the sliding
 /// window and of the error threshold live here.
 pub fn plan_round(instances: &[InstanceRecord], window: u64, tolerated: Option<u64>) -> Round {
-    let errors = instances
-        .iter()
-        .filter(|i| i.state.counts_as_error())
-        .count() as u64;
+    plan_round_after(0, instances, window, tolerated)
+}
+
+/// [`plan_round`] for the instances after a settled prefix that counted `prefix_errors`
+/// (see [`crate::band`]).
+pub fn plan_round_after(
+    prefix_errors: u64,
+    instances: &[InstanceRecord],
+    window: u64,
+    tolerated: Option<u64>,
+) -> Round {
+    let errors = prefix_errors
+        + instances
+            .iter()
+            .filter(|i| i.state.counts_as_error())
+            .count() as u64;
     let stopping = threshold_passed(errors, tolerated);
     let in_flight = instances.iter().filter(|i| i.state.in_flight()).count() as u64;
     let mut pending: Vec<&String> = instances

@@ -1,5 +1,7 @@
-//! What one dispatch round reads: dispatch loads a location's whole partition (every
-//! instance and batch item) with a strongly consistent Query each round. The items are
+//! What one dispatch round reads. Before: the location's whole partition (every instance and
+//! batch item), a strongly consistent Query each round. After (`shared/src/band.rs`): the
+//! location item's watermark, the batches from the oldest open one, and the instances after
+//! the settled prefix in pages of 100, until a window of Pending ones past the claimed ones. The items are
 //! built by the store's own item writers, with the attributes the store adds on the way
 //! (timestamps, TTL, SSM's status), and sized by DynamoDB's rules (attribute names plus
 //! values; a Query page holds at most 1 MB; a strongly consistent read costs one read unit
@@ -76,12 +78,46 @@ fn sent_batch(loc: &Location, seq: u64) -> Item {
     item
 }
 
+/// Read units of one Query page per `page_items` items of `sizes` (each page rounded up).
+fn paged_units(sizes: &[usize], page_items: usize) -> usize {
+    sizes
+        .chunks(page_items)
+        .map(|c| c.iter().sum::<usize>().div_ceil(UNIT_BYTES))
+        .sum()
+}
+
+/// A round's bounded read in the steady state of a location of `n` instances with a 10%
+/// window `w`: the band holds the `w` in flight and as many settled between them (instances
+/// end out of order), then `w` Pending ones; the batches cover the band's claimed `2w`; plus
+/// the location item (its watermark, one unit).
+fn band_units(loc: &Location, n: usize) -> (usize, usize) {
+    let w = (n / 10).max(1);
+    let mut band: Vec<usize> = (0..2 * w)
+        .map(|i| item_bytes(&ended_instance(loc, i)))
+        .collect();
+    let pending = InstanceRecord::new("i-0000000000000000a", InstanceState::Pending);
+    let pending = item_bytes(&instance_item(RUN_ID, loc, &pending)) + 40;
+    band.extend(std::iter::repeat_n(pending, w));
+    let batches: Vec<usize> = (0..(2 * w).div_ceil(50) as u64)
+        .map(|b| item_bytes(&sent_batch(loc, b)))
+        .collect();
+    let units = paged_units(&band, 100) + paged_units(&batches, usize::MAX) + 1;
+    (band.len(), units)
+}
+
 pub fn print() {
     let loc = Location::new("111111111111", "ap-southeast-1");
     println!("\ndispatch: one round's Query of a location's partition (strongly consistent)");
     println!(
-        "{:>10} {:>8} {:>12} {:>12} {:>8} {:>12}",
-        "instances", "batches", "bytes", "bytes/inst", "queries", "read_units"
+        "{:>10} {:>8} {:>12} {:>12} {:>8} {:>12} {:>11} {:>12}",
+        "instances",
+        "batches",
+        "bytes",
+        "bytes/inst",
+        "queries",
+        "read_units",
+        "band_items",
+        "band_units"
     );
     for n in [250usize, 1_000, 10_000] {
         let batches = n.div_ceil(50);
@@ -101,9 +137,13 @@ pub fn print() {
         pages += 1;
         units += page.div_ceil(UNIT_BYTES);
         let bytes: usize = sizes.iter().sum();
+        let (band_items, band) = band_units(&loc, n);
         println!(
-            "{n:>10} {batches:>8} {bytes:>12} {:>12} {pages:>8} {units:>12}",
+            "{n:>10} {batches:>8} {bytes:>12} {:>12} {pages:>8} {units:>12} {band_items:>11} {band:>12}",
             bytes / n
         );
     }
+    println!("read_units: before (the whole partition, every round); band_units: after, a round");
+    println!("in the steady state of a 10% window (window in flight, as many settled among them,");
+    println!("a window of Pending; the watermark's location item) whatever has settled before it");
 }

@@ -24,7 +24,7 @@ pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn get_s(item: &Item, k: &str) -> Option<String> {
+pub(crate) fn get_s(item: &Item, k: &str) -> Option<String> {
     item.get(k).and_then(|v| v.as_s().ok()).cloned()
 }
 
@@ -79,7 +79,12 @@ pub(crate) fn counts_attr(counts: &Counts) -> AttributeValue {
 }
 
 fn counts_of(item: &Item) -> Result<Counts> {
-    let Some(m) = item.get("counts").and_then(|v| v.as_m().ok()) else {
+    counts_named(item, "counts")
+}
+
+/// The per-state counts held in map attribute `k` (none when absent).
+pub(crate) fn counts_named(item: &Item, k: &str) -> Result<Counts> {
+    let Some(m) = item.get(k).and_then(|v| v.as_m().ok()) else {
         return Ok(Counts::new());
     };
     m.iter()

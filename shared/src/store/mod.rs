@@ -16,13 +16,15 @@
 //! - [`keys`]: key construction; [`items`]: item <-> record mapping;
 //! - `client`: query all pages, transactions (retried on conflict), the one `conditional`;
 //! - one module per record family: `runs`, `locations`, `instances` (with their batches),
-//!   `waves`.
+//!   `waves`;
+//! - `band`: dispatch's bounded read of a location's partition and its watermark.
 //!
 //! Invariants every write keeps: a run's counters (`locationsDone`, `instancesSent`,
 //! `instancesDone`...) change in the same transaction as the items they count; every move of
 //! an instance or batch is conditional on the state it leaves, so a retried or late
 //! invocation can never undo a fresher one.
 
+mod band;
 mod client;
 mod instances;
 pub mod items;

@@ -3,7 +3,7 @@
 
 use crate::util::*;
 use aws_sdk_dynamodb::operation::get_item::GetItemOutput;
-use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::query::{QueryInput, QueryOutput};
 use aws_sdk_dynamodb::operation::transact_write_items::{
     TransactWriteItemsError, TransactWriteItemsInput, TransactWriteItemsOutput,
 };
@@ -36,6 +36,54 @@ pub(crate) struct Seen {
     transacts: Captured<Vec<String>>,
     pub(crate) inputs: Captured<TransactWriteItemsInput>,
     updates: Captured<UpdateItemInput>,
+    /// The SK of every item each Query returned.
+    pub(crate) reads: Captured<Vec<String>>,
+}
+
+/// Answers a Query as DynamoDB does: the items whose SK its key condition admits (every one
+/// when it names PK only), in SK order, from after its ExclusiveStartKey, at most Limit.
+fn query_range(items: &[Item], req: &QueryInput, reads: &Captured<Vec<String>>) -> QueryOutput {
+    let value = |k: &str| {
+        req.expression_attribute_values()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+    };
+    let bounds = req
+        .key_condition_expression()
+        .unwrap_or_default()
+        .contains("BETWEEN")
+        .then(|| {
+            (
+                value(":lo").unwrap_or_default(),
+                value(":hi").unwrap_or_default(),
+            )
+        });
+    let prefix = value(":p").unwrap_or_default();
+    let after = req.exclusive_start_key().map(|k| sk_of(Some(k)));
+    let mut admitted: Vec<&Item> = items
+        .iter()
+        .filter(|i| {
+            let sk = sk_of(Some(i));
+            let inside = bounds
+                .as_ref()
+                .is_none_or(|(lo, hi)| *lo <= sk && sk <= *hi);
+            inside && sk.starts_with(&prefix) && after.as_ref().is_none_or(|a| sk > *a)
+        })
+        .collect();
+    admitted.sort_by_key(|i| sk_of(Some(i)));
+    let limit = req.limit().map_or(usize::MAX, |l| l as usize);
+    let more = admitted.len() > limit;
+    admitted.truncate(limit);
+    reads.push(admitted.iter().map(|i| sk_of(Some(i))).collect());
+    let last = admitted.last().map(|i| (*i).clone());
+    let page: Vec<Item> = admitted.into_iter().cloned().collect();
+    let mut out = QueryOutput::builder().set_items(Some(page));
+    if let (true, Some(last)) = (more, last) {
+        let key = ["PK", "SK"].map(|k| (k.to_string(), last[k].clone()));
+        out = out.set_last_evaluated_key(Some(key.into_iter().collect()));
+    }
+    out.build()
 }
 
 impl Seen {
@@ -85,11 +133,9 @@ fn dynamo_with(
         };
         GetItemOutput::builder().set_item(Some(item)).build()
     });
-    let query = mock!(aws_sdk_dynamodb::Client::query).then_compute_output(move |_| {
-        QueryOutput::builder()
-            .set_items(Some(items.clone()))
-            .build()
-    });
+    let reads = seen.reads.clone();
+    let query = mock!(aws_sdk_dynamodb::Client::query)
+        .then_compute_output(move |req| query_range(&items, req, &reads));
     let seq = Arc::new(AtomicU64::new(0));
     let updates = seen.updates.clone();
     let update = mock!(aws_sdk_dynamodb::Client::update_item).then_compute_output(move |req| {
@@ -168,7 +214,7 @@ pub(crate) fn task() -> LocationTask {
     }
 }
 
-fn send_ok(sent: Captured<Vec<String>>) -> Rule {
+pub(crate) fn send_ok(sent: Captured<Vec<String>>) -> Rule {
     let counter = Arc::new(AtomicU64::new(0));
     mock!(aws_sdk_ssm::Client::send_command).then_compute_output(move |req| {
         sent.push(req.instance_ids().to_vec());

@@ -2,6 +2,7 @@
 //! aws-smithy-mocks answering the calls. One test binary; modules share `util`.
 
 mod aggregate;
+mod band;
 mod clients;
 mod dispatch;
 mod expand;
