@@ -103,7 +103,7 @@ bench: venv
 SIZE ?= 100k
 MODE ?= auto
 bench-scale: venv
-	$(PY) tests/bench/scale.py --size $(SIZE) --mode $(MODE) $(if $(filter 1,$(COMPARE)),--compare,)
+	$(PY) tests/bench/scale.py --size $(SIZE) --mode $(MODE) $(if $(filter 1,$(COMPARE)),--compare,) $(if $(filter debug,$(DRIVER)),--debug-driver,)
 
 clean-local:
 	rm -rf .local

@@ -204,8 +204,9 @@ def run_sfn(size: str, fleet: Path, release: bool, timeout: float) -> dict:
         return raw
 
 
-def run_direct(size: str, fleet: Path, timeout: float) -> dict:
-    build = subprocess.run(["cargo", "build", "-q", "--release", "-p", "fleetpatch",
+def run_direct(size: str, fleet: Path, timeout: float, release: bool = True) -> dict:
+    profile = ["--release"] if release else []
+    build = subprocess.run(["cargo", "build", "-q", *profile, "-p", "fleetpatch",
                             "--example", "scale_driver"], cwd=ROOT, capture_output=True, text=True)
     if build.returncode != 0:
         errors = [ln for ln in build.stderr.splitlines() if ln.startswith("error")] or ["?"]
@@ -223,7 +224,8 @@ def run_direct(size: str, fleet: Path, timeout: float) -> dict:
         run_file.write_text(json.dumps(sf.run_input(size)))
         t0 = time.monotonic()
         cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        target = localstack.target_dir() / "release" / "examples" / "scale_driver"
+        target = localstack.target_dir() / ("release" if release else "debug") / "examples" \
+            / "scale_driver"
         subprocess.run([str(target), "--input", str(run_file), "--name", name,
                         "--out", str(out_file)], cwd=ROOT, check=True, timeout=timeout,
                        env={**os.environ, **state["functions_env"]})
@@ -289,6 +291,10 @@ def main(argv=None) -> int:
                     help="run 10k both ways and print the agreement per figure")
     ap.add_argument("--debug-functions", action="store_true",
                     help="sfn: debug builds of the functions instead of release")
+    ap.add_argument("--debug-driver", action="store_true",
+                    help="direct: a debug build of the driver (its release build recompiles the "
+                         "SDK crates with other features; the figures are counts, so the profile "
+                         "changes only the CPU GB-s)")
     ap.add_argument("--timeout", type=float, default=6 * 3600)
     ap.add_argument("--from-results", type=Path, nargs="+", metavar="RESULT_JSON",
                     help="reprint the table from earlier runs' .local/bench/result-*.json")
@@ -311,7 +317,7 @@ def main(argv=None) -> int:
               f"{len(sf.REGIONS)} Regions x {sf.PER_LOCATION} (fleet {fleet})", flush=True)
         try:
             raw = run_sfn(size, fleet, not a.debug_functions, a.timeout) if mode == "sfn" \
-                else run_direct(size, fleet, a.timeout)
+                else run_direct(size, fleet, a.timeout, not a.debug_driver)
         except Unavailable as e:
             print(f"  {mode}: unavailable: {e}", flush=True)
             rows.append(f"| {size} | {mode} | unavailable: {e} |")
