@@ -6,7 +6,9 @@
 use crate::aws::{self, Aws, Execution};
 use crate::render::duration;
 use crate::CliError;
-use fleetpatch::model::{InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord};
+use fleetpatch::model::{
+    InstanceState, LocationOutcome, LocationRecord, Phase, RunRecord, WaveRecord, WaveStatus,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -31,6 +33,35 @@ pub struct Progress {
     pub elapsed: f64,
     /// Estimated seconds left, once something is done.
     pub left: Option<f64>,
+    /// The wave under way, for a run with `waves`: `wave prod (3/3) AwaitingApproval`.
+    pub wave: Option<String>,
+}
+
+/// The wave a run with `waves` is at: the first one running or awaiting approval, else the
+/// last one that left `Pending`; None for a run without waves.
+pub fn current_wave(run: &RunRecord, waves: &[WaveRecord]) -> Option<String> {
+    if run.input.waves.is_empty() {
+        return None;
+    }
+    let at = waves
+        .iter()
+        .find(|w| matches!(w.status, WaveStatus::Running | WaveStatus::AwaitingApproval))
+        .or_else(|| waves.iter().rev().find(|w| w.status != WaveStatus::Pending))?;
+    let mut text = format!(
+        "wave {} ({}/{}) {}",
+        at.name,
+        at.index + 1,
+        waves.len(),
+        at.status.as_str()
+    );
+    if at.status == WaveStatus::AwaitingApproval {
+        let run_id = &run.run_id;
+        text.push_str(&format!(
+            " (fleetpatch approve {run_id} --wave {})",
+            at.name
+        ));
+    }
+    Some(text)
 }
 
 /// The share of a location's work done: 1 when it ended, the share of its dispatchable
@@ -76,6 +107,7 @@ impl Progress {
             outcomes,
             elapsed,
             left,
+            wave: None,
         }
     }
 
@@ -89,8 +121,13 @@ impl Progress {
             .left
             .map(|s| format!("  ~{} left", duration(s.round() as u64)))
             .unwrap_or_default();
+        let wave = self
+            .wave
+            .as_ref()
+            .map(|w| format!("  {w}"))
+            .unwrap_or_default();
         format!(
-            "[{}] {}  locations {}/{} done, {} failed  instances {} sent, {} done of {}{}{left}",
+            "[{}] {}{wave}  locations {}/{} done, {} failed  instances {} sent, {} done of {}{}{left}",
             duration(self.elapsed as u64),
             self.status,
             self.locations_done,
@@ -133,7 +170,15 @@ async fn read(aws: &Aws, run_id: &str) -> Result<(Execution, Option<Progress>), 
         .list_locations(run_id)
         .await
         .map_err(|e| CliError::Failed(format!("cannot read run {run_id}: {e}")))?;
-    let progress = Progress::of(run.status.as_str(), &run, &locations, elapsed);
+    let mut progress = Progress::of(run.status.as_str(), &run, &locations, elapsed);
+    if !run.input.waves.is_empty() {
+        let waves = aws
+            .store
+            .list_waves(run_id)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot read run {run_id}'s waves: {e}")))?;
+        progress.wave = current_wave(&run, &waves);
+    }
     Ok((execution, Some(progress)))
 }
 
@@ -242,5 +287,60 @@ mod tests {
         // THEN the line gives no time left
         assert_eq!(p.left, None);
         assert!(!p.line().contains("left"));
+    }
+
+    fn wave(index: u32, name: &str, status: &str) -> WaveRecord {
+        serde_json::from_value(json!({
+            "index": index, "name": name, "status": status, "accounts": [], "regions": [],
+            "locationCount": 1, "overlaps": 0, "locationWindow": 1, "soakSeconds": 0,
+            "approval": false, "approvalTimeoutSeconds": 0
+        }))
+        .unwrap()
+    }
+
+    fn waved_run() -> RunRecord {
+        let input = input::validate(&json!({
+            "operation": "Install", "resourceGroup": "g", "regions": ["us-east-1"],
+            "waves": [
+                {"name": "canary", "accounts": ["111111111111"]},
+                {"name": "prod", "accounts": ["222222222222"], "approval": true}
+            ]
+        }))
+        .unwrap();
+        RunRecord::started("r1", input, 0)
+    }
+
+    #[test]
+    fn the_line_names_the_wave_under_way_and_how_to_approve_it() {
+        // GIVEN a run of two waves: the canary passed, prod awaits approval
+        let run = waved_run();
+        let waves = [
+            wave(0, "canary", "Passed"),
+            wave(1, "prod", "AwaitingApproval"),
+        ];
+        // WHEN its progress line is built
+        let mut p = Progress::of("Running", &run, &[], 5.0);
+        p.wave = current_wave(&run, &waves);
+        // THEN it names prod, its place, its status, and the command that approves it
+        assert!(
+            p.line().starts_with(
+                "[5s] Running  wave prod (2/2) AwaitingApproval (fleetpatch approve r1 --wave prod)  locations"
+            ),
+            "{}",
+            p.line()
+        );
+    }
+
+    #[test]
+    fn an_ended_run_shows_its_last_wave_and_a_run_without_waves_none() {
+        // GIVEN a run whose canary failed its gate (prod never left Pending)
+        let waved = waved_run();
+        let waves = [wave(0, "canary", "GateFailed"), wave(1, "prod", "Pending")];
+        // THEN the wave shown is the canary; a run without waves shows none
+        assert_eq!(
+            current_wave(&waved, &waves).as_deref(),
+            Some("wave canary (1/2) GateFailed")
+        );
+        assert_eq!(current_wave(&run(1), &[wave(0, "all", "Running")]), None);
     }
 }
