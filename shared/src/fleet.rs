@@ -258,6 +258,18 @@ pub struct FoundCommand {
     pub instance_ids: Vec<String>,
 }
 
+/// ListCommands' filter for the commands invoked after `invoked_after_epoch`.
+pub(crate) fn invoked_after(invoked_after_epoch: i64) -> Result<CommandFilter> {
+    let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
+        .fmt(aws_smithy_types::date_time::Format::DateTime)
+        .map_err(|e| Error::Record(e.to_string()))?;
+    CommandFilter::builder()
+        .key(CommandFilterKey::InvokedAfter)
+        .value(after)
+        .build()
+        .map_err(|e| Error::Record(e.to_string()))
+}
+
 /// Every recent command of the account and Region, invoked after `invoked_after_epoch`
 /// (ListCommands filters by time, all pages). Not by document: a run's commands run
 /// AWS-RunPatchBaseline or AWS-RunPatchBaselineWithHooks, a filter names one document, and
@@ -266,16 +278,10 @@ async fn recent_commands(
     client: &aws_sdk_ssm::Client,
     invoked_after_epoch: i64,
 ) -> Result<Vec<aws_sdk_ssm::types::Command>> {
-    let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .map_err(|e| Error::Record(e.to_string()))?;
-
-    let filter = CommandFilter::builder()
-        .key(CommandFilterKey::InvokedAfter)
-        .value(after)
-        .build()
-        .map_err(|e| Error::Record(e.to_string()))?;
-    let req = client.list_commands().max_results(50).filters(filter);
+    let req = client
+        .list_commands()
+        .max_results(50)
+        .filters(invoked_after(invoked_after_epoch)?);
 
     let mut pages = req.into_paginator().send();
     let mut commands = Vec::new();

@@ -8,26 +8,18 @@
 //! until what is wanted is found or the listing ends, so nothing is missed, whatever order
 //! Run Command lists in.
 
-use crate::error::{from_sdk, Error, Result};
+use crate::error::{from_sdk, Result};
 use crate::fleet::InvocationStatus;
 use crate::model::map_invocation_status;
 use crate::reading::CommandProgress;
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey};
+use aws_sdk_ssm::types::CommandFilter;
 use std::collections::{BTreeSet, HashMap};
 
 /// Invoked after `invoked_after_epoch`; not by document: a run's commands run
 /// AWS-RunPatchBaseline or AWS-RunPatchBaselineWithHooks, and a filter names one document
 /// (the callers pick their own commands by ID).
 fn filters(invoked_after_epoch: i64) -> Result<Vec<CommandFilter>> {
-    let after = aws_smithy_types::DateTime::from_secs(invoked_after_epoch)
-        .fmt(aws_smithy_types::date_time::Format::DateTime)
-        .map_err(|e| Error::Record(e.to_string()))?;
-    let filter = CommandFilter::builder()
-        .key(CommandFilterKey::InvokedAfter)
-        .value(after)
-        .build()
-        .map_err(|e| Error::Record(e.to_string()))?;
-    Ok(vec![filter])
+    Ok(vec![crate::fleet::invoked_after(invoked_after_epoch)?])
 }
 
 /// The progress of each of `wanted` among the commands invoked after `invoked_after_epoch`: pages of 50 until every wanted command is seen or the listing ends
