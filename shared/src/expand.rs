@@ -24,6 +24,7 @@ use crate::model::{
     count_states, ExpandCursor, Expansion, InstanceRecord, InstanceState, Location,
     LocationOutcome, Phase, RunRecord,
 };
+use crate::poll;
 use crate::resume::{self, OriginalLocation};
 use crate::run::{self, Entry};
 use crate::store::Store;
@@ -143,7 +144,10 @@ impl<F: ClientFactory> Expander<F> {
             );
             return Ok(task.finished(LocationOutcome::NoTargets, Some(why)));
         }
-        Ok(task.again(0))
+        // The first round waits a share of one poll that is this location's own, so that a
+        // wave's locations do not all poll in the same second ([`poll::start_offset`]).
+        let offset = poll::start_offset(run_id, &task.location, self.config.poll_seconds);
+        Ok(task.again(offset))
     }
 
     /// A halted run (window closed, alarm in ALARM) starts no location: recorded here when

@@ -42,6 +42,35 @@ pub const MIN_ENDS: u64 = 3;
 /// and SendCommand's own latency against a delivery timeout.
 pub const CLOCK_MARGIN_SECONDS: u64 = 10;
 
+/// Seconds a location waits before its first dispatch round: a fixed share of one configured
+/// poll, drawn from the run and the location (FNV-1a, so the same on every retry, build and
+/// platform), in `0..poll_seconds`.
+///
+/// Why: a run starts every location of a wave at once, and without this their rounds would
+/// stay in step: every poll, one dispatch invocation per location in the same second. Lambda
+/// meets such a burst with as many execution environments, and each environment caches its
+/// own credentials for each account it happens to serve, so STS AssumeRole calls grow with
+/// environments x accounts instead of with locations (measured in `make bench-scale`: 438
+/// AssumeRole calls in a 10k run of 10 accounts, where 50 would do). Spread over one poll,
+/// the rounds of 400 locations come a few per second, which a few warm environments serve;
+/// DynamoDB and Lambda concurrency see the same smoothing. The cost is at most one poll
+/// before a location's first send, once per run.
+pub fn start_offset(run_id: &str, location: &str, poll_seconds: u64) -> u64 {
+    if poll_seconds <= 1 {
+        return 0;
+    }
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let bytes = run_id
+        .bytes()
+        .chain(std::iter::once(0))
+        .chain(location.bytes());
+    let hash = bytes.fold(FNV_OFFSET, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
+    });
+    hash % poll_seconds
+}
+
 /// What the round leaves behind, as the next wait is decided from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollView {
@@ -410,5 +439,55 @@ mod tests {
         let seen = observe(o, 30, 24);
         assert!(seen.started);
         assert_eq!(observe(seen, 30, 24).quiet_rounds, o.quiet_rounds);
+    }
+
+    #[test]
+    fn start_offsets_stay_inside_one_poll_and_never_change() {
+        for poll in [1, 2, 5, 30, 3600] {
+            for i in 0..50 {
+                let loc = format!("{:012}/us-east-1", 100_000_000_000u64 + i);
+                let o = start_offset("run-1", &loc, poll);
+                assert!(o < poll.max(1), "offset {o} of a {poll} s poll");
+                assert_eq!(o, start_offset("run-1", &loc, poll), "the same on a retry");
+            }
+        }
+        assert_eq!(start_offset("run-1", "111111111111/us-east-1", 1), 0);
+        // A fixed value: the hash is FNV-1a, not the standard library's (whose output may
+        // change between Rust releases, moving a retried location's offset).
+        assert_eq!(
+            start_offset("r", "a", 1_000_000),
+            0x8a66_b719_615e_484a % 1_000_000
+        );
+    }
+
+    #[test]
+    fn start_offsets_spread_a_large_run_over_the_poll() {
+        // 100 accounts x 4 Regions over a 30 s poll: about 13 locations a second
+        let regions = ["us-east-1", "eu-west-1", "ap-southeast-2", "ap-northeast-1"];
+        let mut per_second = [0u32; 30];
+        for a in 0..100u64 {
+            for r in regions {
+                let loc = format!("{}/{r}", 200_000_000_000u64 + a);
+                per_second[start_offset("scale-100k-1", &loc, 30) as usize] += 1;
+            }
+        }
+        let busiest = *per_second.iter().max().unwrap();
+        let idle = per_second.iter().filter(|n| **n == 0).count();
+        assert_eq!(idle, 0, "every second of the poll is used: {per_second:?}");
+        assert!(
+            busiest <= 26,
+            "at most twice the mean (13.3) in one second: {per_second:?}"
+        );
+        // and a different run draws different offsets for the same location
+        let same = (0..100u64)
+            .filter(|a| {
+                let loc = format!("{}/us-east-1", 200_000_000_000u64 + a);
+                start_offset("run-a", &loc, 30) == start_offset("run-b", &loc, 30)
+            })
+            .count();
+        assert!(
+            same < 20,
+            "{same} of 100 locations kept their offset across runs"
+        );
     }
 }

@@ -27,6 +27,7 @@ use fleetpatch::clients::AssumeRoleFactory;
 use fleetpatch::config::Config;
 use fleetpatch::expand::Expander;
 use fleetpatch::model::{ExpandCursor, LocationOutcome, LocationRecord};
+use fleetpatch::poll::start_offset;
 use fleetpatch::task::LocationTask;
 use serde_json::json;
 
@@ -249,15 +250,27 @@ async fn follows_every_page_and_classifies_instances() {
     let (db, _r) = dynamo("Running", written.clone());
     let ssm = mock_client!(aws_sdk_ssm, RuleMode::MatchAny, [&info_rule]);
     let groups = mock_client!(aws_sdk_resourcegroups, RuleMode::Sequential, [&groups_rule]);
+    // (with the production poll of 30 s)
     let e = Expander {
-        config: Config::for_tests(),
+        config: Config {
+            poll_seconds: 30,
+            ..Config::for_tests()
+        },
         store: store(db),
         factory: fixed(ssm, groups),
         alarms: no_alarms(),
     };
     // WHEN the location is expanded
     let out = e.handle(task()).await.unwrap();
-    // THEN both group pages and all SSM pages were read, and each instance has its class
+    // THEN the first round waits this location's own share of one poll (not 0, for this
+    // run and location: rounds of a wave's locations do not all fall in one second)
+    let offset = start_offset(RUN, LOC, 30);
+    assert_ne!(
+        offset, 0,
+        "the fixture's run and location draw a non-zero offset"
+    );
+    assert_eq!(out.wait_seconds, offset);
+    // and both group pages and all SSM pages were read, and each instance has its class
     assert_eq!(groups_rule.num_calls(), 2);
     assert_eq!(
         info_rule.num_calls(),
