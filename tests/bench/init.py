@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "localstack"))
 import stack as localstack  # noqa: E402
 
-FUNCTIONS = ["plan", "expand", "dispatch", "settle", "aggregate"]
+FUNCTIONS = localstack.FUNCTIONS  # every function the template deploys, gate included
 
 
 class RuntimeApi(http.server.ThreadingHTTPServer):

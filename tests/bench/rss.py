@@ -1,11 +1,12 @@
 """`make bench` (part 3): each function's peak RSS while it handles a 10,000-instance location.
 
-Starts the local stack (moto + fleetsim, `tests/localstack/stack.py`) on a generated fleet of
-one account and Region holding 10,000 instances in one resource group (2% fail, 1% offline),
-then plays Lambda's Runtime API for each function's binary, as `init.py` does, handing it
-the events the state machine would, in its order: plan, expand, three dispatch rounds (the
-first sends the 10% window, the later ones follow it and refill), settle (the location
-ended in error: every instance still pending is retired, the largest write), aggregate (the
+Starts the local stack (moto + fleetsim, `tests/localstack/stack.py`) on a generated fleet
+of one account and Region holding 10,000 instances in one resource group (2% fail, 1%
+offline), then plays Lambda's Runtime API for each function's binary, as `init.py` does,
+handing it the events the state machine would, in its order: plan, gate (the wave's start),
+expand, three dispatch rounds (the first sends the 10% window, the later ones follow it and
+refill), settle (the location ended in error: every instance still pending is retired, the
+largest write), gate (the wave's end: its gate over the location records), aggregate (the
 last states and the compliance of all 10,000). Each event runs in a fresh process; its peak
 RSS (VmHWM) is read when it asks for its next event, after answering.
 
@@ -177,12 +178,14 @@ def steps(bins: Path, env: dict, timeout: float):
     plan = run("plan", {"executionName": f"rss-{int(time.time())}", "input": {
         "operation": "Install", "resourceGroup": GROUP, "accounts": [ACCOUNT],
         "regions": [REGION], "targetConcurrency": "10%", "locationConcurrency": "100%"}})
-    task = {"runId": plan["runId"], "location": plan["locations"][0]}
+    wave = run("gate", {"runId": plan["runId"], "wave": 0, "action": "start"})
+    task = {"runId": plan["runId"], "location": wave["locations"][0]}
     task = run("expand", task)
     for _ in range(3):
         task = run("dispatch", task)
         time.sleep(2)
     run("settle", {**task, "error": {"Error": "States.Timeout", "Cause": "rss bench"}})
+    run("gate", {"runId": plan["runId"], "wave": 0, "action": "end"})
     run("aggregate", {"runId": plan["runId"]})
     return results
 
