@@ -196,8 +196,11 @@ def run_sfn(size: str, fleet: Path, release: bool, timeout: float) -> dict:
             "commands": client.oracle("commands"), "virtual_clock": vclock,
             "sim_ms": [sim0, sim1], "wall_s": wall, "execution_status": execution["status"]}))
         raw = collect(client, instances, (sim0, sim1), vclock["transitions"], lambda_stats)
+        processes: dict[str, int] = {}
+        for fn, _pid in cpu_seen:
+            processes[fn] = processes.get(fn, 0) + 1
         raw.update(wall_s=wall, execution_status=execution["status"], name=name,
-                   lambda_cpu_s=cpu,
+                   lambda_cpu_s=cpu, lambda_processes=processes,
                    transitions_by_type=vclock["transitions_by_type"],
                    clock_anomalies=vclock["anomalies"],
                    run_status=(client.run_record(name) or {}).get("status"))
@@ -258,6 +261,10 @@ def report(size: str, mode: str, raw: dict) -> dict:
     print("  Lambda own CPU: " + ", ".join(f"{fn} {s:.1f} s" for fn, s in
                                            sorted(raw.get("lambda_cpu_s", {}).items()))
           + f" ({f['lambda_cpu_gb_s_per_1k']:.3f} GB-s per 1k)")
+    if raw.get("lambda_processes"):
+        # cargo lambda watch's processes, each with its own credential cache (AssumeRole)
+        print("  function processes: " + ", ".join(
+            f"{fn} {n}" for fn, n in sorted(raw["lambda_processes"].items())))
     print(f"  SSM per location: peak {raw['ssm']['peak_round']} calls in one round, peak "
           f"{raw['ssm']['peak_minute']} in one simulated minute, mean "
           f"{raw['ssm']['mean_per_active_minute']:.1f} per active minute")
