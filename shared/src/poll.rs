@@ -47,14 +47,14 @@ pub const CLOCK_MARGIN_SECONDS: u64 = 10;
 /// platform), in `0..poll_seconds`.
 ///
 /// Why: a run starts every location of a wave at once, and without this their rounds would
-/// stay in step: every poll, one dispatch invocation per location in the same second. Lambda
-/// meets such a burst with as many execution environments, and each environment caches its
-/// own credentials for each account it happens to serve, so STS AssumeRole calls grow with
-/// environments x accounts instead of with locations (measured in `make bench-scale`: 438
-/// AssumeRole calls in a 10k run of 10 accounts, where 50 would do). Spread over one poll,
-/// the rounds of 400 locations come a few per second, which a few warm environments serve;
-/// DynamoDB and Lambda concurrency see the same smoothing. The cost is at most one poll
-/// before a location's first send, once per run.
+/// stay in step: every poll, one dispatch invocation per location in the same second, which
+/// takes that much of the account's Lambda concurrency and as many execution environments,
+/// each caching its own credentials for each account it happens to serve (STS AssumeRole
+/// grows with environments x accounts). Spread over one poll, the rounds of 400 locations
+/// come about 13 a second, which a few warm environments serve. The cost is at most one poll
+/// before a location's first send, once per run. (The local stack cannot show the
+/// environments' side: `cargo lambda watch` starts its full `--concurrency` of processes
+/// whatever the load; see the README's Scale section.)
 pub fn start_offset(run_id: &str, location: &str, poll_seconds: u64) -> u64 {
     if poll_seconds <= 1 {
         return 0;
