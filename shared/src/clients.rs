@@ -4,7 +4,8 @@
 //! shortly before they expire; tests use [`FixedClients`].
 //!
 //! Invariants: cached credentials are never handed out within [`EXPIRY_MARGIN`] of their
-//! expiry; a role that cannot be assumed is [`AssumeError::AccessDenied`], which callers do
+//! expiry; calls side by side for one (account, role, run) make one AssumeRole between them
+//! (aggregate reads several locations at once, and an account's Regions are neighbours); a role that cannot be assumed is [`AssumeError::AccessDenied`], which callers do
 //! not retry, anything else is retryable; target clients inherit the function's own
 //! timeouts, endpoint and app name.
 
@@ -19,7 +20,7 @@ use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Clients acting in one target account and Region, with the execution role's credentials.
@@ -89,13 +90,19 @@ struct Cached {
     expires: SystemTime,
 }
 
+/// (account, role name, run ID): what one set of credentials is for.
+type Key = (String, String, String);
+
 /// Production factory: STS AssumeRole into each target account, credentials cached per
 /// (account, role, run) until [`EXPIRY_MARGIN`] before they expire.
 pub struct AssumeRoleFactory {
     base: SdkConfig,
     sts: aws_sdk_sts::Client,
     partition: String,
-    cache: Mutex<HashMap<(String, String, String), Cached>>,
+    cache: Mutex<HashMap<Key, Cached>>,
+    /// One async lock per key, held while its credentials are fetched: a second caller waits
+    /// for the first one's answer instead of making its own AssumeRole.
+    fetching: Mutex<HashMap<Key, Arc<futures::lock::Mutex<()>>>>,
 }
 
 impl AssumeRoleFactory {
@@ -107,6 +114,7 @@ impl AssumeRoleFactory {
             sts: aws_sdk_sts::Client::new(base),
             partition: partition.to_string(),
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,10 +125,11 @@ impl AssumeRoleFactory {
             sts,
             partition: partition.to_string(),
             cache: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashMap::new()),
         }
     }
 
-    fn cached(&self, key: &(String, String, String), now: SystemTime) -> Option<Credentials> {
+    fn cached(&self, key: &Key, now: SystemTime) -> Option<Credentials> {
         let mut cache = self.cache.lock().ok()?;
         match cache.get(key) {
             Some(c) if c.expires > now + EXPIRY_MARGIN => Some(c.credentials.clone()),
@@ -145,6 +154,12 @@ impl AssumeRoleFactory {
             role_name.to_string(),
             run_id.to_string(),
         );
+        if let Some(c) = self.cached(&key, SystemTime::now()) {
+            return Ok(c);
+        }
+        let lock = self.fetch_lock(&key);
+        let _fetching = lock.lock().await;
+        // a caller that held the lock before us may have fetched them
         if let Some(c) = self.cached(&key, SystemTime::now()) {
             return Ok(c);
         }
@@ -191,8 +206,17 @@ impl AssumeRoleFactory {
         })
     }
 
+    /// The lock a fetch of `key`'s credentials holds. A poisoned map only costs a lock of
+    /// one's own (an AssumeRole that might have been shared).
+    fn fetch_lock(&self, key: &Key) -> Arc<futures::lock::Mutex<()>> {
+        match self.fetching.lock() {
+            Ok(mut locks) => locks.entry(key.clone()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// Caches fresh credentials. A poisoned lock only costs a later STS call.
-    fn remember(&self, key: (String, String, String), fresh: &Cached) {
+    fn remember(&self, key: Key, fresh: &Cached) {
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(key, fresh.clone());
         }
