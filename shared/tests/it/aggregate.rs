@@ -589,9 +589,9 @@ async fn a_retried_aggregate_skips_locations_an_earlier_attempt_finished() {
     assert_eq!(summary.status, RunStatus::Succeeded);
 }
 
-#[tokio::test]
-async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
-    // GIVEN a location the Map never settled, with 2 instances Pending and 1 in flight
+/// A running run whose one location the Map never settled: 2 instances Pending, the third
+/// InFlight (`cmd-1`). Answers the table's rules, its captured transactions and the IDs.
+fn unsettled_location() -> (Vec<Rule>, Captured<TransactWriteItemsInput>, Vec<String>) {
     let mut loc = LocationRecord::pending(LOC.parse().unwrap());
     loc.phase = Phase::Dispatching;
     loc.targeted = 3;
@@ -607,6 +607,13 @@ async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
         vec![items::location_item(RUN, &loc).unwrap()],
         instances,
     );
+    (rules, transacts, all)
+}
+
+#[tokio::test]
+async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
+    // GIVEN a location the Map never settled, with 2 instances Pending and 1 in flight
+    let (rules, transacts, all) = unsettled_location();
     let asked = Captured::default();
     // WHEN the state machine's fallback asks for the run to be finished from the table alone
     let req = AggregateRequest {
@@ -639,21 +646,7 @@ async fn after_aggregate_failed_for_good_the_run_still_ends_from_its_records() {
 #[tokio::test]
 async fn an_execution_stopped_in_the_console_still_ends_the_run_cancelled() {
     // GIVEN a location the Map never settled, with 2 instances Pending and 1 in flight
-    let mut loc = LocationRecord::pending(LOC.parse().unwrap());
-    loc.phase = Phase::Dispatching;
-    loc.targeted = 3;
-    loc.counts = [(InstanceState::Pending, 2), (InstanceState::InFlight, 1)].into();
-    let all = ids(3);
-    let instances = vec![
-        instance_item(&all[0], "Pending", None),
-        instance_item(&all[1], "Pending", None),
-        instance_item(&all[2], "InFlight", Some("cmd-1")),
-    ];
-    let (rules, _, transacts) = table_tx(
-        "Running",
-        vec![items::location_item(RUN, &loc).unwrap()],
-        instances,
-    );
+    let (rules, transacts, all) = unsettled_location();
     let asked = Captured::default();
     // WHEN the EventBridge rule says its execution was stopped (ABORTED)
     let req = AggregateRequest {
