@@ -281,9 +281,9 @@ def test_stack_outputs_name_the_state_machine_and_table(stack, runs):
 SLOW_ACCOUNT = "610000000004"
 
 
-def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
-    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
-    run_id = "cli-stop-run"
+def start_slow_run(stack, tmp_path, run_id: str) -> None:
+    """Starts `run_id` over the slow group (6 instances sent one at a time) and returns once
+    one command is in flight."""
     started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
         resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
         "--name", run_id)
@@ -291,6 +291,12 @@ def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
     localstack.wait_until("a command in flight",
                           lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
                           120)
+
+
+def test_stop_mid_run_ends_cancelled_with_nothing_lost(stack, tmp_path):
+    # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
+    run_id = "cli-stop-run"
+    start_slow_run(stack, tmp_path, run_id)
     # WHEN the operator stops it
     stop = fleetpatch(stack, "stop", run_id)
     watched = fleetpatch(stack, "watch", run_id)
@@ -423,13 +429,7 @@ def test_stop_cancel_commands_cancels_what_is_in_flight(stack, tmp_path):
     # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight, and
     # SSM answering the first CancelCommand with a 500 before it takes effect
     run_id = "cli-cancel-run"
-    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
-        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
-        "--name", run_id)
-    assert started.returncode == 0, started.stderr
-    localstack.wait_until("a command in flight",
-                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
-                          120)
+    start_slow_run(stack, tmp_path, run_id)
     stack.faults([{"kind": "error", "service": "ssm", "operation": "CancelCommand",
                    "account": SLOW_ACCOUNT, "count": 1, "status": 500,
                    "code": "InternalServerError"}])
@@ -472,13 +472,7 @@ def test_a_run_stopped_in_the_console_still_ends_cancelled_with_its_event(stack,
     from test_execution_ended import deliver, status_change
     # GIVEN a run whose 6 slow instances are sent one at a time, one of them in flight
     run_id = "cli-aborted-run"
-    started = fleetpatch(stack, "start", str(write_input(tmp_path, "slow.json", base_input(
-        resourceGroup="e2e-cli-slow", accounts=[SLOW_ACCOUNT], targetConcurrency="1"))),
-        "--name", run_id)
-    assert started.returncode == 0, started.stderr
-    localstack.wait_until("a command in flight",
-                          lambda: int((stack.run_record(run_id) or {}).get("instancesSent", 0)) >= 1,
-                          120)
+    start_slow_run(stack, tmp_path, run_id)
     # WHEN the execution is stopped in Step Functions (the console's "Stop execution")
     machine = stack.state["state_machine_arn"]
     execution = machine.replace(":stateMachine:", ":execution:") + f":{run_id}"
